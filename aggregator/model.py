@@ -1,0 +1,124 @@
+"""Frozen records passed between the pipeline's stages. Imports nothing from the package."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """One `[[feeds]]` entry of the config, validated."""
+
+    url: str
+    title: str | None = None
+    tags: tuple[str, ...] = ()
+    interval: int | None = None  # seconds; None means the [schedule] default
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """What the fetcher needs to know about one feed before it polls it."""
+
+    id: int
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    error_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedFailure:
+    """Why a feed's poll failed. `kind` is a short machine word (http, network, timeout,
+    too_large, not_a_feed, blocked, redirect, gone, parse)."""
+
+    kind: str
+    message: str
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """The outcome of one request. Exactly one of body / not_modified / failure is meaningful."""
+
+    feed_id: int
+    requested_url: str
+    final_url: str
+    fetched_at: datetime
+    status: int | None = None
+    body: bytes | None = None  # decoded bytes when there is something to parse
+    headers: Mapping[str, str] = field(default_factory=dict)  # final response, lower-case keys
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    not_modified: bool = False  # 304, or a body identical to the last one
+    permanent_url: str | None = None  # set when every redirect hop was 301/308
+    failure: FeedFailure | None = None
+    retry_after: datetime | None = None  # binding: do not ask again before this
+    max_age: int | None = None  # seconds the publisher asks us to wait (Cache-Control/Expires)
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    """One entry as the feed gave it, before any cleaning. HTML fields are untrusted."""
+
+    guid: str | None = None
+    link: str | None = None
+    title: str | None = None
+    summary: str | None = None  # HTML or text as given
+    content: str | None = None  # HTML or text as given
+    published: datetime | None = None
+    updated: datetime | None = None
+    author: str | None = None
+    language: str | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """bytes + headers turned into a feed. `problem` records a recoverable (bozo) issue."""
+
+    title: str | None = None
+    link: str | None = None
+    language: str | None = None
+    ttl: int | None = None  # seconds, from RSS <ttl> or sy:updatePeriod/updateFrequency
+    entries: tuple[RawEntry, ...] = ()
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A normalised entry: stable identity, clean text, safe HTML, UTC dates."""
+
+    guid: str  # the feed's own id exactly as given, or a derived key
+    link: str | None  # canonical http(s) URL or None
+    title: str  # plain text
+    summary: str  # sanitised HTML
+    content: str  # sanitised HTML
+    text: str  # plain text of title + summary + content, for fingerprints and search
+    published: datetime  # tz-aware UTC
+    updated: datetime | None
+    author: str | None
+    language: str | None
+    content_hash: str  # hex digest of the meaningful content
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What near-duplicate detection and story matching need from one entry."""
+
+    content_hash: str
+    simhash: int | None  # unsigned 64-bit; None when the text is too short to be reliable
+    terms: tuple[str, ...] = ()  # informative title/summary terms for story matching
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedFeed:
+    """Everything the worker process hands back for one feed body."""
+
+    feed: ParsedFeed
+    entries: tuple[tuple[Entry, Fingerprint], ...]
+    failure: FeedFailure | None = None
