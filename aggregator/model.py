@@ -122,3 +122,63 @@ class ProcessedFeed:
     feed: ParsedFeed
     entries: tuple[tuple[Entry, Fingerprint], ...]
     failure: FeedFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    """The `[fetch]` table."""
+
+    user_agent: str
+    timeout: float = 30.0  # total deadline per request, seconds
+    max_body_bytes: int = 20 * 1024 * 1024  # counted on decoded bytes
+    concurrency: int = 20  # requests in flight overall
+    per_host: int = 2  # requests in flight per host
+    max_redirects: int = 5
+    allow_private_networks: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSettings:
+    """The `[schedule]` table; all values in seconds."""
+
+    interval: int = 3600  # default poll interval
+    min_interval: int = 300  # never poll a feed more often than this
+    max_interval: int = 86400  # adaptive and publisher hints never go beyond this
+    max_backoff: int = 86400  # cap for exponential backoff after errors
+    max_retry_after: int = 7 * 86400  # cap for Retry-After
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One outlet's report of a story, as shown in a digest's "also reported by" list."""
+
+    outlet: str
+    title: str
+    link: str | None
+    published: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DigestStory:
+    """One story as the exporters render it (loaded from the store)."""
+
+    story_id: int
+    title: str
+    link: str | None
+    summary: str  # sanitised HTML (already safe) or plain text
+    first_seen: datetime
+    updated: datetime  # moves when a new outlet joins
+    sources: tuple[Source, ...]
+    categories: tuple[str, ...] = ()
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A digest feed: a titled list of stories."""
+
+    title: str
+    generated_at: datetime  # the newest `updated` among stories, so same content gives same bytes
+    stories: tuple[DigestStory, ...]
+    link: str | None = None
+    feed_url: str | None = None
