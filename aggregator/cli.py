@@ -1,0 +1,225 @@
+"""The `aggregator` command line. Maps AggregatorError to a message and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from . import config as config_mod
+from .config import Config, parse_duration
+from .errors import AggregatorError
+from .pipeline import CycleSummary, FeedOutcome, Poller, utcnow
+from .store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = config_mod.load(config_mod.resolve_path(self.config_path, os.environ))
+        return self._config
+
+    def open_store(self, *, sync: bool = False) -> Store:
+        store = Store.open(self.config.database)
+        if sync:
+            store.sync_feeds(self.config.feeds, utcnow())
+        return store
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except AggregatorError as exc:
+        click.echo(f"aggregator: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH",
+              help="Config file (default: $AGGREGATOR_CONFIG, else config/aggregator.toml).")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.version_option(__version__, prog_name="aggregator")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+    """Poll feeds politely, store them in SQLite, and group the same story across outlets."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    ctx.obj = Context(config_path)
+
+
+def _duration(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return timedelta(seconds=parse_duration(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.option("--all", "poll_all", is_flag=True, help="Poll every active feed, due or not.")
+@click.pass_obj
+def poll(obj: Context, poll_all: bool) -> None:
+    """Run one poll cycle: fetch due feeds, parse, cluster, store, print a summary."""
+    with _errors():
+        config = obj.config
+        with obj.open_store(sync=True) as store:
+            summary = run_poll(config, store, poll_all=poll_all)
+        click.echo(summary.line())
+        for url, kind, message in summary.failures[:20]:
+            click.echo(f"  failed: {url}: {kind}: {message}")
+        if len(summary.failures) > 20:
+            click.echo(f"  ... and {len(summary.failures) - 20} more (see `aggregator feeds`)")
+
+
+def run_poll(config: Config, store: Store, *, poll_all: bool) -> CycleSummary:
+    """One cycle with a progress bar when stderr is a terminal."""
+    due = len(store.due_feeds(utcnow(), all_feeds=poll_all))
+
+    async def go(progress: Callable[[FeedOutcome], None] | None) -> CycleSummary:
+        async with Poller(config, store) as poller:
+            return await poller.run_cycle(poll_all=poll_all, progress=progress)
+
+    if sys.stderr.isatty() and due > 1:
+        with click.progressbar(length=due, label="polling", file=sys.stderr) as bar:
+            return asyncio.run(go(lambda _o: bar.update(1)))
+    return asyncio.run(go(None))
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.pass_context
+def feeds(ctx: click.Context, as_json: bool) -> None:
+    """Each feed's status: last success, last error, next poll."""
+    if ctx.invoked_subcommand is not None:
+        return
+    obj: Context = ctx.obj
+    with _errors(), obj.open_store(sync=True) as store:
+        for row in store.feed_rows():
+            record = {k: row[k] for k in (
+                "id", "url", "title", "feed_title", "active", "last_status", "last_success_at",
+                "next_poll_at", "error_count", "error_kind", "error_message", "retired_at")}
+            if as_json:
+                click.echo(json.dumps(record, ensure_ascii=False))
+                continue
+            name = row["title"] or row["feed_title"] or row["url"]
+            state = "inactive" if not row["active"] else (
+                "retired" if row["retired_at"] else ("failing" if row["error_count"] else "ok"))
+            click.echo(f"{row['id']:>4}  {state:<8} {name}")
+            click.echo(f"      {row['url']}")
+            click.echo(f"      last success: {row['last_success_at'] or 'never'}   "
+                       f"next poll: {row['next_poll_at'] or 'now'}")
+            if row["error_count"]:
+                click.echo(f"      last error ({row['error_count']}x): {row['error_kind']}: "
+                           f"{row['error_message']}"
+                           + (f" [HTTP {row['last_status']}]" if row["last_status"] else ""))
+
+
+@feeds.command("reset")
+@click.argument("url")
+@click.pass_obj
+def feeds_reset(obj: Context, url: str) -> None:
+    """Clear a feed's errors, backoff and retirement so it is polled at the next cycle."""
+    with _errors(), obj.open_store(sync=True) as store:
+        if not store.reset_feed(url):
+            click.echo(f"aggregator: error: no feed with URL {url}", err=True)
+            sys.exit(1)
+        click.echo(f"reset {url}")
+
+
+@main.command()
+@click.option("--since", default=None, help="Only stories seen within this window, e.g. 24h.")
+@click.option("--min-sources", default=1, show_default=True, type=click.IntRange(1),
+              help="Only stories carried by at least this many feeds.")
+@click.option("--limit", default=30, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per story.")
+@click.pass_obj
+def stories(obj: Context, since: str | None, min_sources: int, limit: int, as_json: bool) -> None:
+    """List stories, biggest first, with their outlets."""
+    window = _duration(since)
+    with _errors(), obj.open_store() as store:
+        cutoff = utcnow() - window if window else None
+        for s in store.stories(since=cutoff, min_sources=min_sources, limit=limit):
+            members = store.story_members(s["id"])
+            if as_json:
+                click.echo(json.dumps({
+                    "id": s["id"], "title": s["title"], "link": s["link"],
+                    "first_seen": s["first_seen"], "last_seen": s["last_seen"],
+                    "member_count": s["member_count"], "feed_count": s["feed_count"],
+                    "sources": [{"entry_id": m["id"], "outlet": m["outlet"], "title": m["title"],
+                                 "link": m["link"], "rule": m["match_rule"]} for m in members],
+                }, ensure_ascii=False))
+                continue
+            print_story(s, members)
+
+
+def print_story(s: Any, members: list[Any]) -> None:
+    click.echo(f"[{s['id']}] {s['title']}")
+    click.echo(f"     {s['feed_count']} outlets, {s['member_count']} entries, "
+               f"first seen {s['first_seen']}")
+    for m in members:
+        click.echo(f"     - {m['outlet']}: {m['title']}  ({m['match_rule']}, entry {m['id']})")
+
+
+@main.command()
+@click.argument("entry_id", type=int)
+@click.argument("other_id", type=int, required=False)
+@click.pass_obj
+def explain(obj: Context, entry_id: int, other_id: int | None) -> None:
+    """Say why an entry is in its story, or why two entries are or are not together."""
+    with _errors(), obj.open_store() as store:
+        entry = store.entry(entry_id)
+        if entry is None:
+            click.echo(f"aggregator: error: no entry {entry_id}", err=True)
+            sys.exit(1)
+        click.echo(f"entry {entry_id}: {entry['title']} ({entry['outlet']})")
+        click.echo(f"  story {entry['story_id']}: joined by rule {entry['match_rule']}"
+                   + (f", distance {entry['match_distance']}" if entry["match_distance"] is not None else "")
+                   + (f", score {entry['match_score']:.3f}" if entry["match_score"] is not None else "")
+                   + (f", matched entry {entry['matched_entry_id']}" if entry["matched_entry_id"] else ""))
+        if other_id is None:
+            return
+        other = store.entry(other_id)
+        if other is None:
+            click.echo(f"aggregator: error: no entry {other_id}", err=True)
+            sys.exit(1)
+        same = entry["story_id"] == other["story_id"]
+        click.echo(f"entry {other_id}: {other['title']} ({other['outlet']})")
+        click.echo(f"  {'same story' if same else 'different stories'} "
+                   f"({entry['story_id']} / {other['story_id']})")
+        if entry["simhash"] is not None and other["simhash"] is not None:
+            d = ((entry["simhash"] ^ other["simhash"]) & ((1 << 64) - 1)).bit_count()
+            click.echo(f"  simhash distance: {d}")
+        a, b = set(entry["terms"].split()), set(other["terms"].split())
+        click.echo(f"  shared terms: {', '.join(sorted(a & b)) or '(none)'}")
+
+
+@main.command()
+@click.option("--port", default=None, type=int, help="Loopback port for the sample feeds.")
+@click.pass_obj
+def demo(obj: Context, port: int | None) -> None:
+    """Serve bundled sample feeds on loopback, poll them twice, and show the top stories."""
+    from .demo import run_demo
+
+    path = obj.config_path or os.environ.get(config_mod.ENV_VAR) or "config/demo.toml"
+    with _errors():
+        run_demo(config_mod.load(Path(path)), port=port, echo=click.echo)

@@ -1,0 +1,352 @@
+"""TOML → a frozen, validated `Config`. Every bad key or value is a ConfigError naming the key."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import PROJECT_URL, __version__
+from .errors import ConfigError
+from .model import FeedSettings, FetchSettings, ScheduleSettings
+
+DEFAULT_CONFIG = Path("config/aggregator.toml")
+ENV_VAR = "AGGREGATOR_CONFIG"
+DEFAULT_USER_AGENT = f"aggregator/{__version__} (+{PROJECT_URL})"
+DIGEST_FORMATS = ("atom", "rss", "json", "html")
+REPRESENTATIVES = ("earliest", "complete")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$")
+_UNIT = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> int:
+    """Seconds from "90s", "30m", "2h", "1d", "1w" or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as \"30m\", got a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as \"90s\", \"30m\", \"2h\" or \"1d\", got {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return int(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSettings:
+    """One `[[digests]]` table: a digest file the daemon rewrites after cycles that change it."""
+
+    name: str
+    path: Path
+    format: str = "atom"
+    since: int = 86400  # seconds: stories last seen within this window
+    min_sources: int = 1
+    tags: tuple[str, ...] = ()
+    language: str | None = None
+    query: str | None = None
+    limit: int = 100
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterOptions:
+    """The `[cluster]` table."""
+
+    window: int = 72 * 3600  # seconds: entries further apart never share a new story
+    simhash_k: int = 3
+    representative: str = "earliest"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    database: Path
+    keep_days: int = 90
+    fetch: FetchSettings = field(default_factory=lambda: FetchSettings(DEFAULT_USER_AGENT))
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
+    feeds: tuple[FeedSettings, ...] = ()
+    digests: tuple[DigestSettings, ...] = ()
+    includes: tuple[Path, ...] = ()
+
+
+def resolve_path(cli_path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    """--config PATH, else $AGGREGATOR_CONFIG, else config/aggregator.toml."""
+    if cli_path:
+        return Path(cli_path)
+    if env.get(ENV_VAR):
+        return Path(env[ENV_VAR])
+    return DEFAULT_CONFIG
+
+
+def load(path: Path) -> Config:
+    """Read and validate a config file (and the feed files it includes)."""
+    data = _read_toml(path, path)
+    return parse(data, path)
+
+
+def _read_toml(path: Path, config_path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "file not found") from None
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), None, f"invalid TOML: {exc}") from None
+
+
+class _Reader:
+    """Pops keys from one table, checking types; leftover keys are errors."""
+
+    def __init__(self, file: str, prefix: str, table: object) -> None:
+        self.file = file
+        self.prefix = prefix
+        if not isinstance(table, dict):
+            raise ConfigError(file, prefix, f"must be a table, got {_kind(table)}")
+        self.table: dict[str, Any] = dict(table)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), problem)
+
+    def take(self, name: str, types: type | tuple[type, ...], default: Any = None) -> Any:
+        if name not in self.table:
+            return default
+        value = self.table.pop(name)
+        if isinstance(value, bool) and bool not in _as_tuple(types):
+            raise self.error(name, f"must be {_names(types)}, got a boolean")
+        if not isinstance(value, types):
+            raise self.error(name, f"must be {_names(types)}, got {_kind(value)}")
+        return value
+
+    def duration(self, name: str, default: int | None) -> int | None:
+        if name not in self.table:
+            return default
+        value = self.table.pop(name)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.error(name, str(exc)) from None
+
+    def positive_int(self, name: str, default: int) -> int:
+        value = self.take(name, int, default)
+        if value < 1:
+            raise self.error(name, f"must be a positive integer, got {value}")
+        return int(value)
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self.take(name, list, [])
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise ConfigError(self.file, f"{self.key(name)}[{i}]", "must be a non-empty string")
+        return tuple(item.strip() for item in value)
+
+    def finish(self) -> None:
+        if self.table:
+            name = sorted(self.table)[0]
+            raise self.error(name, "unknown key")
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _names(types: type | tuple[type, ...]) -> str:
+    words = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "an array", dict: "a table"}
+    return " or ".join(words.get(t, t.__name__) for t in _as_tuple(types))
+
+
+def _kind(value: object) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def parse(data: Mapping[str, Any], path: Path) -> Config:
+    """Validate a decoded TOML document. `path` is used for messages and relative paths."""
+    file = str(path)
+    base = path.resolve().parent
+    top = _Reader(file, "", data)
+
+    storage = _Reader(file, "storage", top.take("storage", dict, {}))
+    database = storage.take("database", str, "../data/aggregator.db")
+    if not database.strip():
+        raise storage.error("database", "must not be empty")
+    keep_days = storage.positive_int("keep_days", 90)
+    storage.finish()
+
+    fetch_t = _Reader(file, "fetch", top.take("fetch", dict, {}))
+    user_agent = fetch_t.take("user_agent", str, DEFAULT_USER_AGENT)
+    timeout = fetch_t.duration("timeout", 30)
+    max_body = fetch_t.take("max_body_size", int, 20 * 1024 * 1024)
+    if max_body < 1024:
+        raise fetch_t.error("max_body_size", "must be at least 1024 bytes")
+    fetch = FetchSettings(
+        user_agent=user_agent,
+        timeout=float(timeout or 30),
+        max_body_bytes=max_body,
+        concurrency=fetch_t.positive_int("concurrency", 20),
+        per_host=fetch_t.positive_int("per_host", 2),
+        max_redirects=fetch_t.positive_int("max_redirects", 5),
+        allow_private_networks=fetch_t.take("allow_private_networks", bool, False),
+    )
+    fetch_t.finish()
+
+    sched_t = _Reader(file, "schedule", top.take("schedule", dict, {}))
+    schedule = ScheduleSettings(
+        interval=sched_t.duration("interval", 3600) or 3600,
+        min_interval=sched_t.duration("min_interval", 300) or 300,
+        max_interval=sched_t.duration("max_interval", 86400) or 86400,
+        max_backoff=sched_t.duration("max_backoff", 86400) or 86400,
+        max_retry_after=sched_t.duration("max_retry_after", 7 * 86400) or 7 * 86400,
+    )
+    if schedule.min_interval > schedule.max_interval:
+        raise sched_t.error("min_interval", "must not be larger than schedule.max_interval")
+    sched_t.finish()
+
+    cluster_t = _Reader(file, "cluster", top.take("cluster", dict, {}))
+    cluster = ClusterOptions(
+        window=cluster_t.duration("window", 72 * 3600) or 72 * 3600,
+        simhash_k=cluster_t.take("simhash_k", int, 3),
+        representative=cluster_t.take("representative", str, "earliest"),
+    )
+    if not 0 <= cluster.simhash_k <= 3:
+        raise cluster_t.error("simhash_k", "must be between 0 and 3 (the band index is exact up to 3)")
+    if cluster.representative not in REPRESENTATIVES:
+        raise cluster_t.error("representative", f"must be one of {', '.join(REPRESENTATIVES)}")
+    cluster_t.finish()
+
+    include_patterns = top.strings("include")
+    feeds_raw = top.take("feeds", list, [])
+    digests_raw = top.take("digests", list, [])
+    top.finish()
+
+    feeds = [_feed(file, f"feeds[{i}]", t, base) for i, t in enumerate(feeds_raw)]
+    includes: list[Path] = []
+    for i, pattern in enumerate(include_patterns):
+        full = pattern if os.path.isabs(pattern) else str(base / pattern)
+        matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
+        if not glob.has_magic(full) and not Path(full).exists():
+            raise ConfigError(file, f"include[{i}]", f"file not found: {full}")
+        for match in matches:
+            inc_path = Path(match)
+            includes.append(inc_path)
+            inc = _Reader(str(inc_path), "", _read_toml(inc_path, path))
+            inc_feeds = inc.take("feeds", list, [])
+            inc.finish()
+            feeds.extend(
+                _feed(str(inc_path), f"feeds[{j}]", t, inc_path.resolve().parent)
+                for j, t in enumerate(inc_feeds)
+            )
+    seen: dict[str, int] = {}
+    for i, feed in enumerate(feeds):
+        if feed.url in seen:
+            raise ConfigError(file, f"feeds[{i}].url", f"duplicate feed {feed.url} (also feeds[{seen[feed.url]}])")
+        seen[feed.url] = i
+
+    digests = [_digest(file, f"digests[{i}]", t, base) for i, t in enumerate(digests_raw)]
+    names: set[str] = set()
+    for i, d in enumerate(digests):
+        if d.name in names:
+            raise ConfigError(file, f"digests[{i}].name", f"duplicate digest name {d.name!r}")
+        names.add(d.name)
+
+    return Config(
+        path=path,
+        database=_resolve(base, database),
+        keep_days=keep_days,
+        fetch=fetch,
+        schedule=schedule,
+        cluster=cluster,
+        feeds=tuple(feeds),
+        digests=tuple(digests),
+        includes=tuple(includes),
+    )
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else (base / p)
+
+
+def feed_url(value: str, base: Path) -> str:
+    """Normalise a configured feed location to an http(s):// or file:// URL; ValueError if bad."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if any(c.isspace() for c in value):
+        raise ValueError(f"must not contain spaces: {value!r}")
+    parts = urlsplit(value)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"has no host: {value!r}")
+        try:
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            raise ValueError(f"has a bad port: {value!r}") from None
+        return value
+    if scheme == "file":
+        return value
+    if scheme and len(scheme) > 1:  # a Windows drive letter is not a scheme
+        raise ValueError(f"must be an http(s):// or file:// URL or a local path, got scheme {scheme!r}")
+    return _resolve(base, value).resolve().as_uri()
+
+
+def _feed(file: str, prefix: str, table: object, base: Path) -> FeedSettings:
+    r = _Reader(file, prefix, table)
+    url = r.take("url", str)
+    if url is None:
+        raise r.error("url", "is required")
+    try:
+        url = feed_url(url, base)
+    except ValueError as exc:
+        raise r.error("url", str(exc)) from None
+    title = r.take("title", str)
+    tags = r.strings("tags")
+    interval = r.duration("interval", None)
+    r.finish()
+    return FeedSettings(url=url, title=title.strip() if title else None, tags=tags, interval=interval)
+
+
+def _digest(file: str, prefix: str, table: object, base: Path) -> DigestSettings:
+    r = _Reader(file, prefix, table)
+    name = r.take("name", str)
+    if not name or not name.strip():
+        raise r.error("name", "is required")
+    path = r.take("path", str)
+    if not path:
+        raise r.error("path", "is required")
+    fmt = r.take("format", str, "atom")
+    if fmt not in DIGEST_FORMATS:
+        raise r.error("format", f"must be one of {', '.join(DIGEST_FORMATS)}, got {fmt!r}")
+    digest = DigestSettings(
+        name=name.strip(),
+        path=_resolve(base, path),
+        format=fmt,
+        since=r.duration("since", 86400) or 86400,
+        min_sources=r.positive_int("min_sources", 1),
+        tags=r.strings("tags"),
+        language=r.take("language", str),
+        query=r.take("query", str),
+        limit=r.positive_int("limit", 100),
+        title=r.take("title", str),
+    )
+    r.finish()
+    return digest

@@ -1,0 +1,80 @@
+"""Digests: load stories from the store, render them with `export`, write files atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from .config import Config, DigestSettings
+from .export import render
+from .model import Digest, DigestStory, Source
+from .store import Store, from_db_time
+
+
+def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Digest:
+    """The stories a digest shows, newest first, with every outlet that reported them."""
+    rows = store.stories(since=now - timedelta(seconds=settings.since),
+                         min_sources=settings.min_sources, limit=settings.limit * 4)
+    stories: list[DigestStory] = []
+    for s in rows:
+        members = store.story_members(s["id"])
+        tags: set[str] = set()
+        languages = set()
+        for m in members:
+            tags.update(json.loads(m["feed_tags"] or "[]"))
+            if m["language"]:
+                languages.add(m["language"].split("-")[0].lower())
+        if settings.tags and not tags & set(settings.tags):
+            continue
+        if settings.language and settings.language.lower() not in languages:
+            continue
+        if settings.query and not store.story_matches(s["id"], settings.query):
+            continue
+        rep = next((m for m in members if m["id"] == s["representative_id"]), members[0])
+        sources = tuple(Source(outlet=m["outlet"], title=m["title"], link=m["link"],
+                               published=from_db_time(m["published"]) or now) for m in members)
+        stories.append(DigestStory(
+            story_id=s["id"], title=s["title"], link=rep["link"],
+            summary=rep["summary"] or "", first_seen=from_db_time(s["first_seen"]) or now,
+            updated=from_db_time(s["updated_at"]) or now, sources=sources,
+            categories=tuple(sorted(tags)), language=rep["language"]))
+        if len(stories) >= settings.limit:
+            break
+    stories.sort(key=lambda d: (d.updated, d.story_id), reverse=True)
+    generated = max((d.updated for d in stories), default=now)
+    return Digest(title=settings.title or f"aggregator: {settings.name}",
+                  generated_at=generated, stories=tuple(stories))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, rename: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_digests(config: Config, store: Store, now: datetime) -> list[Path]:
+    """Rewrite every configured digest whose bytes changed; return the paths written."""
+    written = []
+    for settings in config.digests:
+        data = render(build_digest(store, settings, now), settings.format)
+        try:
+            if settings.path.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        write_atomically(settings.path, data)
+        written.append(settings.path)
+    return written

@@ -1,0 +1,329 @@
+"""One poll cycle: the only module that knows every stage.
+
+fetch (async, polite) → parse + normalise + fingerprint (worker processes) → cluster → store,
+one short write transaction per feed outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import cluster as clustering
+from .config import Config
+from .errors import ParseError
+from .fetch import Fetcher
+from .fingerprint import fingerprint
+from .model import FeedFailure, FetchResult, ProcessedFeed
+from .normalise import normalise_entries
+from .parse import parse_feed
+from .pool import WorkerPool
+from .schedule import next_poll_at, retires
+from .store import DueFeed, Store, from_db_time, i64_to_u64
+
+log = logging.getLogger("aggregator")
+
+PARSE_TIMEOUT = 60.0  # seconds of CPU work one feed body may take
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime) -> ProcessedFeed:
+    """parse → normalise → fingerprint, in a worker process. Never raises for bad feeds."""
+    try:
+        parsed = parse_feed(body, headers, url)
+    except ParseError as exc:
+        return ProcessedFeed(feed=_empty_feed(), entries=(),
+                             failure=FeedFailure("parse", exc.message))
+    entries = normalise_entries(parsed, url, now)
+    pairs = tuple((e, fingerprint(e)) for e in entries)
+    return ProcessedFeed(feed=replace(parsed, entries=()), entries=pairs)
+
+
+def _empty_feed() -> Any:
+    from .model import ParsedFeed
+
+    return ParsedFeed()
+
+
+@dataclass
+class FeedOutcome:
+    url: str
+    status: str  # "new", "not_modified", "failed", "unchanged"
+    new_entries: int = 0
+    updated_entries: int = 0
+    failure: FeedFailure | None = None
+
+
+@dataclass
+class CycleSummary:
+    due: int = 0
+    fetched: int = 0
+    not_modified: int = 0
+    failed: int = 0
+    new_entries: int = 0
+    updated_entries: int = 0
+    new_stories: int = 0
+    grown_stories: int = 0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new_entries or self.updated_entries)
+
+    def line(self) -> str:
+        return (f"feeds: {self.fetched} fetched, {self.not_modified} not modified, "
+                f"{self.failed} failed; entries: {self.new_entries} new, "
+                f"{self.updated_entries} updated; stories: {self.new_stories} new, "
+                f"{self.grown_stories} grown")
+
+
+class Poller:
+    """Owns the long-lived fetcher and worker pool; runs poll cycles against one store."""
+
+    def __init__(self, config: Config, store: Store, *, workers: int | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.fetcher: Fetcher | None = None
+        self.pool: WorkerPool | None = None
+
+    async def __aenter__(self) -> Poller:
+        self.fetcher = Fetcher(self.config.fetch)
+        self.pool = WorkerPool(self.workers)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.fetcher is not None:
+            await self.fetcher.aclose()
+        if self.pool is not None:
+            self.pool.close()
+
+    async def run_cycle(self, *, poll_all: bool = False, now: datetime | None = None,
+                        progress: Callable[[FeedOutcome], None] | None = None) -> CycleSummary:
+        """Poll every due feed (every active feed with poll_all) once and record the outcomes."""
+        assert self.fetcher is not None and self.pool is not None, "use `async with Poller(...)`"
+        now = now or utcnow()
+        due = self.store.due_feeds(now, all_feeds=poll_all)
+        summary = CycleSummary(due=len(due))
+        cycle = _ClusterCycle(self.store, self.config, now)
+        cycle.recover_unclustered()
+        limit = asyncio.Semaphore(max(1, self.config.fetch.concurrency))
+
+        async def one(feed: DueFeed) -> None:
+            async with limit:
+                outcome = await self._poll_feed(feed, now, cycle)
+            _count(summary, outcome)
+            if progress is not None:
+                progress(outcome)
+
+        await asyncio.gather(*(one(f) for f in due))
+        cycle.finish()
+        summary.new_stories = len(cycle.created)
+        summary.grown_stories = len(cycle.grown - cycle.created)
+        return summary
+
+    async def _poll_feed(self, feed: DueFeed, now: datetime, cycle: _ClusterCycle) -> FeedOutcome:
+        assert self.fetcher is not None and self.pool is not None
+        url = feed.state.url
+        result = await self.fetcher.fetch(feed.state, now)
+        if result.failure is not None:
+            return self._record_failure(feed, result, result.failure, now)
+        if result.not_modified or result.body is None:
+            nxt = self._next_poll(feed, result, now, errors=0)
+            with self.store.transaction():
+                self.store.record_not_modified(
+                    feed.state.id, now=now, status=result.status, next_poll_at=nxt,
+                    etag=result.etag, last_modified=result.last_modified)
+                if result.permanent_url:
+                    self.store.move_feed(feed.state.id, result.permanent_url)
+            log.info("%s: not modified", url)
+            return FeedOutcome(url, "not_modified")
+        try:
+            processed: ProcessedFeed = await self.pool.run(
+                process_body, result.body, dict(result.headers), result.final_url, now,
+                timeout=PARSE_TIMEOUT)
+        except TimeoutError:
+            failure = FeedFailure("timeout", f"parsing took longer than {PARSE_TIMEOUT:.0f} s")
+            return self._record_failure(feed, result, failure, now)
+        except Exception as exc:  # a worker crash must not end the cycle
+            failure = FeedFailure("parse", f"worker failed: {type(exc).__name__}: {exc}")
+            return self._record_failure(feed, result, failure, now)
+        if processed.failure is not None:
+            return self._record_failure(feed, result, processed.failure, now)
+        parsed = processed.feed
+        new = updated = 0
+        with self.store.transaction():
+            recent = self.store.recent_published(feed.state.id)
+            recent += [e.published for e, _ in processed.entries]
+            nxt = next_poll_at(
+                now=now, url=url, settings=self.config.schedule,
+                configured_interval=feed.interval, result=result, error_count=0,
+                ttl=parsed.ttl, recent_published=sorted(recent)[-20:])
+            self.store.record_fetch_success(
+                feed.state.id, now=now, status=result.status, url=result.permanent_url,
+                etag=result.etag, last_modified=result.last_modified,
+                body_hash=result.body_hash, next_poll_at=nxt, feed_title=parsed.title,
+                site_url=parsed.link, language=parsed.language, ttl=parsed.ttl,
+                parse_problem=parsed.problem)
+            for entry, fp in processed.entries:
+                res = self.store.upsert_entry(feed.state.id, entry, fp, now)
+                if res.status == "new":
+                    new += 1
+                    cycle.place(res.entry_id, feed.state.id, result.final_url, entry, fp)
+                elif res.status == "updated":
+                    updated += 1
+                    if res.story_id is not None:
+                        cycle.touch(res.story_id)
+            cycle.refresh()
+        log.info("%s: %d new, %d updated entries", url, new, updated)
+        return FeedOutcome(url, "new" if new or updated else "unchanged", new, updated)
+
+    def _record_failure(self, feed: DueFeed, result: FetchResult, failure: FeedFailure,
+                        now: datetime) -> FeedOutcome:
+        errors = feed.state.error_count + 1
+        retire = retires(result) or failure.kind == "gone"
+        nxt = self._next_poll(feed, replace(result, failure=failure), now, errors=errors)
+        with self.store.transaction():
+            self.store.record_fetch_failure(
+                feed.state.id, now=now, kind=failure.kind, message=failure.message,
+                status=failure.status or result.status, next_poll_at=nxt, retire=retire)
+        log.warning("%s: %s: %s", feed.state.url, failure.kind, failure.message)
+        return FeedOutcome(feed.state.url, "failed", failure=failure)
+
+    def _next_poll(self, feed: DueFeed, result: FetchResult, now: datetime, *,
+                   errors: int) -> datetime:
+        return next_poll_at(
+            now=now, url=feed.state.url, settings=self.config.schedule,
+            configured_interval=feed.interval, result=result, error_count=errors,
+            ttl=feed.ttl, recent_published=self.store.recent_published(feed.state.id))
+
+
+def _count(summary: CycleSummary, outcome: FeedOutcome) -> None:
+    if outcome.status == "failed":
+        summary.failed += 1
+        if outcome.failure:
+            summary.failures.append((outcome.url, outcome.failure.kind, outcome.failure.message))
+    elif outcome.status == "not_modified":
+        summary.not_modified += 1
+    else:
+        summary.fetched += 1
+    summary.new_entries += outcome.new_entries
+    summary.updated_entries += outcome.updated_entries
+
+
+class _ClusterCycle:
+    """The clustering side of one cycle: a lazily loaded window and the stories it touched."""
+
+    def __init__(self, store: Store, config: Config, now: datetime) -> None:
+        self.store = store
+        self.now = now
+        opts = config.cluster
+        self.representative = opts.representative
+        self.window = timedelta(seconds=opts.window)
+        self.settings = clustering.ClusterSettings(
+            window_hours=opts.window / 3600, simhash_k=opts.simhash_k,
+            representative=opts.representative)
+        self.clusterer: clustering.StoryClusterer | None = None
+        self.loaded: tuple[datetime, datetime] | None = None
+        self.touched: set[int] = set()
+        self.grown: set[int] = set()
+        self.created: set[int] = set()
+
+    def _ensure_window(self, published: datetime) -> clustering.StoryClusterer:
+        if self.clusterer is None:
+            self.clusterer = clustering.StoryClusterer(self.settings, self.store.next_story_id())
+        lo, hi = published - self.window, published + self.window
+        if self.loaded is None or lo < self.loaded[0] or hi > self.loaded[1]:
+            new_lo = lo if self.loaded is None else min(lo, self.loaded[0])
+            new_hi = hi if self.loaded is None else max(hi, self.loaded[1])
+            rows = self.store.window_entries(new_lo, new_hi)
+            self.clusterer.load(_doc(r) for r in rows)
+            self.loaded = (new_lo, new_hi)
+        return self.clusterer
+
+    def place(self, entry_id: int, feed_id: int, feed_url: str, entry: Any, fp: Any) -> None:
+        clusterer = self._ensure_window(entry.published)
+        doc = clustering.ClusterDoc(
+            entry_id=entry_id, feed_id=feed_id, host=_host(entry.link or feed_url),
+            published=entry.published, link=entry.link, content_hash=fp.content_hash,
+            simhash=fp.simhash, title=entry.title, terms=tuple(fp.terms),
+            language=entry.language, story_id=None)
+        since = entry.published - self.window
+        rows = self.store.exact_candidates(entry.link, fp.content_hash, since, exclude=entry_id)
+        if fp.simhash is not None:
+            rows += self.store.simhash_candidates(fp.simhash, since, exclude=entry_id)
+        candidates = [_doc(r) for r in rows]
+        a = clusterer.add(doc, candidates)
+        for absorbed in a.absorbed:
+            self.store.merge_stories(absorbed, a.story_id, entry_id=entry_id,
+                                     reason=f"bridged by entry {entry_id}", now=self.now)
+            self.created.discard(absorbed)
+        self.store.assign_story(entry_id, a.story_id, rule=a.rule, distance=a.distance,
+                                score=a.score, matched_entry_id=a.matched_entry_id, now=self.now)
+        if a.rule == "new":
+            self.created.add(a.story_id)
+        self.touch(a.story_id)
+
+    def touch(self, story_id: int) -> None:
+        self.touched.add(story_id)
+        self.grown.add(story_id)
+
+    def refresh(self) -> None:
+        if self.touched:
+            self.store.refresh_stories(self.touched, self.now, self.representative)
+            self.touched.clear()
+
+    def recover_unclustered(self) -> None:
+        """Entries a crash left without a story are clustered before anything else."""
+        rows = self.store.unclustered_entries()
+        if not rows:
+            return
+        from .model import Entry, Fingerprint
+
+        with self.store.transaction():
+            for r in rows:
+                published = from_db_time(r["published"]) or self.now
+                entry = Entry(guid=r["guid"], link=r["link"], title=r["title"], summary="",
+                              content="", text=r["text"], published=published, updated=None,
+                              author=None, language=r["language"], content_hash=r["content_hash"])
+                fp = Fingerprint(r["content_hash"], i64_to_u64(r["simhash"]),
+                                 tuple(r["terms"].split()))
+                self.place(r["id"], r["feed_id"], r["feed_url"], entry, fp)
+            self.refresh()
+
+    def finish(self) -> None:
+        if self.clusterer is None:
+            return
+        merges = self.clusterer.merge_pass()
+        if not merges:
+            return
+        with self.store.transaction():
+            for m in merges:
+                self.store.merge_stories(m.from_story_id, m.into_story_id, entry_id=None,
+                                         reason=m.reason, now=self.now)
+                self.created.discard(m.from_story_id)
+                self.grown.discard(m.from_story_id)
+                self.touch(m.into_story_id)
+            self.refresh()
+
+
+def _doc(row: Any) -> clustering.ClusterDoc:
+    return clustering.ClusterDoc(
+        entry_id=row["id"], feed_id=row["feed_id"], host=_host(row["link"] or row["feed_url"]),
+        published=from_db_time(row["published"]) or utcnow(), link=row["link"],
+        content_hash=row["content_hash"], simhash=i64_to_u64(row["simhash"]),
+        title=row["title"], terms=tuple((row["terms"] or "").split()),
+        language=row["language"], story_id=row["story_id"])
+
+
+def _host(url: str | None) -> str:
+    return (urlsplit(url or "").hostname or "").removeprefix("www.")

@@ -1,0 +1,642 @@
+"""The SQLite store: schema and migrations, queries, transactions, u64↔i64 at the boundary.
+
+One writer (the poller or daemon), many readers (CLI, sqlite3, Datasette): WAL mode, a busy
+timeout, and one short BEGIN IMMEDIATE transaction per feed outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .errors import StoreError
+from .model import Entry, FeedSettings, FeedState, Fingerprint
+
+BUSY_TIMEOUT_MS = 10_000
+U64 = 1 << 64
+
+
+def to_db_time(dt: datetime | None) -> str | None:
+    """ISO-8601 UTC text with a Z, second precision: sorts as text, reads as time."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_db_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def u64_to_i64(value: int | None) -> int | None:
+    """Simhashes are unsigned 64-bit; SQLite integers are signed."""
+    if value is None:
+        return None
+    return value - U64 if value >= 1 << 63 else value
+
+
+def i64_to_u64(value: int | None) -> int | None:
+    if value is None:
+        return None
+    return value + U64 if value < 0 else value
+
+
+def simhash_bands(value: int) -> tuple[int, int, int, int]:
+    """Four 16-bit bands of an unsigned 64-bit simhash: two hashes within distance 3 share one."""
+    return tuple((value >> (16 * i)) & 0xFFFF for i in range(4))  # type: ignore[return-value]
+
+
+# Each migration runs in one transaction together with the user_version bump.
+MIGRATIONS: list[str] = [
+    # 1: feeds, entries, stories, near-duplicate bands, story merges
+    """
+    CREATE TABLE feeds (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE,
+        config_url TEXT NOT NULL UNIQUE,
+        title TEXT,
+        feed_title TEXT,
+        site_url TEXT,
+        language TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        interval INTEGER,
+        active INTEGER NOT NULL DEFAULT 1,
+        etag TEXT,
+        last_modified TEXT,
+        body_hash TEXT,
+        ttl INTEGER,
+        last_status INTEGER,
+        last_fetched_at TEXT,
+        last_success_at TEXT,
+        next_poll_at TEXT,
+        error_count INTEGER NOT NULL DEFAULT 0,
+        error_kind TEXT,
+        error_message TEXT,
+        last_error_at TEXT,
+        parse_problem TEXT,
+        retired_at TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE stories (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        representative_id INTEGER REFERENCES entries(id) ON DELETE SET NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        member_count INTEGER NOT NULL DEFAULT 0,
+        feed_count INTEGER NOT NULL DEFAULT 0,
+        host_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY,
+        feed_id INTEGER NOT NULL REFERENCES feeds(id) ON DELETE CASCADE,
+        guid TEXT NOT NULL,
+        link TEXT,
+        title TEXT NOT NULL,
+        summary TEXT NOT NULL DEFAULT '',
+        content TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL DEFAULT '',
+        author TEXT,
+        language TEXT,
+        categories TEXT NOT NULL DEFAULT '[]',
+        published TEXT NOT NULL,
+        updated TEXT,
+        first_seen TEXT NOT NULL,
+        last_changed_at TEXT,
+        change_count INTEGER NOT NULL DEFAULT 0,
+        content_hash TEXT NOT NULL,
+        simhash INTEGER,
+        terms TEXT NOT NULL DEFAULT '',
+        story_id INTEGER REFERENCES stories(id),
+        match_rule TEXT,
+        match_distance INTEGER,
+        match_score REAL,
+        matched_entry_id INTEGER REFERENCES entries(id) ON DELETE SET NULL,
+        UNIQUE (feed_id, guid)
+    );
+    CREATE INDEX entries_story ON entries(story_id);
+    CREATE INDEX entries_link ON entries(link);
+    CREATE INDEX entries_content_hash ON entries(content_hash);
+    CREATE INDEX entries_published ON entries(published);
+    CREATE INDEX stories_last_seen ON stories(last_seen);
+    CREATE TABLE simhash_bands (
+        band INTEGER NOT NULL,
+        value INTEGER NOT NULL,
+        entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+        PRIMARY KEY (band, value, entry_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX simhash_bands_entry ON simhash_bands(entry_id);
+    CREATE TABLE story_merges (
+        id INTEGER PRIMARY KEY,
+        from_story_id INTEGER NOT NULL,
+        into_story_id INTEGER NOT NULL REFERENCES stories(id) ON DELETE CASCADE,
+        entry_id INTEGER REFERENCES entries(id) ON DELETE SET NULL,
+        reason TEXT,
+        merged_at TEXT NOT NULL
+    );
+    """,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    added: tuple[str, ...]
+    updated: tuple[str, ...]
+    deactivated: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DueFeed:
+    """A feed to poll now, with what the fetcher and scheduler need."""
+
+    state: FeedState
+    interval: int | None
+    ttl: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    entry_id: int
+    status: str  # "new", "updated", "unchanged"
+    story_id: int | None
+
+
+class Store:
+    """The aggregator's database. Use `Store.open(path)`; close with `close()` or `with`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self.db = sqlite_utils.Database(conn)
+        self._in_tx = False
+
+    # -- opening and migrating -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False) -> Store:
+        """Open (creating when missing) and migrate the database at `path`."""
+        path = Path(path)
+        try:
+            if readonly:
+                uri = path.resolve().as_uri() + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                       check_same_thread=False)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise StoreError(f"{path}: cannot switch the database to WAL mode (got {mode})")
+                conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise _store_error(path, exc) from exc
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the database folder: {exc}") from exc
+        store = cls(conn, path)
+        if not readonly:
+            store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> int:
+        """Run every pending migration, each in its own transaction. Returns the new version."""
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: the database schema (version {version}) is newer than this "
+                f"aggregator knows ({len(MIGRATIONS)}); upgrade the aggregator"
+            )
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                for statement in _statements(MIGRATIONS[number - 1]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {number}")
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise _store_error(self.path, exc, f"migration {number} failed") from exc
+        return self.schema_version
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One short write transaction (BEGIN IMMEDIATE); nested calls join the outer one."""
+        if self._in_tx:
+            yield
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self._in_tx = False
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self._in_tx = False
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise _store_error(self.path, exc) from exc
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
+
+    # -- feeds -----------------------------------------------------------------------------
+
+    def sync_feeds(self, feeds: Sequence[FeedSettings], now: datetime) -> SyncReport:
+        """Make the feeds table match the config: add new, update changed, deactivate removed."""
+        ts = to_db_time(now)
+        added: list[str] = []
+        updated: list[str] = []
+        deactivated: list[str] = []
+        with self.transaction():
+            rows = {r["config_url"]: r for r in self.execute("SELECT * FROM feeds")}
+            by_url = {r["url"]: r for r in rows.values()}
+            wanted = set()
+            for feed in feeds:
+                tags = json.dumps(list(feed.tags), ensure_ascii=False)
+                row = rows.get(feed.url) or by_url.get(feed.url)
+                if row is None:
+                    self.execute(
+                        "INSERT INTO feeds (url, config_url, title, tags, interval, active,"
+                        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                        (feed.url, feed.url, feed.title, tags, feed.interval, ts, ts),
+                    )
+                    added.append(feed.url)
+                    wanted.add(feed.url)
+                    continue
+                wanted.add(row["config_url"])
+                changed = (row["title"], row["tags"], row["interval"], row["active"]) != (
+                    feed.title, tags, feed.interval, 1)
+                if changed:
+                    # A changed config entry also un-retires a feed (410) and clears backoff.
+                    self.execute(
+                        "UPDATE feeds SET title = ?, tags = ?, interval = ?, active = 1,"
+                        " retired_at = NULL, next_poll_at = NULL, updated_at = ? WHERE id = ?",
+                        (feed.title, tags, feed.interval, ts, row["id"]),
+                    )
+                    updated.append(feed.url)
+            for config_url, row in rows.items():
+                if config_url not in wanted and row["active"]:
+                    self.execute("UPDATE feeds SET active = 0, updated_at = ? WHERE id = ?",
+                                 (ts, row["id"]))
+                    deactivated.append(config_url)
+        return SyncReport(tuple(added), tuple(updated), tuple(deactivated))
+
+    def due_feeds(self, now: datetime, *, all_feeds: bool = False) -> list[DueFeed]:
+        """Active, non-retired feeds whose next poll is due (every active one with all_feeds)."""
+        sql = ("SELECT * FROM feeds WHERE active = 1 AND retired_at IS NULL")
+        params: tuple[Any, ...] = ()
+        if not all_feeds:
+            sql += " AND (next_poll_at IS NULL OR next_poll_at <= ?)"
+            params = (to_db_time(now),)
+        sql += " ORDER BY next_poll_at IS NOT NULL, next_poll_at, id"
+        return [_due_feed(r) for r in self.execute(sql, params)]
+
+    def feed_rows(self) -> list[sqlite3.Row]:
+        return list(self.execute("SELECT * FROM feeds ORDER BY active DESC, id"))
+
+    def feed_by_url(self, url: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.execute(
+            "SELECT * FROM feeds WHERE url = ? OR config_url = ?", (url, url)).fetchone()
+        return row
+
+    def reset_feed(self, url: str) -> bool:
+        """Clear errors, retirement and backoff so the feed is polled at the next cycle."""
+        with self.transaction():
+            cur = self.execute(
+                "UPDATE feeds SET retired_at = NULL, error_count = 0, error_kind = NULL,"
+                " error_message = NULL, next_poll_at = NULL WHERE url = ? OR config_url = ?",
+                (url, url))
+        return cur.rowcount > 0
+
+    def record_fetch_success(
+        self, feed_id: int, *, now: datetime, status: int | None, url: str | None,
+        etag: str | None, last_modified: str | None, body_hash: str | None,
+        next_poll_at: datetime, feed_title: str | None = None, site_url: str | None = None,
+        language: str | None = None, ttl: int | None = None, parse_problem: str | None = None,
+    ) -> None:
+        ts = to_db_time(now)
+        self.execute(
+            "UPDATE feeds SET last_status = ?, etag = ?, last_modified = ?, body_hash = ?,"
+            " last_fetched_at = ?, last_success_at = ?, next_poll_at = ?, error_count = 0,"
+            " error_kind = NULL, error_message = NULL,"
+            " feed_title = COALESCE(?, feed_title), site_url = COALESCE(?, site_url),"
+            " language = COALESCE(?, language), ttl = COALESCE(?, ttl), parse_problem = ?,"
+            " updated_at = ? WHERE id = ?",
+            (status, etag, last_modified, body_hash, ts, ts, to_db_time(next_poll_at),
+             feed_title, site_url, language, ttl, parse_problem, ts, feed_id),
+        )
+        if url:
+            self.move_feed(feed_id, url)
+
+    def record_not_modified(self, feed_id: int, *, now: datetime, status: int | None,
+                            next_poll_at: datetime, etag: str | None = None,
+                            last_modified: str | None = None) -> None:
+        ts = to_db_time(now)
+        self.execute(
+            "UPDATE feeds SET last_status = ?, last_fetched_at = ?, last_success_at = ?,"
+            " next_poll_at = ?, error_count = 0, error_kind = NULL, error_message = NULL,"
+            " etag = COALESCE(?, etag), last_modified = COALESCE(?, last_modified),"
+            " updated_at = ? WHERE id = ?",
+            (status, ts, ts, to_db_time(next_poll_at), etag, last_modified, ts, feed_id),
+        )
+
+    def record_fetch_failure(self, feed_id: int, *, now: datetime, kind: str, message: str,
+                             status: int | None, next_poll_at: datetime,
+                             retire: bool = False) -> None:
+        ts = to_db_time(now)
+        self.execute(
+            "UPDATE feeds SET last_status = ?, last_fetched_at = ?, last_error_at = ?,"
+            " next_poll_at = ?, error_count = error_count + 1, error_kind = ?, error_message = ?,"
+            " retired_at = CASE WHEN ? THEN ? ELSE retired_at END, updated_at = ? WHERE id = ?",
+            (status, ts, ts, to_db_time(next_poll_at), kind, message[:2000], retire, ts, ts,
+             feed_id),
+        )
+
+    def move_feed(self, feed_id: int, new_url: str) -> None:
+        """Follow a permanent redirect; the configured URL stays as the alias."""
+        clash = self.execute("SELECT id FROM feeds WHERE url = ? AND id != ?",
+                             (new_url, feed_id)).fetchone()
+        if clash is None:
+            self.execute("UPDATE feeds SET url = ? WHERE id = ?", (new_url, feed_id))
+
+    def error_count(self, feed_id: int) -> int:
+        row = self.execute("SELECT error_count FROM feeds WHERE id = ?", (feed_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def recent_published(self, feed_id: int, limit: int = 20) -> list[datetime]:
+        rows = self.execute(
+            "SELECT published FROM entries WHERE feed_id = ? ORDER BY published DESC LIMIT ?",
+            (feed_id, limit))
+        return [d for r in rows if (d := from_db_time(r[0])) is not None]
+
+    # -- entries ---------------------------------------------------------------------------
+
+    def upsert_entry(self, feed_id: int, entry: Entry, fp: Fingerprint, now: datetime,
+                     *, max_changes: int = 5, settle_seconds: int = 86400) -> UpsertResult:
+        """Insert a new entry or update a changed one in place (never added twice).
+
+        An entry whose content changes on every poll (a timestamp in the body) is updated at
+        most `max_changes` times quickly; after that at most once per `settle_seconds`.
+        """
+        row = self.execute(
+            "SELECT id, content_hash, story_id, change_count, last_changed_at FROM entries"
+            " WHERE feed_id = ? AND guid = ?", (feed_id, entry.guid)).fetchone()
+        ts = to_db_time(now)
+        simhash = u64_to_i64(fp.simhash)
+        values = (entry.link, entry.title, entry.summary, entry.content, entry.text, entry.author,
+                  entry.language, json.dumps(list(entry.categories), ensure_ascii=False),
+                  to_db_time(entry.published), to_db_time(entry.updated), entry.content_hash,
+                  simhash, " ".join(fp.terms))
+        if row is None:
+            cur = self.execute(
+                "INSERT INTO entries (link, title, summary, content, text, author, language,"
+                " categories, published, updated, content_hash, simhash, terms, feed_id, guid,"
+                " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, feed_id, entry.guid, ts))
+            entry_id = int(cur.lastrowid or 0)
+            self._write_bands(entry_id, fp.simhash)
+            return UpsertResult(entry_id, "new", None)
+        if row["content_hash"] == entry.content_hash:
+            return UpsertResult(row["id"], "unchanged", row["story_id"])
+        last = from_db_time(row["last_changed_at"])
+        if row["change_count"] >= max_changes and last and (now - last).total_seconds() < settle_seconds:
+            return UpsertResult(row["id"], "unchanged", row["story_id"])
+        self.execute(
+            "UPDATE entries SET link = ?, title = ?, summary = ?, content = ?, text = ?,"
+            " author = ?, language = ?, categories = ?, published = ?, updated = ?,"
+            " content_hash = ?, simhash = ?, terms = ?, last_changed_at = ?,"
+            " change_count = change_count + 1 WHERE id = ?",
+            (*values, ts, row["id"]))
+        self.execute("DELETE FROM simhash_bands WHERE entry_id = ?", (row["id"],))
+        self._write_bands(row["id"], fp.simhash)
+        return UpsertResult(row["id"], "updated", row["story_id"])
+
+    def _write_bands(self, entry_id: int, simhash: int | None) -> None:
+        if simhash is None:
+            return
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)",
+            [(i, v, entry_id) for i, v in enumerate(simhash_bands(simhash))])
+
+    def simhash_candidates(self, simhash: int, since: datetime, *, exclude: int | None = None,
+                           limit: int = 200) -> list[sqlite3.Row]:
+        """Entries published since `since` that share at least one 16-bit band with `simhash`."""
+        b = simhash_bands(simhash)
+        return list(self.execute(
+            "SELECT e.*, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            " WHERE e.id IN ("
+            " SELECT entry_id FROM simhash_bands WHERE (band = 0 AND value = ?)"
+            " OR (band = 1 AND value = ?) OR (band = 2 AND value = ?) OR (band = 3 AND value = ?))"
+            " AND e.published >= ? AND e.id != ? AND e.story_id IS NOT NULL LIMIT ?",
+            (*b, to_db_time(since), exclude or -1, limit)))
+
+    def exact_candidates(self, link: str | None, content_hash: str, since: datetime,
+                         *, exclude: int | None = None) -> list[sqlite3.Row]:
+        """Entries (within the window) with the same canonical link or the same content hash."""
+        rows = list(self.execute(
+            "SELECT e.*, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            " WHERE e.content_hash = ? AND e.id != ? AND e.published >= ?"
+            " AND e.story_id IS NOT NULL LIMIT 50",
+            (content_hash, exclude or -1, to_db_time(since))))
+        if link:
+            rows += list(self.execute(
+                "SELECT e.*, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                " WHERE e.link = ? AND e.id != ? AND e.story_id IS NOT NULL LIMIT 50",
+                (link, exclude or -1)))
+        return rows
+
+    def window_entries(self, since: datetime, until: datetime) -> list[sqlite3.Row]:
+        """Stored, clustered entries published in [since, until] (the clustering window)."""
+        return list(self.execute(
+            "SELECT e.id, e.feed_id, e.link, e.title, e.text, e.published, e.content_hash,"
+            " e.simhash, e.terms, e.language, e.story_id, f.url AS feed_url"
+            " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            " WHERE e.published >= ? AND e.published <= ? AND e.story_id IS NOT NULL"
+            " ORDER BY e.id", (to_db_time(since), to_db_time(until))))
+
+    def unclustered_entries(self) -> list[sqlite3.Row]:
+        """Entries left without a story (a crash between insert and clustering)."""
+        return list(self.execute(
+            "SELECT e.*, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            " WHERE e.story_id IS NULL ORDER BY e.id"))
+
+    def next_story_id(self) -> int:
+        row = self.execute("SELECT COALESCE(MAX(id), 0) FROM stories").fetchone()
+        merged = self.execute("SELECT COALESCE(MAX(from_story_id), 0) FROM story_merges").fetchone()
+        return max(int(row[0]), int(merged[0])) + 1
+
+    # -- stories ---------------------------------------------------------------------------
+
+    def assign_story(self, entry_id: int, story_id: int, *, rule: str, distance: int | None,
+                     score: float | None, matched_entry_id: int | None, now: datetime) -> None:
+        """Put an entry in a story (creating the story row if new), with its evidence."""
+        ts = to_db_time(now)
+        exists = self.execute("SELECT 1 FROM stories WHERE id = ?", (story_id,)).fetchone()
+        if exists is None:
+            title = self.execute("SELECT title FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+            self.execute(
+                "INSERT INTO stories (id, title, representative_id, first_seen, last_seen,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (story_id, title, entry_id, ts, ts, ts))
+        self.execute(
+            "UPDATE entries SET story_id = ?, match_rule = ?, match_distance = ?, match_score = ?,"
+            " matched_entry_id = ? WHERE id = ?",
+            (story_id, rule, distance, score, matched_entry_id, entry_id))
+
+    def merge_stories(self, from_id: int, into_id: int, *, entry_id: int | None, reason: str,
+                      now: datetime) -> None:
+        """Move every member of `from_id` into `into_id`, record the merge, drop `from_id`."""
+        if from_id == into_id:
+            return
+        self.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", (into_id, from_id))
+        self.execute(
+            "INSERT INTO story_merges (from_story_id, into_story_id, entry_id, reason, merged_at)"
+            " VALUES (?, ?, ?, ?, ?)", (from_id, into_id, entry_id, reason, to_db_time(now)))
+        self.execute("UPDATE story_merges SET into_story_id = ? WHERE into_story_id = ?",
+                     (into_id, from_id))
+        self.execute("DELETE FROM stories WHERE id = ?", (from_id,))
+
+    def refresh_stories(self, story_ids: Iterable[int], now: datetime,
+                        representative: str = "earliest") -> None:
+        """Recompute counts, first/last seen, representative and title of the given stories."""
+        ts = to_db_time(now)
+        for story_id in sorted(set(story_ids)):
+            members = list(self.execute(
+                "SELECT e.id, e.title, e.published, e.first_seen, e.feed_id, e.link,"
+                " length(e.text) AS size, f.url AS feed_url FROM entries e"
+                " JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?"
+                " ORDER BY e.published, e.id", (story_id,)))
+            if not members:
+                self.execute("DELETE FROM stories WHERE id = ?", (story_id,))
+                continue
+            old = self.execute("SELECT feed_count, member_count FROM stories WHERE id = ?",
+                               (story_id,)).fetchone()
+            rep = members[0] if representative == "earliest" else max(
+                members, key=lambda m: (m["size"], -members.index(m)))
+            feeds = {m["feed_id"] for m in members}
+            hosts = {_host(m["link"] or m["feed_url"]) for m in members}
+            first = min(m["published"] for m in members)
+            last = max(m["first_seen"] for m in members)
+            grew = old is None or old["feed_count"] != len(feeds) or old["member_count"] != len(members)
+            self.execute(
+                "UPDATE stories SET title = ?, representative_id = ?, first_seen = ?,"
+                " last_seen = ?, member_count = ?, feed_count = ?, host_count = ?,"
+                " updated_at = CASE WHEN ? THEN ? ELSE updated_at END WHERE id = ?",
+                (rep["title"], rep["id"], first, max(last, first), len(members), len(feeds),
+                 len(hosts), grew, ts, story_id))
+
+    def stories(self, *, since: datetime | None = None, min_sources: int = 1,
+                limit: int = 50) -> list[sqlite3.Row]:
+        sql = ("SELECT s.*, e.link AS link FROM stories s"
+               " LEFT JOIN entries e ON e.id = s.representative_id WHERE s.feed_count >= ?")
+        params: list[Any] = [min_sources]
+        if since is not None:
+            sql += " AND s.last_seen >= ?"
+            params.append(to_db_time(since))
+        sql += " ORDER BY s.feed_count DESC, s.member_count DESC, s.last_seen DESC, s.id LIMIT ?"
+        params.append(limit)
+        return list(self.execute(sql, params))
+
+    def story_members(self, story_id: int) -> list[sqlite3.Row]:
+        return list(self.execute(
+            "SELECT e.*, COALESCE(f.title, f.feed_title, f.url) AS outlet, f.url AS feed_url,"
+            " f.tags AS feed_tags"
+            " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?"
+            " ORDER BY e.published, e.id", (story_id,)))
+
+    def story_matches(self, story_id: int, query: str) -> bool:
+        """Whether any member of the story mentions every word of `query` (case-insensitive)."""
+        words = query.lower().split()
+        for row in self.execute("SELECT lower(title || ' ' || text) FROM entries WHERE story_id = ?",
+                                (story_id,)):
+            if all(w in row[0] for w in words):
+                return True
+        return False
+
+    def entry(self, entry_id: int) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.execute(
+            "SELECT e.*, COALESCE(f.title, f.feed_title, f.url) AS outlet, f.url AS feed_url"
+            " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.id = ?",
+            (entry_id,)).fetchone()
+        return row
+
+    def counts(self) -> dict[str, int]:
+        return {t: int(self.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+                for t in ("feeds", "entries", "stories")}
+
+
+def _due_feed(row: sqlite3.Row) -> DueFeed:
+    return DueFeed(
+        state=FeedState(id=row["id"], url=row["url"], etag=row["etag"],
+                        last_modified=row["last_modified"], body_hash=row["body_hash"],
+                        error_count=row["error_count"]),
+        interval=row["interval"],
+        ttl=row["ttl"],
+    )
+
+
+def _host(url: str | None) -> str:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url or "").hostname or "").removeprefix("www.")
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _store_error(path: Path, exc: BaseException, context: str = "") -> StoreError:
+    text = str(exc)
+    prefix = f"{path}: " + (f"{context}: " if context else "")
+    if "readonly" in text or "read-only" in text:
+        hint = "the database file or its folder is read-only; fix its permissions or use another [storage] database path"
+    elif "disk is full" in text or "database or disk is full" in text:
+        hint = "the disk is full; free space, then run again (nothing committed was lost)"
+    elif "malformed" in text or "not a database" in text:
+        hint = "the database file is damaged or not a SQLite database; restore it from a backup or move it aside (sqlite3 .recover can salvage rows)"
+    elif "unable to open" in text:
+        hint = "cannot open the database file; check that its folder exists and is writable"
+    elif "locked" in text:
+        hint = "the database stayed locked by another process past the busy timeout"
+    else:
+        hint = "database error"
+    return StoreError(f"{prefix}{hint} ({text})")
