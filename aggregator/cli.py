@@ -223,3 +223,97 @@ def demo(obj: Context, port: int | None) -> None:
     path = obj.config_path or os.environ.get(config_mod.ENV_VAR) or "config/demo.toml"
     with _errors():
         run_demo(config_mod.load(Path(path)), port=port, echo=click.echo)
+
+
+@main.command()
+@click.argument("query")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per entry.")
+@click.pass_obj
+def search(obj: Context, query: str, limit: int, as_json: bool) -> None:
+    """Full-text search over entries; any input is safe (every word must match)."""
+    with _errors(), obj.open_store() as store:
+        for row in store.search(query, limit=limit):
+            if as_json:
+                click.echo(json.dumps(dict(row), ensure_ascii=False))
+            else:
+                click.echo(f"{row['id']:>6}  story {row['story_id']:<6} {row['outlet']}: {row['title']}")
+                click.echo(f"        {row['snippet']}")
+
+
+EXPORT_FORMATS = ("atom", "rss", "json", "html", "opml")
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="atom",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (atomically) instead of stdout.")
+@click.option("--digest", "digest_name", help="Use the filters of this [[digests]] entry.")
+@click.option("--since", default=None, help="Stories seen within this window (default 24h).")
+@click.option("--min-sources", default=None, type=click.IntRange(1))
+@click.option("--tag", "tags", multiple=True, help="Only stories from feeds with this tag.")
+@click.option("--language", default=None)
+@click.option("--query", default=None, help="Only stories matching this full-text query.")
+@click.option("--limit", default=None, type=click.IntRange(1))
+@click.pass_obj
+def export(obj: Context, fmt: str, output: Path | None, digest_name: str | None,
+           since: str | None, min_sources: int | None, tags: tuple[str, ...],
+           language: str | None, query: str | None, limit: int | None) -> None:
+    """Export stories as a digest (Atom, RSS, JSON Feed, HTML) or the subscriptions as OPML."""
+    from dataclasses import replace
+
+    from .config import DigestSettings
+    from .digests import build_digest, write_atomically
+    from .export import opml_export, render
+
+    with _errors():
+        config = obj.config
+        if fmt == "opml":
+            data = opml_export(config.feeds, "aggregator subscriptions")
+        else:
+            base = DigestSettings(name="export", path=Path("-"), format=fmt)
+            if digest_name:
+                found = [d for d in config.digests if d.name == digest_name]
+                if not found:
+                    raise click.BadParameter(f"no [[digests]] entry named {digest_name!r}",
+                                             param_hint="--digest")
+                base = replace(found[0], format=fmt)
+            window = _duration(since)
+            settings = replace(
+                base,
+                since=int(window.total_seconds()) if window else base.since,
+                min_sources=min_sources or base.min_sources,
+                tags=tags or base.tags, language=language or base.language,
+                query=query or base.query, limit=limit or base.limit)
+            with obj.open_store() as store:
+                data = render(build_digest(store, settings, utcnow()), fmt)
+        if output is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            write_atomically(output, data)
+            click.echo(f"wrote {output}", err=True)
+
+
+@feeds.command("import")
+@click.argument("opml_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Feeds file to write (default: feeds.d/<name>.toml beside the config).")
+@click.pass_obj
+def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
+    """Turn an OPML file into a feeds file that the config includes."""
+    from .digests import write_atomically
+    from .export import feeds_toml, opml_import
+
+    with _errors():
+        config_path = config_mod.resolve_path(obj.config_path, os.environ)
+        imported = opml_import(opml_file.read_bytes(), str(opml_file))
+        target = output or config_path.parent / "feeds.d" / f"{opml_file.stem}.toml"
+        write_atomically(target, feeds_toml(imported).encode("utf-8"))
+        click.echo(f"wrote {len(imported)} feeds to {target}")
+        included = obj.config.includes
+        if target.resolve() not in {p.resolve() for p in included}:
+            rel = os.path.relpath(target.resolve(), config_path.resolve().parent)
+            click.echo(f'add this line at the top of {config_path} to use them:\n'
+                       f'include = ["{rel}"]')

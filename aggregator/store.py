@@ -7,6 +7,7 @@ timeout, and one short BEGIN IMMEDIATE transaction per feed outcome.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -145,6 +146,48 @@ MIGRATIONS: list[str] = [
         reason TEXT,
         merged_at TEXT NOT NULL
     );
+    """,
+    # 2: full-text search kept in sync by triggers, and views for the common questions
+    """
+    CREATE VIRTUAL TABLE entries_fts USING fts5(
+        title, summary, text, content='entries', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO entries_fts (rowid, title, summary, text) SELECT id, title, summary, text FROM entries;
+    CREATE TRIGGER entries_fts_insert AFTER INSERT ON entries BEGIN
+        INSERT INTO entries_fts (rowid, title, summary, text)
+        VALUES (new.id, new.title, new.summary, new.text);
+    END;
+    CREATE TRIGGER entries_fts_delete AFTER DELETE ON entries BEGIN
+        INSERT INTO entries_fts (entries_fts, rowid, title, summary, text)
+        VALUES ('delete', old.id, old.title, old.summary, old.text);
+    END;
+    CREATE TRIGGER entries_fts_update AFTER UPDATE OF title, summary, text ON entries BEGIN
+        INSERT INTO entries_fts (entries_fts, rowid, title, summary, text)
+        VALUES ('delete', old.id, old.title, old.summary, old.text);
+        INSERT INTO entries_fts (rowid, title, summary, text)
+        VALUES (new.id, new.title, new.summary, new.text);
+    END;
+    CREATE VIEW story_overview AS
+    SELECT s.id AS story_id, s.title, rep.link AS link, s.first_seen, s.last_seen,
+           s.member_count, s.feed_count,
+           (SELECT group_concat(name, ' | ') FROM (
+                SELECT DISTINCT COALESCE(f.title, f.feed_title, f.url) AS name
+                FROM entries e JOIN feeds f ON f.id = e.feed_id
+                WHERE e.story_id = s.id ORDER BY name)) AS outlets
+    FROM stories s LEFT JOIN entries rep ON rep.id = s.representative_id;
+    CREATE VIEW feed_health AS
+    SELECT f.id AS feed_id, COALESCE(f.title, f.feed_title) AS title, f.url, f.active,
+           CASE WHEN NOT f.active THEN 'inactive' WHEN f.retired_at IS NOT NULL THEN 'retired'
+                WHEN f.error_count > 0 THEN 'failing' ELSE 'ok' END AS state,
+           f.last_success_at, f.next_poll_at, f.error_count, f.error_kind, f.error_message,
+           f.last_status, (SELECT count(*) FROM entries e WHERE e.feed_id = f.id) AS entries
+    FROM feeds f;
+    CREATE VIEW story_sources AS
+    SELECT e.story_id, e.id AS entry_id, COALESCE(f.title, f.feed_title, f.url) AS outlet,
+           e.title, e.link, e.published, e.match_rule, e.match_distance, e.match_score,
+           e.matched_entry_id
+    FROM entries e JOIN feeds f ON f.id = e.feed_id;
     """,
 ]
 
@@ -584,13 +627,28 @@ class Store:
             " ORDER BY e.published, e.id", (story_id,)))
 
     def story_matches(self, story_id: int, query: str) -> bool:
-        """Whether any member of the story mentions every word of `query` (case-insensitive)."""
-        words = query.lower().split()
-        for row in self.execute("SELECT lower(title || ' ' || text) FROM entries WHERE story_id = ?",
-                                (story_id,)):
-            if all(w in row[0] for w in words):
-                return True
-        return False
+        """Whether any member of the story matches the full-text `query`."""
+        match = fts_query(query)
+        if match is None:
+            return False
+        row = self.execute(
+            "SELECT 1 FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
+            " WHERE entries_fts MATCH ? AND e.story_id = ? LIMIT 1", (match, story_id)).fetchone()
+        return row is not None
+
+    def search(self, query: str, *, limit: int = 20) -> list[sqlite3.Row]:
+        """Entries matching every word of `query`, best first. Raw input is safe."""
+        match = fts_query(query)
+        if match is None:
+            return []
+        return list(self.execute(
+            "SELECT e.id, e.story_id, e.title, e.link, e.published,"
+            " COALESCE(f.title, f.feed_title, f.url) AS outlet,"
+            " snippet(entries_fts, 2, '[', ']', '…', 12) AS snippet"
+            " FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
+            " JOIN feeds f ON f.id = e.feed_id WHERE entries_fts MATCH ?"
+            " ORDER BY bm25(entries_fts, 5.0, 2.0, 1.0), e.published DESC LIMIT ?",
+            (match, limit)))
 
     def entry(self, entry_id: int) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.execute(
@@ -602,6 +660,17 @@ class Store:
     def counts(self) -> dict[str, int]:
         return {t: int(self.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
                 for t in ("feeds", "entries", "stories")}
+
+
+_FTS_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def fts_query(text: str) -> str | None:
+    """Turn raw user input (`c++`, `"unbalanced`) into a safe FTS5 query: every word, quoted."""
+    words = _FTS_TOKEN.findall(text)
+    if not words:
+        return None
+    return " ".join(f'"{w}"' for w in words)
 
 
 def _due_feed(row: sqlite3.Row) -> DueFeed:
@@ -621,7 +690,18 @@ def _host(url: str | None) -> str:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a migration into statements; a trigger body (BEGIN ... END;) stays whole."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
 
 
 def _store_error(path: Path, exc: BaseException, context: str = "") -> StoreError:
