@@ -115,7 +115,7 @@ class Poller:
         due = self.store.due_feeds(now, all_feeds=poll_all)
         summary = CycleSummary(due=len(due))
         cycle = _ClusterCycle(self.store, self.config, now)
-        cycle.recover_unclustered()
+        cycle.recover()
         limit = asyncio.Semaphore(max(1, self.config.fetch.concurrency))
 
         async def one(feed: DueFeed) -> None:
@@ -263,6 +263,7 @@ class _ClusterCycle:
             rows += self.store.simhash_candidates(fp.simhash, since, exclude=entry_id)
         candidates = [_doc(r) for r in rows]
         a = clusterer.add(doc, candidates)
+        self.store.mark_merge_pending(entry.published)
         for absorbed in a.absorbed:
             self.store.merge_stories(absorbed, a.story_id, entry_id=entry_id,
                                      reason=f"bridged by entry {entry_id}", now=self.now)
@@ -272,18 +273,22 @@ class _ClusterCycle:
         if a.rule == "new":
             self.created.add(a.story_id)
         self.touch(a.story_id)
+        self.grown.add(a.story_id)
 
     def touch(self, story_id: int) -> None:
         self.touched.add(story_id)
-        self.grown.add(story_id)
 
     def refresh(self) -> None:
         if self.touched:
             self.store.refresh_stories(self.touched, self.now, self.representative)
             self.touched.clear()
 
-    def recover_unclustered(self) -> None:
-        """Entries a crash left without a story are clustered before anything else."""
+    def recover(self) -> None:
+        """Finish what a crash interrupted: a pending merge pass, entries without a story."""
+        pending = self.store.merge_pending()
+        if pending is not None:
+            self._ensure_window(pending[0])
+            self._ensure_window(pending[1])
         rows = self.store.unclustered_entries()
         if not rows:
             return
@@ -304,15 +309,15 @@ class _ClusterCycle:
         if self.clusterer is None:
             return
         merges = self.clusterer.merge_pass()
-        if not merges:
-            return
         with self.store.transaction():
+            self.store.clear_merge_pending()
             for m in merges:
                 self.store.merge_stories(m.from_story_id, m.into_story_id, entry_id=None,
                                          reason=m.reason, now=self.now)
                 self.created.discard(m.from_story_id)
                 self.grown.discard(m.from_story_id)
                 self.touch(m.into_story_id)
+                self.grown.add(m.into_story_id)
             self.refresh()
 
 

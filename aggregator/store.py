@@ -189,6 +189,10 @@ MIGRATIONS: list[str] = [
            e.matched_entry_id
     FROM entries e JOIN feeds f ON f.id = e.feed_id;
     """,
+    # 3: small key/value state that must survive a crash (a pending story merge pass)
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -496,9 +500,12 @@ class Store:
     def _write_bands(self, entry_id: int, simhash: int | None) -> None:
         if simhash is None:
             return
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)",
-            [(i, v, entry_id) for i, v in enumerate(simhash_bands(simhash))])
+        try:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)",
+                [(i, v, entry_id) for i, v in enumerate(simhash_bands(simhash))])
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
 
     def simhash_candidates(self, simhash: int, since: datetime, *, exclude: int | None = None,
                            limit: int = 200) -> list[sqlite3.Row]:
@@ -548,6 +555,30 @@ class Store:
         return max(int(row[0]), int(merged[0])) + 1
 
     # -- stories ---------------------------------------------------------------------------
+
+    def mark_merge_pending(self, published: datetime) -> None:
+        """Remember (in the feed's transaction) that the merge pass must look around `published`.
+
+        If the process dies before the cycle's merge pass commits, the next cycle runs it.
+        """
+        ts = to_db_time(published)
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES ('merge_pending_from', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = min(value, excluded.value)", (ts,))
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES ('merge_pending_until', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)", (ts,))
+
+    def merge_pending(self) -> tuple[datetime, datetime] | None:
+        rows = dict(self.execute(
+            "SELECT key, value FROM meta WHERE key IN ('merge_pending_from', 'merge_pending_until')"
+        ).fetchall())
+        lo = from_db_time(rows.get("merge_pending_from"))
+        hi = from_db_time(rows.get("merge_pending_until"))
+        return (lo, hi) if lo and hi else None
+
+    def clear_merge_pending(self) -> None:
+        self.execute("DELETE FROM meta WHERE key IN ('merge_pending_from', 'merge_pending_until')")
 
     def assign_story(self, entry_id: int, story_id: int, *, rule: str, distance: int | None,
                      score: float | None, matched_entry_id: int | None, now: datetime) -> None:
