@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from . import cluster as clustering
 from .config import Config
-from .errors import ParseError
+from .errors import AggregatorError, ParseError
 from .fetch import Fetcher
 from .fingerprint import fingerprint
 from .model import FeedFailure, FetchResult, ProcessedFeed
@@ -125,7 +125,13 @@ class Poller:
             if progress is not None:
                 progress(outcome)
 
-        await asyncio.gather(*(one(f) for f in due))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for feed in due:
+                    group.create_task(one(feed))
+        except BaseExceptionGroup as eg:
+            # A store error ends the cycle (and the process): the other feeds were cancelled.
+            raise _first_error(eg) from None
         cycle.finish()
         summary.new_stories = len(cycle.created)
         summary.grown_stories = len(cycle.grown - cycle.created)
@@ -205,6 +211,22 @@ class Poller:
             now=now, url=feed.state.url, settings=self.config.schedule,
             configured_interval=feed.interval, result=result, error_count=errors,
             ttl=feed.ttl, recent_published=self.store.recent_published(feed.state.id))
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    errors = list(_leaves(group))
+    for exc in errors:
+        if isinstance(exc, AggregatorError):
+            return exc
+    return errors[0]
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 def _count(summary: CycleSummary, outcome: FeedOutcome) -> None:

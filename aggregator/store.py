@@ -234,6 +234,11 @@ class Store:
     def open(cls, path: Path, *, readonly: bool = False) -> Store:
         """Open (creating when missing) and migrate the database at `path`."""
         path = Path(path)
+        if not readonly and _read_only_place(path):
+            raise StoreError(
+                f"{path}: the database file or its folder is read-only (a read-only file system "
+                "or missing write permission); make it writable or use another [storage] database "
+                "path — the poller needs to write there")
         try:
             if readonly:
                 uri = path.resolve().as_uri() + "?mode=ro"
@@ -712,6 +717,23 @@ def _due_feed(row: sqlite3.Row) -> DueFeed:
         interval=row["interval"],
         ttl=row["ttl"],
     )
+
+
+def _read_only_place(path: Path) -> bool:
+    """True when SQLite could not write the database (or its -wal/-shm files) at `path`."""
+    import os
+
+    folder = path.parent if path.parent.exists() else None
+    if folder is None:
+        return False
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    if path.exists() and not os.access(path, os.W_OK):
+        return True
+    return not os.access(folder, os.W_OK)
 
 
 def _host(url: str | None) -> str:

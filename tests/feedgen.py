@@ -1,0 +1,87 @@
+"""Generated RSS feeds for reliability tests and benchmarks (deterministic for a seed).
+
+Each feed carries entries about shared "events" (so stories form across feeds), some of them
+wire copies of the same text, plus unrelated items.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+WORDS = (
+    "council harbour minister budget storm river bridge election court school hospital "
+    "railway airport museum festival strike factory market farmers police museum orchestra "
+    "library vaccine research climate energy solar wind pipeline tariff export import bank "
+    "inflation housing rent tenants union workers nurses teachers drivers ferry port island "
+    "mountain valley glacier drought flood wildfire rescue volunteers mayor governor senate "
+    "parliament treaty summit embassy border refugees shelter charity donation award novel "
+    "film director season league coach transfer stadium final champions record marathon"
+).split()
+PLACES = ("Lisbon Oslo Tallinn Porto Gdansk Lyon Graz Bergen Turku Cork Bilbao Malmo Ghent "
+          "Utrecht Brno Split Varna Kaunas Leipzig Nantes").split()
+
+
+def _sentence(rng: random.Random, words: list[str], n: int) -> str:
+    return " ".join(rng.choice(words) for _ in range(n)).capitalize() + "."
+
+
+def make_events(count: int, seed: int = 1) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    events = []
+    for i in range(count):
+        place = rng.choice(PLACES)
+        topic = rng.sample(WORDS, 4)
+        events.append({
+            "place": place,
+            "topic": " ".join(topic),
+            "wire": f"{place} {' '.join(topic)} event{i} " + " ".join(
+                _sentence(rng, WORDS, 14) for _ in range(5)),
+        })
+    return events
+
+
+def write_feeds(folder: Path, feeds: int, entries_per_feed: int, *, seed: int = 1,
+                start: datetime = datetime(2024, 10, 28, tzinfo=UTC)) -> list[Path]:
+    """Write `feeds` RSS files into `folder`; returns their paths."""
+    rng = random.Random(seed)
+    events = make_events(max(3, feeds // 3), seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for f in range(feeds):
+        items = []
+        for n in range(entries_per_feed):
+            when = start + timedelta(minutes=rng.randrange(0, 48 * 60))
+            kind = rng.random()
+            if kind < 0.3:
+                ev = rng.choice(events)
+                title = f"{ev['place']}: {ev['topic']}"
+                body = ev["wire"]
+            elif kind < 0.6:
+                ev = rng.choice(events)
+                title = f"{ev['place']} {ev['topic'].split()[0]} {rng.choice(WORDS)} update"
+                body = f"{ev['place']} {ev['topic']} " + _sentence(rng, WORDS, 30)
+            else:
+                title = _sentence(rng, WORDS, 7)[:-1]
+                body = " ".join(_sentence(rng, WORDS, 15) for _ in range(3))
+            items.append(
+                f"<item><guid isPermaLink=\"false\">feed{f}-item{n}</guid>"
+                f"<title>{escape(title)}</title>"
+                f"<link>https://outlet{f}.example/{n}</link>"
+                f"<description>{escape(body)}</description>"
+                f"<pubDate>{format_datetime(when)}</pubDate></item>")
+        xml = ("<?xml version=\"1.0\" encoding=\"utf-8\"?><rss version=\"2.0\"><channel>"
+               f"<title>Outlet {f}</title><link>https://outlet{f}.example/</link>"
+               f"<description>generated</description>{''.join(items)}</channel></rss>")
+        path = folder / f"outlet{f:05d}.xml"
+        path.write_text(xml, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def config_for(paths: list[Path], database: Path, extra: str = "") -> str:
+    feeds = "".join(f'[[feeds]]\nurl = "{p.as_uri()}"\n' for p in paths)
+    return f'[storage]\ndatabase = "{database}"\n{extra}\n{feeds}'

@@ -1,0 +1,222 @@
+"""Crashes, concurrent readers and storage faults, with real processes and real files."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.feedgen import config_for, write_feeds
+
+CLI = [sys.executable, "-m", "aggregator"]
+
+
+def poll(config: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "--config", str(config), "poll", "--all", *extra],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(db: Path) -> dict[str, object]:
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        dupes = conn.execute(
+            "SELECT feed_id, guid FROM entries GROUP BY 1, 2 HAVING count(*) > 1").fetchall()
+        assert dupes == [], "duplicate (feed, guid)"
+        orphans = conn.execute(
+            "SELECT count(*) FROM entries e LEFT JOIN stories s ON s.id = e.story_id"
+            " WHERE s.id IS NULL").fetchone()[0]
+        assert orphans == 0, "entries without a story"
+        wrong_counts = conn.execute(
+            "SELECT count(*) FROM stories s WHERE member_count !="
+            " (SELECT count(*) FROM entries e WHERE e.story_id = s.id)").fetchone()[0]
+        assert wrong_counts == 0, "stories whose member_count is stale"
+        empty = conn.execute(
+            "SELECT count(*) FROM stories s WHERE NOT EXISTS"
+            " (SELECT 1 FROM entries e WHERE e.story_id = s.id)").fetchone()[0]
+        assert empty == 0, "stories pointing at nothing"
+        entries = set(conn.execute(
+            "SELECT f.url, e.guid, e.content_hash FROM entries e JOIN feeds f ON f.id = e.feed_id"
+        ).fetchall())
+        groups = conn.execute(
+            "SELECT group_concat(f.url || '#' || e.guid, ' ') FROM entries e"
+            " JOIN feeds f ON f.id = e.feed_id GROUP BY e.story_id").fetchall()
+        partition = {frozenset(g[0].split(" ")) for g in groups}
+        return {"entries": entries, "stories": len(partition), "partition": partition}
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_kill_9_during_ingest_loses_nothing_and_ends_like_a_clean_run(tmp_path: Path) -> None:
+    feeds = write_feeds(tmp_path / "feeds", 300, 12, seed=7)
+    clean_cfg = tmp_path / "clean.toml"
+    clean_cfg.write_text(config_for(feeds, tmp_path / "clean.db"))
+    assert poll(clean_cfg).returncode == 0
+    clean = snapshot(tmp_path / "clean.db")
+
+    crash_cfg = tmp_path / "crash.toml"
+    crash_cfg.write_text(config_for(feeds, tmp_path / "crash.db"))
+    rng = random.Random(42)
+    kills = 0
+    for _ in range(6):
+        proc = subprocess.Popen([*CLI, "--config", str(crash_cfg), "poll", "--all"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.4, 2.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+        snapshot(tmp_path / "crash.db")  # consistent after every kill
+    assert kills >= 3, "the poll finished before most kills: make the workload bigger"
+    final = poll(crash_cfg)
+    assert final.returncode == 0, final.stderr
+    crashed = snapshot(tmp_path / "crash.db")
+    assert crashed["entries"] == clean["entries"]
+    assert crashed["stories"] == clean["stories"]
+    assert crashed["partition"] == clean["partition"]
+
+
+@pytest.mark.slow
+def test_readers_never_see_a_locked_database_during_a_large_poll(tmp_path: Path) -> None:
+    feeds = write_feeds(tmp_path / "feeds", 300, 12, seed=3)
+    cfg = tmp_path / "agg.toml"
+    db = tmp_path / "agg.db"
+    cfg.write_text(config_for(feeds, db))
+    subprocess.run([*CLI, "--config", str(cfg), "feeds"], check=True, capture_output=True)
+    stop = threading.Event()
+    errors: list[str] = []
+    reads = 0
+
+    def reader() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            try:
+                conn = sqlite3.connect(db, timeout=0.05)
+                conn.execute("SELECT count(*) FROM entries").fetchone()
+                conn.execute("SELECT * FROM story_overview ORDER BY feed_count DESC LIMIT 5").fetchall()
+                conn.close()
+                reads += 1
+            except sqlite3.OperationalError as exc:
+                errors.append(str(exc))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        result = poll(cfg)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert result.returncode == 0, result.stderr
+    assert reads > 10
+    assert [e for e in errors if "locked" in e] == []
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): " + done.stderr.decode().strip())
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_what_was_committed(tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    _mount_tmpfs(mnt, "600k")
+    try:
+        few = write_feeds(tmp_path / "few", 3, 3, seed=1)
+        many = write_feeds(tmp_path / "many", 200, 20, seed=2)
+        cfg = tmp_path / "agg.toml"
+        cfg.write_text(config_for(few, mnt / "agg.db"))
+        assert poll(cfg).returncode == 0
+        before = snapshot(mnt / "agg.db")["entries"]
+        cfg.write_text(config_for(few + many, mnt / "agg.db"))
+        result = poll(cfg)
+        assert result.returncode == 3, (result.returncode, result.stderr[-2000:])
+        assert "disk is full" in result.stderr
+        assert str(mnt / "agg.db") in result.stderr
+        assert "Traceback" not in result.stderr
+        after = snapshot(mnt / "agg.db")["entries"]
+        assert before <= after  # nothing committed was lost
+    finally:
+        _umount(mnt)
+
+
+def test_read_only_database_gives_a_clear_error(tmp_path: Path) -> None:
+    mnt = tmp_path / "ro"
+    _mount_tmpfs(mnt, "20m")
+    try:
+        feeds = write_feeds(tmp_path / "feeds", 2, 2)
+        cfg = tmp_path / "agg.toml"
+        cfg.write_text(config_for(feeds, mnt / "agg.db"))
+        assert poll(cfg).returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        result = poll(cfg)
+        assert result.returncode == 3
+        assert "read-only" in result.stderr and str(mnt / "agg.db") in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        _umount(mnt)
+
+
+def test_corrupted_database_gives_a_clear_error(tmp_path: Path) -> None:
+    feeds = write_feeds(tmp_path / "feeds", 2, 2)
+    cfg = tmp_path / "agg.toml"
+    db = tmp_path / "agg.db"
+    cfg.write_text(config_for(feeds, db))
+    assert poll(cfg).returncode == 0
+    data = bytearray(db.read_bytes())
+    data[0:16] = b"garbage!garbage!"
+    db.write_bytes(bytes(data))
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    result = poll(cfg)
+    assert result.returncode == 3
+    assert str(db) in result.stderr and "backup" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_open_descriptors_do_not_grow_over_cycles(tmp_path: Path) -> None:
+    """In-process: many cycles with one Poller leave no descriptors behind."""
+    import asyncio
+
+    from aggregator import config as config_mod
+    from aggregator.pipeline import Poller
+    from aggregator.store import Store
+
+    feeds = write_feeds(tmp_path / "feeds", 5, 3)
+    cfg_path = tmp_path / "agg.toml"
+    cfg_path.write_text(config_for(feeds, tmp_path / "agg.db"))
+    cfg = config_mod.load(cfg_path)
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def go() -> list[int]:
+        counts = []
+        with Store.open(cfg.database) as store:
+            store.sync_feeds(cfg.feeds, __import__("aggregator.pipeline").pipeline.utcnow())
+            async with Poller(cfg, store, workers=1) as poller:
+                for i in range(30):
+                    await poller.run_cycle(poll_all=True)
+                    if i in (5, 29):
+                        counts.append(fds())
+        return counts
+
+    first, last = asyncio.run(go())
+    assert last <= first + 2
