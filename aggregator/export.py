@@ -469,10 +469,13 @@ article h2{margin:0 0 .3rem;font-size:1.2rem;line-height:1.3}
 .tags li{background:var(--chip);border-radius:999px;padding:0 .55rem;font-size:.78rem}
 details{margin-top:.4rem}
 summary{cursor:pointer;color:var(--muted);font-size:.85rem}
-ul.sources{margin:.4rem 0 0;padding-left:1.1rem;font-size:.92rem}
-ul.sources li{margin:.2rem 0;overflow-wrap:anywhere}
+ul.sources{margin:.5rem 0 0;padding:0;list-style:none;font-size:.92rem}
+ul.sources li{display:flex;flex-wrap:wrap;align-items:baseline;column-gap:.6rem;
+margin:0;padding:.35rem 0 .35rem .75rem;border-left:3px solid var(--line);overflow-wrap:anywhere}
+ul.sources li+li{margin-top:.3rem}
 ul.sources .outlet{font-weight:600}
-ul.sources time{color:var(--muted);font-size:.8rem;white-space:nowrap}
+ul.sources time{color:var(--muted);font-size:.78rem;white-space:nowrap;margin-left:auto}
+ul.sources .headline{flex-basis:100%}
 .empty{color:var(--muted)}
 footer{color:var(--muted);font-size:.8rem;margin-top:2rem}
 @media (max-width:30rem){main{padding:1rem .6rem}header.page h1{font-size:1.5rem}
@@ -510,25 +513,24 @@ def _html_story(view: _StoryView) -> str:
         chips = "".join(f"<li>{esc(c)}</li>" for c in view.categories)
         lines.append(f'<ul class="tags" aria-label="tags">{chips}</ul>')
     if view.sources:
-        lines.append(
-            f"<details open><summary>Reported by {_sources_label(len(view.sources))}</summary>"
-        )
-        lines.append('<ul class="sources">')
+        lines.append('<details open><summary>Also reported by</summary><ul class="sources">')
         for source in view.sources:
-            outlet = f'<span class="outlet">{esc(source.outlet)}</span>'
+            outlet = esc(source.outlet)
+            if source.link and not source.title:
+                outlet = f'<a href="{esc(source.link)}" rel="noopener noreferrer">{outlet}</a>'
+            lines.append(
+                f'<li><span class="outlet">{outlet}</span> '
+                f'<time datetime="{_rfc3339(source.published)}">'
+                f"{esc(_human_time(source.published))}</time>"
+            )
             if source.title:
                 headline = esc(source.title)
                 if source.link:
                     headline = (
                         f'<a href="{esc(source.link)}" rel="noopener noreferrer">{headline}</a>'
                     )
-                outlet += f": {headline}"
-            elif source.link:
-                outlet = f'<a href="{esc(source.link)}" rel="noopener noreferrer">{outlet}</a>'
-            lines.append(
-                f'<li>{outlet} <time datetime="{_rfc3339(source.published)}">'
-                f"{esc(_human_time(source.published))}</time></li>"
-            )
+                lines.append(f'<span class="headline">{headline}</span>')
+            lines.append("</li>")
         lines.append("</ul></details>")
     lines.append("</article></li>")
     return "\n".join(lines)
