@@ -492,8 +492,12 @@ def _html_story(view: _StoryView) -> str:
     title = esc(view.title)
     if view.link:
         title = f'<a href="{esc(view.link)}" rel="noopener noreferrer">{title}</a>'
+    outlets = len({source.outlet for source in view.sources})
+    count = _sources_label(len(view.sources))
+    if outlets != len(view.sources):
+        count += f" from {outlets} outlets" if outlets != 1 else " from 1 outlet"
     meta = [
-        f'<span class="count">{_sources_label(len(view.sources))}</span>',
+        f'<span class="count">{count}</span>',
         f'first seen <time datetime="{_rfc3339(view.first_seen)}">'
         f"{esc(_human_time(view.first_seen))}</time>",
     ]

@@ -609,3 +609,90 @@ def test_datasette_canned_queries_run_against_a_schema_with_those_columns() -> N
         params = {p: {"feed_id": 1, "story_id": 7}[p] for p in query.get("params", [])}
         rows = db.execute(query["sql"], params).fetchall()
         assert rows, f"canned query {name} returned nothing on a database with one story"
+
+
+# --- one real day of news -------------------------------------------------------------------
+
+NEWS_DAY = SHARED / "corpora" / "news-en-2020"
+
+
+def real_day_digest(snapshot: str = "20200805T203406Z") -> Digest:
+    """A digest built from one snapshot of each of the 20 real outlets plus the hostile story.
+
+    Story grouping here is deliberately crude (Beirut/Lebanon headlines form one story, every
+    other entry is its own): the point is real-world text and HTML through the renderers.
+    """
+    beirut: list[Source] = []
+    stories: list[DigestStory] = []
+    for path in sorted(NEWS_DAY.glob(f"*/{snapshot}.xml")):
+        parsed = feedparser.parse(path.read_bytes())
+        outlet = parsed.feed.get("title") or path.parent.name
+        for raw in parsed.entries[:40]:
+            published = raw.get("published_parsed") or raw.get("updated_parsed")
+            moment = (
+                datetime(*published[:6], tzinfo=UTC) if published else when("2020-08-05T00:00:00Z")
+            )
+            source = Source(outlet, raw.get("title", ""), raw.get("link"), moment)
+            title = raw.get("title", "")
+            if any(word in title.lower() for word in ("beirut", "lebanon")):
+                beirut.append(source)
+                continue
+            stories.append(
+                DigestStory(
+                    story_id=len(stories) + 1,
+                    title=title,
+                    link=raw.get("link"),
+                    summary=raw.get("summary", ""),
+                    first_seen=moment,
+                    updated=moment,
+                    sources=(source,),
+                    categories=tuple(t.term for t in raw.get("tags", []) if t.get("term")),
+                    language=parsed.feed.get("language"),
+                )
+            )
+    assert len(beirut) >= 5, "expected the Beirut explosion in several outlets"
+    first = min(beirut, key=lambda s: s.published)
+    stories.insert(
+        0,
+        DigestStory(
+            100000,
+            first.title,
+            first.link,
+            "",
+            first.published,
+            max(s.published for s in beirut),
+            tuple(beirut),
+            ("world",),
+        ),
+    )
+    stories.extend(load_digest("hostile.json").stories)
+    return Digest("One day of news", max(s.updated for s in stories), tuple(stories))
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(not NEWS_DAY.exists(), reason=f"news corpus not found at {NEWS_DAY}")
+@needs_schemas
+def test_one_real_day_of_news_exports_valid_inert_feeds_in_every_format() -> None:
+    import jsonschema
+
+    digest = real_day_digest()
+    assert len(digest.stories) > 300
+    outputs = all_formats(digest)
+    atom_schema = etree.RelaxNG(etree.parse(str(SCHEMAS / "atom-rfc4287.rng")))
+    assert atom_schema.validate(etree.fromstring(outputs["atom"])), atom_schema.error_log
+    json_schema = json.loads((SCHEMAS / "jsonfeed-1.1.schema.json").read_text(encoding="utf-8"))
+    validator_class = jsonschema.validators.validator_for(json_schema)
+    validator = validator_class(json_schema, format_checker=validator_class.FORMAT_CHECKER)
+    document = json.loads(outputs["json"])
+    assert not [e.message for e in validator.iter_errors(document)]
+    for fmt in ("atom", "rss"):
+        parsed = feedparser.parse(outputs[fmt])
+        assert not parsed.bozo, (fmt, parsed.get("bozo_exception"))
+        assert len(parsed.entries) == len(digest.stories)
+        assert parsed.entries[0].id == f"{PREFIX}story/100000"
+    for output in outputs.values():
+        assert_inert_bytes(output)
+    for item in document["items"]:
+        assert_inert_html(item["content_html"])
+    assert_inert_html(outputs["html"].decode("utf-8"), page=True)
+    assert all_formats(real_day_digest()) == outputs
