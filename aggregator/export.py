@@ -294,7 +294,8 @@ def render_atom(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
     """The digest as an Atom 1.0 feed (RFC 4287), one entry per story."""
     views = _views(digest, id_prefix)
     a = f"{{{ATOM_NS}}}"
-    feed = etree.Element(a + "feed", nsmap={None: ATOM_NS})
+    # lxml-stubs do not know that None names the default namespace.
+    feed = etree.Element(a + "feed", nsmap={None: ATOM_NS})  # type: ignore[dict-item]
     language = _common_language(views)
     if language:
         feed.set(f"{{{XML_NS}}}lang", language)
@@ -642,7 +643,7 @@ def _attr(element: etree._Element, name: str) -> str | None:
         lowered = name.lower()
         for key, candidate in element.attrib.items():
             if isinstance(key, str) and key.lower() == lowered:
-                value = candidate
+                value = str(candidate)
                 break
     return value
 
@@ -673,7 +674,10 @@ def _parse_opml(data: bytes, source: str) -> etree._Element:
         raise ConfigError(source, None, f"not readable as OPML (XML): {exc}") from exc
     docinfo = root.getroottree().docinfo
     dtd = docinfo.internalDTD
-    if dtd is not None and (list(dtd.iterentities()) or list(dtd.iterelements())):
+    # (lxml-stubs lag behind lxml: DTD.iterentities/iterelements exist since lxml 3.x.)
+    if dtd is not None and (
+        list(dtd.iterentities()) or list(dtd.iterelements())  # type: ignore[union-attr]
+    ):
         # Same rule for documents whose encoding hid the declarations from the byte check.
         raise ConfigError(source, "DOCTYPE", "DTD declarations are not allowed in OPML")
     if not isinstance(root.tag, str) or etree.QName(root).localname.lower() != "opml":

@@ -503,6 +503,11 @@ def test_opml_parser_itself_refuses_entity_bombs_the_pre_check_cannot_see() -> N
     assert caught.value.path == "bomb16.opml"
 
 
+def test_opml_import_accepts_a_doctype_without_declarations() -> None:
+    data = b'<!DOCTYPE opml><opml version="1.0"><body><outline xmlUrl="https://e.com/f"/></body></opml>'
+    assert export.opml_import(data, "doctype.opml") == [FeedSettings("https://e.com/f")]
+
+
 def test_opml_import_rejects_documents_that_are_not_opml() -> None:
     with pytest.raises(ConfigError, match="not an OPML document"):
         export.opml_import(b"<rss version='2.0'><channel/></rss>", "feed.xml")
