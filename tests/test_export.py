@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import feedparser
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from lxml import html as lxml_html
 
@@ -701,3 +703,92 @@ def test_one_real_day_of_news_exports_valid_inert_feeds_in_every_format() -> Non
         assert_inert_html(item["content_html"])
     assert_inert_html(outputs["html"].decode("utf-8"), page=True)
     assert all_formats(real_day_digest()) == outputs
+
+
+# --- property: whatever the text, the output is well-formed and inert -----------------------
+
+FRAGMENTS = st.sampled_from(
+    [
+        "<script>",
+        "</script>",
+        "<img src=x onerror=alert(1)>",
+        "javascript:",
+        "&",
+        "&amp;",
+        "&#0;",
+        "&#xD800;",
+        "]]>",
+        "<![CDATA[",
+        '"',
+        "'",
+        "<",
+        ">",
+        "\x00",
+        "\ud800",
+        "\u2028",
+        "<a href='javascript:x'>",
+        "<svg onload=1>",
+        "\x1b",
+        "\ufffe",
+        "<!--",
+        "-->",
+    ]
+)
+HOSTILE_TEXT = st.lists(st.one_of(st.text(max_size=20), FRAGMENTS), max_size=8).map("".join)
+LINKS = st.one_of(
+    st.none(),
+    HOSTILE_TEXT,
+    st.sampled_from(
+        [
+            "https://ok.example/a?b=1&c=2",
+            "javascript:alert(1)",
+            " http://x.example/ ",
+            "data:text/html,<script>",
+            'https://ok.example/"onclick=x',
+        ]
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    title=HOSTILE_TEXT,
+    summary=HOSTILE_TEXT,
+    outlet=HOSTILE_TEXT,
+    link=LINKS,
+    tag=HOSTILE_TEXT,
+    language=HOSTILE_TEXT,
+)
+def test_any_text_gives_well_formed_inert_output(
+    title: str, summary: str, outlet: str, link: str | None, tag: str, language: str
+) -> None:
+    moment = when("2020-08-05T10:00:00Z")
+    story = DigestStory(
+        1,
+        title,
+        link,
+        summary,
+        moment,
+        moment,
+        (Source(outlet, title, link, moment),),
+        (tag,),
+        language,
+    )
+    outputs = all_formats(Digest(title, moment, (story,), link, link))
+    atom = etree.fromstring(outputs["atom"])
+    rss = etree.fromstring(outputs["rss"])
+    document = json.loads(outputs["json"])
+    # Plain text may say "javascript:" in words; it is never inside markup or a URL (below).
+    for output in outputs.values():
+        assert b"<script" not in output.lower()
+    for content in atom.iter(ATOM + "content"):
+        assert_inert_html(content.text or "")
+    for tag_name in ("description", "title", "category"):
+        for element in rss.iter(tag_name):
+            assert_inert_html(element.text or "")
+    for item in document["items"]:
+        assert_inert_html(item["content_html"])
+        assert item.get("url") is None or urlsplit(item["url"]).scheme in ("http", "https")
+    for element in atom.iter(ATOM + "link"):
+        assert urlsplit(element.get("href")).scheme in ("http", "https")
+    assert_inert_html(outputs["html"].decode("utf-8"), page=True)
