@@ -319,9 +319,10 @@ def test_hostile_story_produces_no_active_content_in_any_format(hostile: Digest)
     for tag in ("description", "title", "category"):
         for element in rss.iter(tag):
             assert_inert_html(element.text or "")
-    parsed = feedparser.parse(outputs["rss"])
-    assert not parsed.bozo, parsed.get("bozo_exception")
-    assert parsed.entries[0].title.endswith("Breaking")
+    for fmt in ("rss", "atom"):
+        parsed = feedparser.parse(outputs[fmt])
+        assert not parsed.bozo, (fmt, parsed.get("bozo_exception"))
+        assert parsed.entries[0].title.endswith("Breaking")
     for link in rss.iter("link"):
         assert urlsplit(link.text).scheme in ("http", "https")
 
