@@ -282,7 +282,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
 
 def _resolve(base: Path, value: str) -> Path:
     p = Path(os.path.expanduser(value))
-    return p if p.is_absolute() else (base / p)
+    return p if p.is_absolute() else Path(os.path.normpath(base / p))
 
 
 def feed_url(value: str, base: Path) -> str:

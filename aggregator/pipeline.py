@@ -263,7 +263,7 @@ class _ClusterCycle:
     def _ensure_window(self, published: datetime) -> clustering.StoryClusterer:
         if self.clusterer is None:
             self.clusterer = clustering.StoryClusterer(self.settings, self.store.next_story_id())
-        lo, hi = published - self.window, published + self.window
+        lo, hi = _shift(published, -self.window), _shift(published, self.window)
         if self.loaded is None or lo < self.loaded[0] or hi > self.loaded[1]:
             new_lo = lo if self.loaded is None else min(lo, self.loaded[0])
             new_hi = hi if self.loaded is None else max(hi, self.loaded[1])
@@ -279,7 +279,7 @@ class _ClusterCycle:
             published=entry.published, link=entry.link, content_hash=fp.content_hash,
             simhash=fp.simhash, title=entry.title, terms=tuple(fp.terms),
             language=entry.language, story_id=None)
-        since = entry.published - self.window
+        since = _shift(entry.published, -self.window)
         rows = self.store.exact_candidates(entry.link, fp.content_hash, since, exclude=entry_id)
         if fp.simhash is not None:
             rows += self.store.simhash_candidates(fp.simhash, since, exclude=entry_id)
@@ -341,6 +341,14 @@ class _ClusterCycle:
                 self.touch(m.into_story_id)
                 self.grown.add(m.into_story_id)
             self.refresh()
+
+
+def _shift(when: datetime, delta: timedelta) -> datetime:
+    """`when + delta`, saturating at the ends of the calendar instead of overflowing."""
+    try:
+        return when + delta
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if delta < timedelta(0) else datetime.max.replace(tzinfo=UTC)
 
 
 def _doc(row: Any) -> clustering.ClusterDoc:

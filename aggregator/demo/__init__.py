@@ -47,7 +47,7 @@ class DemoServer:
 
     def body(self, outlet: Outlet) -> bytes:
         name = outlet.poll2_file if self.phase == 2 and outlet.poll2_file else outlet.file
-        return resources.files(__package__).joinpath("feeds", name).read_bytes()
+        return resources.files(__package__).joinpath(name).read_bytes()
 
     def answer(self, path: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
         slug = path.rsplit("/", 1)[-1].split(".")[0]
