@@ -116,7 +116,7 @@ class _ZlibDecoder:
 
 class _BrotliDecoder:
     def __init__(self) -> None:
-        import brotli
+        import brotli  # type: ignore[import-untyped, unused-ignore]
 
         self._error: type[Exception] = brotli.error
         self._d = brotli.Decompressor()
@@ -186,7 +186,7 @@ class _IdentityDecoder:
 
 def _brotli_usable() -> bool:
     try:
-        import brotli
+        import brotli  # type: ignore[import-untyped, unused-ignore]
     except ImportError:
         return False
     # Bounded output needs brotli >= 1.2 (output_buffer_limit); older ones are not safe here.
@@ -538,10 +538,8 @@ def _hash(body: bytes) -> str:
 
 
 def _reason(status: int) -> str:
-    try:
-        return f"{status} {httpx.codes(status).phrase}"
-    except ValueError:
-        return str(status)
+    phrase = httpx.codes.get_reason_phrase(status)
+    return f"{status} {phrase}" if phrase else str(status)
 
 
 def _local_path(url: str) -> Path | str:
@@ -629,6 +627,8 @@ class Fetcher:
 
     async def fetch(self, state: FeedState, now: datetime) -> FetchResult:
         """Poll one feed. Never raises for feed-level problems: see `FetchResult.failure`."""
+        if self._client is None:
+            raise RuntimeError("Fetcher.fetch needs `async with Fetcher(settings) as fetcher`")
         url = state.url.strip()
         scheme = urlsplit(url).scheme.lower()
         try:
