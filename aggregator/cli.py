@@ -93,11 +93,12 @@ def poll(obj: Context, poll_all: bool) -> None:
 
 def run_poll(config: Config, store: Store, *, poll_all: bool) -> CycleSummary:
     """One cycle with a progress bar when stderr is a terminal."""
-    due = len(store.due_feeds(utcnow(), all_feeds=poll_all))
+    mode = "all" if poll_all else "manual"
+    due = len(store.due_feeds(utcnow(), mode=mode))
 
     async def go(progress: Callable[[FeedOutcome], None] | None) -> CycleSummary:
         async with Poller(config, store) as poller:
-            return await poller.run_cycle(poll_all=poll_all, progress=progress)
+            return await poller.run_cycle(mode=mode, progress=progress)
 
     if sys.stderr.isatty() and due > 1:
         with click.progressbar(length=due, label="polling", file=sys.stderr) as bar:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 from . import PROJECT_URL, __version__
 from .errors import ConfigError
 from .model import FeedSettings, FetchSettings, ScheduleSettings
+from .schedule import parse_duration as schedule_duration
 
 DEFAULT_CONFIG = Path("config/aggregator.toml")
 ENV_VAR = "AGGREGATOR_CONFIG"
@@ -22,23 +22,14 @@ DEFAULT_USER_AGENT = f"aggregator/{__version__} (+{PROJECT_URL})"
 DIGEST_FORMATS = ("atom", "rss", "json", "html")
 REPRESENTATIVES = ("earliest", "complete")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$")
-_UNIT = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_duration(value: object) -> int:
-    """Seconds from "90s", "30m", "2h", "1d", "1w" or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as \"30m\", got a boolean")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    else:
-        raise ValueError(f"expected a duration such as \"90s\", \"30m\", \"2h\" or \"1d\", got {value!r}")
+    """Seconds from "90s", "30m", "2h", "1d", "1w" or a number of seconds; must be positive."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected a duration such as \"30m\", got {_kind(value)}")
+    seconds = schedule_duration(value)
     if seconds <= 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
-    return int(seconds)
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ one short write transaction per feed outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -97,22 +98,21 @@ class Poller:
         self.pool: WorkerPool | None = None
 
     async def __aenter__(self) -> Poller:
-        self.fetcher = Fetcher(self.config.fetch)
-        self.pool = WorkerPool(self.workers)
+        self._stack = contextlib.AsyncExitStack()
+        self.fetcher = await self._stack.enter_async_context(Fetcher(self.config.fetch))
+        self.pool = self._stack.enter_context(WorkerPool(self.workers))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.fetcher is not None:
-            await self.fetcher.aclose()
-        if self.pool is not None:
-            self.pool.close()
+        await self._stack.aclose()
 
-    async def run_cycle(self, *, poll_all: bool = False, now: datetime | None = None,
+    async def run_cycle(self, *, poll_all: bool = False, mode: str = "scheduled",
+                        now: datetime | None = None,
                         progress: Callable[[FeedOutcome], None] | None = None) -> CycleSummary:
-        """Poll every due feed (every active feed with poll_all) once and record the outcomes."""
+        """Poll every due feed once and record the outcomes (see Store.due_feeds for `mode`)."""
         assert self.fetcher is not None and self.pool is not None, "use `async with Poller(...)`"
         now = now or utcnow()
-        due = self.store.due_feeds(now, all_feeds=poll_all)
+        due = self.store.due_feeds(now, all_feeds=poll_all, mode=mode)
         summary = CycleSummary(due=len(due))
         cycle = _ClusterCycle(self.store, self.config, now)
         cycle.recover()
@@ -149,6 +149,7 @@ class Poller:
                 self.store.record_not_modified(
                     feed.state.id, now=now, status=result.status, next_poll_at=nxt,
                     etag=result.etag, last_modified=result.last_modified)
+                self._hold(feed, result, now, ttl=feed.ttl, failed_until=None)
                 if result.permanent_url:
                     self.store.move_feed(feed.state.id, result.permanent_url)
             log.info("%s: not modified", url)
@@ -180,6 +181,7 @@ class Poller:
                 body_hash=result.body_hash, next_poll_at=nxt, feed_title=parsed.title,
                 site_url=parsed.link, language=parsed.language, ttl=parsed.ttl,
                 parse_problem=parsed.problem)
+            self._hold(feed, result, now, ttl=parsed.ttl, failed_until=None)
             for entry, fp in processed.entries:
                 res = self.store.upsert_entry(feed.state.id, entry, fp, now)
                 if res.status == "new":
@@ -202,8 +204,23 @@ class Poller:
             self.store.record_fetch_failure(
                 feed.state.id, now=now, kind=failure.kind, message=failure.message,
                 status=failure.status or result.status, next_poll_at=nxt, retire=retire)
+            self._hold(feed, result, now, ttl=None, failed_until=nxt)
         log.warning("%s: %s: %s", feed.state.url, failure.kind, failure.message)
         return FeedOutcome(feed.state.url, "failed", failure=failure)
+
+    def _hold(self, feed: DueFeed, result: FetchResult, now: datetime, *, ttl: int | None,
+              failed_until: datetime | None) -> None:
+        """Record what even a manual poll must respect: Retry-After, backoff, caching hints."""
+        settings = self.config.schedule
+        retry = None
+        if result.retry_after is not None:
+            retry = min(result.retry_after, now + timedelta(seconds=settings.max_retry_after))
+        if failed_until is not None:
+            hold: datetime | None = failed_until
+        else:
+            hint = min(max(result.max_age or 0, ttl or 0), settings.max_interval)
+            hold = now + timedelta(seconds=hint) if hint else None
+        self.store.set_holds(feed.state.id, hold_until=hold, retry_after_until=retry)
 
     def _next_poll(self, feed: DueFeed, result: FetchResult, now: datetime, *,
                    errors: int) -> datetime:

@@ -193,6 +193,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
     """,
+    # 4: hard holds that even a manual poll respects (Retry-After, backoff, publisher hints)
+    """
+    ALTER TABLE feeds ADD COLUMN hold_until TEXT;
+    ALTER TABLE feeds ADD COLUMN retry_after_until TEXT;
+    """,
 ]
 
 
@@ -361,7 +366,8 @@ class Store:
                     # A changed config entry also un-retires a feed (410) and clears backoff.
                     self.execute(
                         "UPDATE feeds SET title = ?, tags = ?, interval = ?, active = 1,"
-                        " retired_at = NULL, next_poll_at = NULL, updated_at = ? WHERE id = ?",
+                        " retired_at = NULL, next_poll_at = NULL, hold_until = NULL,"
+                        " updated_at = ? WHERE id = ?",
                         (feed.title, tags, feed.interval, ts, row["id"]),
                     )
                     updated.append(feed.url)
@@ -372,15 +378,27 @@ class Store:
                     deactivated.append(config_url)
         return SyncReport(tuple(added), tuple(updated), tuple(deactivated))
 
-    def due_feeds(self, now: datetime, *, all_feeds: bool = False) -> list[DueFeed]:
-        """Active, non-retired feeds whose next poll is due (every active one with all_feeds)."""
-        sql = ("SELECT * FROM feeds WHERE active = 1 AND retired_at IS NULL")
-        params: tuple[Any, ...] = ()
-        if not all_feeds:
-            sql += " AND (next_poll_at IS NULL OR next_poll_at <= ?)"
-            params = (to_db_time(now),)
-        sql += " ORDER BY next_poll_at IS NOT NULL, next_poll_at, id"
-        return [_due_feed(r) for r in self.execute(sql, params)]
+    def due_feeds(self, now: datetime, *, all_feeds: bool = False,
+                  mode: str = "scheduled") -> list[DueFeed]:
+        """Active, non-retired feeds to poll now.
+
+        mode "scheduled" (the daemon): next_poll_at has come. "manual" (`aggregator poll`):
+        not held back by a Retry-After, error backoff or the publisher's caching hints.
+        "all" (`poll --all`, or all_feeds=True): everything except a binding Retry-After.
+        """
+        if all_feeds:
+            mode = "all"
+        column = {"scheduled": "next_poll_at", "manual": "hold_until",
+                  "all": "retry_after_until"}[mode]
+        sql = (f"SELECT * FROM feeds WHERE active = 1 AND retired_at IS NULL"
+               f" AND ({column} IS NULL OR {column} <= ?)"
+               " ORDER BY next_poll_at IS NOT NULL, next_poll_at, id")
+        return [_due_feed(r) for r in self.execute(sql, (to_db_time(now),))]
+
+    def set_holds(self, feed_id: int, *, hold_until: datetime | None,
+                  retry_after_until: datetime | None) -> None:
+        self.execute("UPDATE feeds SET hold_until = ?, retry_after_until = ? WHERE id = ?",
+                     (to_db_time(hold_until), to_db_time(retry_after_until), feed_id))
 
     def feed_rows(self) -> list[sqlite3.Row]:
         return list(self.execute("SELECT * FROM feeds ORDER BY active DESC, id"))
@@ -395,7 +413,8 @@ class Store:
         with self.transaction():
             cur = self.execute(
                 "UPDATE feeds SET retired_at = NULL, error_count = 0, error_kind = NULL,"
-                " error_message = NULL, next_poll_at = NULL WHERE url = ? OR config_url = ?",
+                " error_message = NULL, next_poll_at = NULL, hold_until = NULL,"
+                " retry_after_until = NULL WHERE url = ? OR config_url = ?",
                 (url, url))
         return cur.rowcount > 0
 

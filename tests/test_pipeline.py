@@ -75,9 +75,10 @@ url = "{server.url('/ledger.xml')}"
     assert "if-none-match" not in hits[0].headers
     assert hits[1].headers["if-none-match"] == '"v1"'
     assert hits[1].headers["user-agent"].startswith("aggregator/")
-    # Not due yet: a poll without --all asks nothing.
+    # A manual poll asks again, conditionally; a Cache-Control hint holds it back.
     assert run_cli(config, "poll").returncode == 0
-    assert len(server.hits("/ledger.xml")) == 2
+    assert len(server.hits("/ledger.xml")) == 3
+    assert server.hits("/ledger.xml")[2].headers["if-none-match"] == '"v1"'
 
 
 def test_broken_feed_marks_the_feed_not_the_cycle(tmp_path: Path, feed_dir: Path,
@@ -110,3 +111,44 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert "feeds[0].url" in result.stderr and str(config) in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "agg.db").exists()
+
+
+def test_second_poll_is_conditional_and_skips_gone_throttled_and_moved(
+        tmp_path: Path, server: LoopbackServer) -> None:
+    body = (DATA / "feeds" / "ledger.xml").read_bytes()
+    other = (DATA / "feeds" / "courier.xml").read_bytes()
+
+    def etag(req, _h):  # type: ignore[no-untyped-def]
+        if req.headers.get("if-none-match") == '"e1"':
+            return Response(304, b"", {"ETag": '"e1"'})
+        return Response(200, body, {"ETag": '"e1"'})
+
+    server.route("/etag.xml", etag)
+    server.serve("/gone.xml", b"gone", 410)
+    server.serve("/busy.xml", b"slow down", 429, Retry_After="3600")
+    server.serve("/old.xml", b"", 301, Location=server.url("/new.xml"))
+    server.serve("/new.xml", other, 200)
+    server.serve("/temp.xml", b"", 302, Location=server.url("/target.xml"))
+    server.serve("/target.xml", body.replace(b"ledger-00", b"target-00"), 200)
+    config = tmp_path / "agg.toml"
+    feeds = "".join(f'[[feeds]]\nurl = "{server.url(p)}"\n' for p in
+                    ("/etag.xml", "/gone.xml", "/busy.xml", "/old.xml", "/temp.xml"))
+    config.write_text(f'[storage]\ndatabase = "agg.db"\n[fetch]\nallow_private_networks = true\n{feeds}')
+    assert run_cli(config, "poll").returncode == 0
+    second = run_cli(config, "poll")
+    assert second.returncode == 0, second.stderr
+    assert [len(server.hits(p)) for p in ("/gone.xml", "/busy.xml", "/old.xml")] == [1, 1, 1]
+    assert len(server.hits("/new.xml")) == 2 and len(server.hits("/temp.xml")) == 2
+    assert server.hits("/etag.xml")[1].headers["if-none-match"] == '"e1"'
+    # --all never overrides a binding Retry-After or a retirement.
+    assert run_cli(config, "poll", "--all").returncode == 0
+    assert [len(server.hits(p)) for p in ("/gone.xml", "/busy.xml")] == [1, 1]
+    with Store.open(tmp_path / "agg.db") as store:
+        urls = {r["config_url"]: r for r in store.feed_rows()}
+        assert urls[server.url("/old.xml")]["url"] == server.url("/new.xml")
+        assert urls[server.url("/temp.xml")]["url"] == server.url("/temp.xml")
+        assert urls[server.url("/gone.xml")]["retired_at"] is not None
+        assert urls[server.url("/busy.xml")]["error_kind"] == "http"
+    # The config still names the old URL: syncing does not add it again.
+    listing = run_cli(config, "feeds", "--json")
+    assert listing.stdout.count("\n") == 5
