@@ -8,10 +8,10 @@ from reader import make_reader
 
 
 def main() -> None:
-    db, *paths = sys.argv[1:]
-    reader = make_reader(db, feed_root="/")
-    for path in paths:
-        reader.add_feed(path, allow_invalid_url=True)
+    db, root, *names = sys.argv[1:]
+    reader = make_reader(db, feed_root=root)
+    for name in names:
+        reader.add_feed(f"file:{name}", allow_invalid_url=True)
     reader.update_feeds(workers=2)
     print(reader.get_entry_counts().total)
 

@@ -43,7 +43,7 @@ def main() -> None:
                 continue
             rdb = tmpdir / f"reader{rnd}.sqlite"
             run = run_measured([PYTHON, str(ROOT / "benchmarks" / "_reader_ingest.py"), str(rdb),
-                                *map(str, files)])
+                                str(corpus), *(p.name for p in files)])
             if run.returncode != 0:
                 raise SystemExit(f"reader failed (pip install -e '.[bench]'?): {run.stderr[-2000:]}")
             n = int(run.stdout.strip().splitlines()[-1])
