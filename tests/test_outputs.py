@@ -458,3 +458,56 @@ def test_opml_import_include_and_poll_then_export_round_trips(
     first = tomllib.loads(target.read_text(encoding="utf-8"))
     second = tomllib.loads((tmp_path / "again.toml").read_text(encoding="utf-8"))
     assert first == second
+
+
+# --- one real day of 20 outlets plus the hostile feed ---------------------------------------
+
+NEWS = SHARED / "corpora" / "news-en-2020"
+DAY = "20200805"
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(not NEWS.exists(), reason=f"news corpus not found at {NEWS} (../shared is absent)")
+@needs_schemas
+def test_one_real_day_polled_with_a_hostile_feed_exports_valid_inert_feeds(tmp_path: Path) -> None:
+    """20 outlets' two snapshots of 2020-08-05, polled in turn as one feed each, plus hostile.xml."""
+    import jsonschema
+
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    shutil.copy(OUTPUTS / "hostile.xml", feeds / "hostile.xml")
+    outlets = sorted(p.name for p in NEWS.iterdir() if sorted(p.glob(f"{DAY}*.xml")))
+    assert len(outlets) == 20
+    snapshots = {name: sorted((NEWS / name).glob(f"{DAY}*.xml")) for name in outlets}
+    block = feeds_block(feeds, tuple((f"{n}.xml", None, ("news",)) for n in outlets)
+                        + (("hostile.xml", None, ("hostile",)),))
+    config = tmp_path / "aggregator.toml"
+    config.write_text('[storage]\ndatabase = "news.db"\n' + block, encoding="utf-8")
+    for turn in (0, -1):  # the day's first snapshot, then its last: a real re-poll
+        for name, files in snapshots.items():
+            shutil.copy(files[turn], feeds / f"{name}.xml")
+        result = run_cli(config, "poll", "--all")
+        assert b" 0 failed" in result.stdout, result.stdout
+    with Store.open(tmp_path / "news.db") as store:
+        entries = store.counts()["entries"]
+    assert entries > 900
+
+    atom_schema = etree.RelaxNG(etree.parse(str(SCHEMAS / "atom-rfc4287.rng")))
+    json_schema = json.loads((SCHEMAS / "jsonfeed-1.1.schema.json").read_text(encoding="utf-8"))
+    window = ("--since", "100000d", "--limit", "2000")
+    for fmt in DIGEST_FORMATS:
+        data = export(config, fmt, *window)
+        assert data == export(config, fmt, *window), f"{fmt}: same database, other bytes"
+        assert_inert_bytes(data)
+        CHECKS[fmt](data)
+        assert b"Quiet words after the entities" in data, fmt
+        if fmt == "atom":
+            assert atom_schema.validate(etree.fromstring(data)), atom_schema.error_log
+        if fmt == "json":
+            document = json.loads(data)
+            jsonschema.validate(document, json_schema)
+            assert len(document["items"]) > 900
+        if fmt in ("atom", "rss"):
+            parsed = feedparser.parse(data)
+            assert not parsed.bozo, parsed.get("bozo_exception")
+            assert len(parsed.entries) > 900
