@@ -126,3 +126,10 @@ def test_datasette_metadata_command_rekeys_the_bundled_file(tmp_path: Path) -> N
                          .read_text(encoding="utf-8"))
     assert printed["databases"]["my-news"] == bundled["databases"]["aggregator"]
     assert not (tmp_path / "data").exists()  # printing metadata creates no database
+
+
+def test_entries_table_has_a_working_search_box(served: tuple[str, Path]) -> None:
+    base, _ = served
+    rows = get(base, "/news/entries.json?_shape=array&_search=lighthouse&_col=title")
+    assert sorted(r["title"] for r in rows) == ["Lighthouse keeper retires after forty years",
+                                                "Spring tides expected this weekend"]

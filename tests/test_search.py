@@ -106,3 +106,17 @@ def test_fts_follows_deleted_entries_and_deleted_feeds(site: Path) -> None:
 ])
 def test_fts_query_quotes_every_word(raw: str, expected: str | None) -> None:
     assert fts_query(raw) == expected
+
+
+def test_sqlite_utils_finds_the_full_text_index(site: Path) -> None:
+    """`sqlite-utils search` (and Datasette's search box) detect the FTS table of entries."""
+    import sqlite_utils
+
+    db = sqlite_utils.Database(site.parent / "agg.db")
+    try:
+        assert db["entries"].detect_fts() == "entries_fts"
+        found = list(db["entries"].search("lighthouse", columns=["title"]))
+        assert {r["title"] for r in found} == {"Lighthouse keeper retires after forty years",
+                                               "Spring tides expected this weekend"}
+    finally:
+        db.close()
