@@ -467,6 +467,7 @@ DAY = "20200805"
 
 
 @pytest.mark.corpus
+@pytest.mark.slow
 @pytest.mark.skipif(not NEWS.exists(), reason=f"news corpus not found at {NEWS} (../shared is absent)")
 @needs_schemas
 def test_one_real_day_polled_with_a_hostile_feed_exports_valid_inert_feeds(tmp_path: Path) -> None:
