@@ -52,6 +52,17 @@ def _errors() -> Iterator[None]:
         sys.exit(exc.exit_code)
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    """Write an output file atomically; a file-system problem is a clean error, not a traceback."""
+    from .digests import write_atomically
+
+    try:
+        write_atomically(path, data)
+    except OSError as exc:
+        click.echo(f"aggregator: error: cannot write {path}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH",
               help="Config file (default: $AGGREGATOR_CONFIG, else config/aggregator.toml).")
@@ -265,7 +276,7 @@ def export(obj: Context, fmt: str, output: Path | None, digest_name: str | None,
     from dataclasses import replace
 
     from .config import DigestSettings
-    from .digests import build_digest, write_atomically
+    from .digests import build_digest
     from .export import opml_export, render
 
     with _errors():
@@ -293,7 +304,7 @@ def export(obj: Context, fmt: str, output: Path | None, digest_name: str | None,
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
         else:
-            write_atomically(output, data)
+            _write_file(output, data)
             click.echo(f"wrote {output}", err=True)
 
 
@@ -304,17 +315,44 @@ def export(obj: Context, fmt: str, output: Path | None, digest_name: str | None,
 @click.pass_obj
 def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
     """Turn an OPML file into a feeds file that the config includes."""
-    from .digests import write_atomically
     from .export import feeds_toml, opml_import
 
     with _errors():
         config_path = config_mod.resolve_path(obj.config_path, os.environ)
         imported = opml_import(opml_file.read_bytes(), str(opml_file))
         target = output or config_path.parent / "feeds.d" / f"{opml_file.stem}.toml"
-        write_atomically(target, feeds_toml(imported).encode("utf-8"))
+        _write_file(target, feeds_toml(imported).encode("utf-8"))
         click.echo(f"wrote {len(imported)} feeds to {target}")
         included = obj.config.includes
         if target.resolve() not in {p.resolve() for p in included}:
             rel = os.path.relpath(target.resolve(), config_path.resolve().parent)
             click.echo(f'add this line at the top of {config_path} to use them:\n'
                        f'include = ["{rel}"]')
+
+
+@main.command("datasette-metadata")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (atomically) instead of stdout.")
+@click.pass_obj
+def datasette_metadata(obj: Context, output: Path | None) -> None:
+    """Datasette metadata (descriptions, facets, canned queries) for the configured database.
+
+    Datasette names a database after its file's stem, and metadata applies by that name, so
+    the bundled file (written for `aggregator.db`) is re-keyed to the configured file's stem.
+    """
+    from importlib.resources import files
+
+    with _errors():
+        config = obj.config
+        metadata = json.loads(
+            files("aggregator").joinpath("datasette_metadata.json").read_text(encoding="utf-8"))
+        databases = metadata.get("databases", {})
+        body = databases.get("aggregator") or next(iter(databases.values()), {})
+        metadata["databases"] = {config.database.stem: body}
+        data = (json.dumps(metadata, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        if output is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            _write_file(output, data)
+            click.echo(f"wrote {output}", err=True)

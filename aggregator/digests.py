@@ -13,11 +13,18 @@ from .export import render
 from .model import Digest, DigestStory, Source
 from .store import Store, from_db_time
 
+MAX_CANDIDATES = 100_000  # stories considered by a filtered digest (the window bounds it first)
+
 
 def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Digest:
     """The stories a digest shows, newest first, with every outlet that reported them."""
+    filtered = bool(settings.tags or settings.language or settings.query)
+    # With filters, every story in the window is a candidate: taking the top `limit` first and
+    # filtering after would drop matching stories that rank lower.
     rows = store.stories(since=now - timedelta(seconds=settings.since),
-                         min_sources=settings.min_sources, limit=settings.limit * 4)
+                         min_sources=settings.min_sources,
+                         limit=MAX_CANDIDATES if filtered else settings.limit)
+    wanted_language = _primary_language(settings.language)
     stories: list[DigestStory] = []
     for s in rows:
         members = store.story_members(s["id"])
@@ -26,10 +33,10 @@ def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Diges
         for m in members:
             tags.update(json.loads(m["feed_tags"] or "[]"))
             if m["language"]:
-                languages.add(m["language"].split("-")[0].lower())
+                languages.add(_primary_language(m["language"]))
         if settings.tags and not tags & set(settings.tags):
             continue
-        if settings.language and settings.language.lower() not in languages:
+        if wanted_language and wanted_language not in languages:
             continue
         if settings.query and not store.story_matches(s["id"], settings.query):
             continue
@@ -46,7 +53,14 @@ def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Diges
     stories.sort(key=lambda d: (d.updated, d.story_id), reverse=True)
     generated = max((d.updated for d in stories), default=now)
     return Digest(title=settings.title or f"aggregator: {settings.name}",
-                  generated_at=generated, stories=tuple(stories))
+                  generated_at=generated, stories=tuple(stories), name=settings.name)
+
+
+def _primary_language(tag: str | None) -> str | None:
+    """"en-GB" and "EN_us" both mean English to a digest filter: compare primary subtags."""
+    if not tag or not tag.strip():
+        return None
+    return tag.strip().replace("_", "-").split("-")[0].lower()
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -248,7 +248,10 @@ def _views(digest: Digest, id_prefix: str) -> list[_StoryView]:
 
 
 def _feed_id(digest: Digest, id_prefix: str) -> str:
-    return safe_url(digest.feed_url) or f"{id_prefix}digest/{quote(_line(digest.title))}"
+    # A digest's name (from the config) is stable while its title may be reworded; the title
+    # is only the fallback for digests built without a name.
+    key = _line(digest.name) or _line(digest.title)
+    return safe_url(digest.feed_url) or f"{id_prefix}digest/{quote(key, safe='')}"
 
 
 def _common_language(views: Sequence[_StoryView]) -> str | None:

@@ -182,3 +182,4 @@ class Digest:
     stories: tuple[DigestStory, ...]
     link: str | None = None
     feed_url: str | None = None
+    name: str | None = None  # the [[digests]] name: the feed id derives from it, not the title

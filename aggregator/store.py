@@ -149,8 +149,10 @@ MIGRATIONS: list[str] = [
     """,
     # 2: full-text search kept in sync by triggers, and views for the common questions
     """
+    -- content="entries" in double quotes: sqlite-utils and Datasette find the index by that
+    -- spelling (their search box and `sqlite-utils search` need it).
     CREATE VIRTUAL TABLE entries_fts USING fts5(
-        title, summary, text, content='entries', content_rowid='id',
+        title, summary, text, content="entries", content_rowid='id',
         tokenize='unicode61 remove_diacritics 2'
     );
     INSERT INTO entries_fts (rowid, title, summary, text) SELECT id, title, summary, text FROM entries;
