@@ -472,8 +472,8 @@ class Service:
                     break
         finally:
             steps.close()
+        self.store.optimize()  # before the checkpoint: ANALYZE writes to the WAL
         busy, frames, done = self.store.checkpoint(mode="TRUNCATE")
-        self.store.optimize()
         log.info("housekeeping: pruned %d entries older than %d days, %d stories removed, "
                  "%d trimmed; WAL checkpoint %s (%d of %d frames)",
                  counts["entries"], config.keep_days, counts["stories"],
