@@ -327,8 +327,12 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
 @click.option("--housekeeping-delay", default=600.0, show_default=True, hidden=True,
               type=click.FloatRange(min=0.0),
               help="Seconds after start before the first prune/checkpoint (then daily).")
+@click.option("--stop-timeout", default=10.0, show_default=True, hidden=True,
+              type=click.FloatRange(min=1.0),
+              help="Seconds SIGTERM waits for in-flight polls before abandoning them.")
 @click.pass_context
-def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float) -> None:
+def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float,
+        stop_timeout: float) -> None:
     """Run as a daemon: poll due feeds, write digests, prune (systemd Type=notify).
 
     SIGHUP re-reads the config, SIGTERM/SIGINT stop within 10 s. Logs go to stderr, with
@@ -344,5 +348,5 @@ def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float)
         level = parent.params["log_level"]
     path = config_mod.resolve_path(obj.config_path, os.environ)
     options = ServiceOptions(dispatch_interval=dispatch_interval,
-                             housekeeping_delay=housekeeping_delay)
+                             housekeeping_delay=housekeeping_delay, stop_timeout=stop_timeout)
     sys.exit(run_service(path, log_level=level, options=options))

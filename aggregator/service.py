@@ -280,6 +280,10 @@ class Service:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._start_watchdog()
+        # Installed first: a SIGTERM during start-up then stops cleanly right after it.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             self.config = config_mod.load(self.config_path)
             self.store = Store.open(self.config.database)
@@ -290,6 +294,8 @@ class Service:
         except AggregatorError as exc:
             log.error("cannot start: %s", exc)
             self.notifier.send(f"STATUS=cannot start: {exc}")
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
             await self._stop_watchdog()
             if self.store is not None:
                 self.store.close()
@@ -302,9 +308,6 @@ class Service:
                      int((spread[-1][1] - now).total_seconds()) if spread else 0)
         self.poller = Poller(self.config, self.store, workers=self.options.workers)
         await self.poller.__aenter__()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.scheduler = self._make_scheduler()
         self.scheduler.start()
         self._write_digests("start")
@@ -379,9 +382,9 @@ class Service:
                           id="dispatch", name="dispatch due feeds", coalesce=True,
                           max_instances=1, misfire_grace_time=max(60, int(4 * interval)),
                           next_run_time=now)
-        scheduler.add_job(self._refresh_digests, IntervalTrigger(hours=1, timezone=UTC),
-                          id="digests", name="refresh digests", coalesce=True, max_instances=1,
-                          misfire_grace_time=600)
+        scheduler.add_job(self._hourly, IntervalTrigger(hours=1, timezone=UTC),
+                          id="hourly", name="refresh digests, checkpoint", coalesce=True,
+                          max_instances=1, misfire_grace_time=600)
         scheduler.add_job(self._housekeeping,
                           CronTrigger(hour=self.options.housekeeping_hour, minute=17, timezone=UTC),
                           id="housekeeping", name="daily housekeeping", coalesce=True,
@@ -435,10 +438,26 @@ class Service:
                     self._write_digests("cycle")
             self.notifier.send(f"STATUS={self.status_line()}")
 
-    async def _refresh_digests(self) -> None:
-        if not self._stopping:
-            with self._job():
-                self._write_digests("hourly")
+    async def _hourly(self) -> None:
+        """Digests age (stories leave their windows) without new entries; and a WAL that
+        readers kept from being reset by SQLite's automatic (passive) checkpoints is reset
+        here when they let go for a moment, so it cannot grow for a day."""
+        if self._stopping:
+            return
+        with self._job():
+            self._write_digests("hourly")
+            try:
+                async with self._db_lock:
+                    if self.store is not None and not self._stopping:
+                        busy, frames, done = self.store.checkpoint(mode="TRUNCATE", wait_ms=200)
+                        log.debug("hourly WAL checkpoint: busy=%d, %d of %d frames",
+                                  busy, done, frames)
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                self._uncancel()
+            except StoreError as exc:
+                self._fatal(exc)
 
     async def _housekeeping(self) -> None:
         """Prune old entries, checkpoint the WAL, refresh planner statistics."""

@@ -35,6 +35,7 @@ from aggregator.service import (
 )
 from aggregator.store import Store
 from tests.feedgen import write_feeds
+from tests.httpserver import LoopbackServer, Response
 
 CLI = [sys.executable, "-m", "aggregator"]
 DEADLINE = 20.0  # seconds any single expectation may take on a loaded 2-core machine
@@ -223,6 +224,73 @@ def test_daemon_reports_ready_polls_and_stops_cleanly_on_sigterm(
     conn = db_check(tmp_path / "agg.db")
     assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 4
     assert conn.execute("SELECT count(*) FROM entries WHERE story_id IS NULL").fetchone()[0] == 0
+    conn.close()
+
+
+def _slow_feed_config(tmp_path: Path, server: LoopbackServer, release: threading.Event,
+                      two_feeds: list[Path]) -> Path:
+    body = (two_feeds[0]).read_bytes().replace(b"ledger", b"slowpaper")
+
+    def slow(_req: object, _h: object) -> Response:
+        release.wait(timeout=30)
+        return Response(200, body, {"Content-Type": "application/rss+xml"})
+
+    server.route("/slow.xml", slow)
+    config = write_service_config(tmp_path, [two_feeds[1]])
+    config.write_text(config.read_text() + f'''
+[fetch]
+allow_private_networks = true
+[[feeds]]
+url = "{server.url("/slow.xml")}"
+''')
+    return config
+
+
+def test_sigterm_lets_an_in_flight_poll_finish(
+        tmp_path: Path, listener: NotifyListener, server: LoopbackServer,
+        two_feeds: list[Path]) -> None:
+    release = threading.Event()
+    config = _slow_feed_config(tmp_path, server, release, two_feeds)
+    daemon = Daemon(config, daemon_env(listener))
+    try:
+        listener.wait_key("READY", "1")
+        listener.wait_for(lambda _m: bool(server.hits("/slow.xml")), "the slow request")
+        daemon.signal(signal.SIGTERM)
+        listener.wait_key("STOPPING", "1")
+        assert daemon.proc.poll() is None  # still finishing the poll in flight
+        release.set()
+        assert daemon.proc.wait(timeout=15) == 0, daemon.text()
+    finally:
+        release.set()
+        daemon.stop()
+    assert "/slow.xml: 2 new, 0 updated entries" in daemon.text()
+    conn = db_check(tmp_path / "agg.db")
+    assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 4
+    conn.close()
+
+
+def test_sigterm_abandons_a_stuck_poll_within_the_stop_timeout(
+        tmp_path: Path, listener: NotifyListener, server: LoopbackServer,
+        two_feeds: list[Path]) -> None:
+    release = threading.Event()
+    config = _slow_feed_config(tmp_path, server, release, two_feeds)
+    daemon = Daemon(config, daemon_env(listener), "--stop-timeout", "4")
+    try:
+        listener.wait_key("READY", "1")
+        listener.wait_for(lambda _m: bool(server.hits("/slow.xml")), "the slow request")
+        daemon.wait_log("courier.xml: 2 new")  # the other feed was recorded meanwhile
+        daemon.signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=15) == 0, daemon.text()
+    finally:
+        release.set()
+        daemon.stop()
+    assert "abandoned the poll cycle in flight" in daemon.text()
+    conn = db_check(tmp_path / "agg.db")
+    # The abandoned feed recorded nothing and is still due: the next start polls it.
+    row = conn.execute("SELECT last_fetched_at, next_poll_at FROM feeds WHERE url LIKE '%slow%'"
+                       ).fetchone()
+    assert row[0] is None
+    assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 2
     conn.close()
 
 
