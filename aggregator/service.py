@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,9 +224,9 @@ def config_changes(old: Config, new: Config) -> list[str]:
     lines += [f"digest added: {name}" for name in new_digests if name not in old_digests]
     lines += [f"digest removed: {name}" for name in old_digests if name not in new_digests]
     for name, digest in new_digests.items():
-        before = old_digests.get(name)
-        if before is not None and before != digest:
-            lines.append(f"digest changed: {name} ({_diff(before, digest)})")
+        was = old_digests.get(name)
+        if was is not None and was != digest:
+            lines.append(f"digest changed: {name} ({_diff(was, digest)})")
     for section, attr in (("storage.database", "database"), ("storage.keep_days", "keep_days"),
                           ("fetch", "fetch"), ("schedule", "schedule"), ("cluster", "cluster")):
         a, b = getattr(old, attr), getattr(new, attr)
@@ -397,7 +397,8 @@ class Service:
         return scheduler
 
     @contextlib.contextmanager
-    def _job(self) -> Any:
+    def _job(self) -> Iterator[None]:
+        """Track the running job's task, so a shutdown can wait for it or cancel it."""
         task = asyncio.current_task()
         assert task is not None
         self._running_jobs.add(task)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -753,7 +753,7 @@ class Store:
 
     def prune_steps(self, keep_days: int, protect_since: datetime, *, now: datetime,
                     representative: str = "earliest", keep_latest: int = 100,
-                    batch: int = 500) -> Iterator[dict[str, int]]:
+                    batch: int = 500) -> Generator[dict[str, int], None, None]:
         """Delete entries older than `keep_days`, one short transaction per batch.
 
         Yields the running counts after each batch (the daemon yields to its event loop there;
