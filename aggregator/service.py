@@ -268,6 +268,8 @@ class Service:
         self.scheduler: AsyncIOScheduler | None = None
         self.exit_code = 0
         self.last_cycle: CycleSummary | None = None
+        self.polls_since_start = 0
+        self.new_since_start = 0
         self._stop = asyncio.Event()
         self._stopping = False
         self._running_jobs: set[asyncio.Task[Any]] = set()
@@ -434,6 +436,8 @@ class Service:
                 return
             if summary.due:
                 self.last_cycle = summary
+                self.polls_since_start += summary.due
+                self.new_since_start += summary.new_entries
                 log.info("cycle: %d due; %s", summary.due, summary.line())
                 if summary.changed or summary.new_stories or summary.grown_stories:
                     self._write_digests("cycle")
@@ -594,6 +598,9 @@ class Service:
             parts.append(f"polled {last.due} feeds, {last.new_entries} new entries")
             if last.failed:
                 parts.append(f"{last.failed} failed")
+            if self.polls_since_start > last.due:
+                parts.append(f"{self.polls_since_start} polls and {self.new_since_start} new "
+                             "entries since start")
         elif self.config is not None:
             parts.append(f"{len(self.config.feeds)} feeds configured, none polled yet")
         nxt = self.store.next_poll_time(now) if self.store is not None else None
