@@ -358,18 +358,22 @@ class Service:
         return self.exit_code
 
     async def _close_poller(self, budget: float) -> bool:
+        """Close the fetcher and the worker pool; False if the pool outlived `budget`."""
         poller = self.poller
         if poller is None:
             return True
-        if poller.fetcher is not None:
-            await poller.fetcher.aclose()
-        if poller.pool is None:
-            return True
-        try:
-            await asyncio.wait_for(asyncio.to_thread(poller.pool.close), timeout=max(0.5, budget))
-        except TimeoutError:
-            log.error("worker processes did not finish within the stop timeout; leaving anyway")
-            return False
+        if poller.pool is not None:
+            # Shutting the pool down waits for running parses: do that off the event loop
+            # (the watchdog keeps pinging) and give up after the budget. A second close from
+            # the Poller's own exit is then instant.
+            try:
+                await asyncio.wait_for(asyncio.to_thread(poller.pool.close),
+                                       timeout=max(0.5, budget))
+            except TimeoutError:
+                log.error("worker processes did not finish within the stop timeout; "
+                          "leaving anyway")
+                return False
+        await poller.__aexit__(None, None, None)
         return True
 
     # -- jobs --------------------------------------------------------------------------------
