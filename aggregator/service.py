@@ -313,8 +313,9 @@ class Service:
         self.scheduler = self._make_scheduler()
         self.scheduler.start()
         self._write_digests("start")
-        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
-        log.info("ready: dispatching every %g s", self.options.dispatch_interval)
+        if not self._stopping:  # a SIGTERM during start-up has already said STOPPING=1
+            self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+            log.info("ready: dispatching every %g s", self.options.dispatch_interval)
 
         await self._stop.wait()
         return await self._shutdown(loop)
@@ -331,9 +332,9 @@ class Service:
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> int:
         deadline = loop.time() + self.options.stop_timeout
         assert self.scheduler is not None and self.store is not None
-        self.scheduler.pause()  # nothing new starts; what runs may finish
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        # Nothing new starts; what runs may finish. The signal handlers stay: a second
+        # SIGTERM or Ctrl-C is ignored (request_stop is idempotent), not a traceback.
+        self.scheduler.pause()
         running = {t for t in self._running_jobs if not t.done()}
         if running:
             # Leave a margin for closing the fetcher, the worker pool and the database.
