@@ -721,7 +721,8 @@ class Store:
 
     def start_due_feeds(self, now: datetime, *, unscheduled_only: bool = False
                         ) -> list[tuple[int, str]]:
-        """(id, url) of active feeds never scheduled, or also already due with the default."""
+        """(id, url) of active feeds due at `now` (next_poll_at passed or unset); with
+        `unscheduled_only`, only those never scheduled (just added)."""
         sql = "SELECT id, url FROM feeds WHERE active = 1 AND retired_at IS NULL AND ("
         sql += "next_poll_at IS NULL" if unscheduled_only else "next_poll_at IS NULL OR next_poll_at <= ?"
         params: tuple[Any, ...] = () if unscheduled_only else (to_db_time(now),)
