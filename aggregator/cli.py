@@ -330,6 +330,7 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
                        f'include = ["{rel}"]')
 
 
+<<<<<<< HEAD
 @main.command("datasette-metadata")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of stdout.")
@@ -356,3 +357,35 @@ def datasette_metadata(obj: Context, output: Path | None) -> None:
         else:
             _write_file(output, data)
             click.echo(f"wrote {output}", err=True)
+=======
+@main.command()
+@click.option("--dispatch-interval", default=15.0, show_default=True, hidden=True,
+              type=click.FloatRange(min=0.1),
+              help="Seconds between looks for due feeds (tests use a short one).")
+@click.option("--housekeeping-delay", default=600.0, show_default=True, hidden=True,
+              type=click.FloatRange(min=0.0),
+              help="Seconds after start before the first prune/checkpoint (then daily).")
+@click.option("--stop-timeout", default=10.0, show_default=True, hidden=True,
+              type=click.FloatRange(min=1.0),
+              help="Seconds SIGTERM waits for in-flight polls before abandoning them.")
+@click.pass_context
+def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float,
+        stop_timeout: float) -> None:
+    """Run as a daemon: poll due feeds, write digests, prune (systemd Type=notify).
+
+    SIGHUP re-reads the config, SIGTERM/SIGINT stop within 10 s. Logs go to stderr, with
+    syslog priorities when journald reads them. Without --log-level it logs at info.
+    """
+    from .service import ServiceOptions, run_service
+
+    obj: Context = ctx.obj
+    parent = ctx.parent
+    level = "info"
+    if parent is not None and parent.get_parameter_source("log_level") not in (
+            None, click.core.ParameterSource.DEFAULT):
+        level = parent.params["log_level"]
+    path = config_mod.resolve_path(obj.config_path, os.environ)
+    options = ServiceOptions(dispatch_interval=dispatch_interval,
+                             housekeeping_delay=housekeeping_delay, stop_timeout=stop_timeout)
+    sys.exit(run_service(path, log_level=level, options=options))
+>>>>>>> service

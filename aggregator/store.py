@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -717,6 +717,136 @@ class Store:
     def counts(self) -> dict[str, int]:
         return {t: int(self.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
                 for t in ("feeds", "entries", "stories")}
+
+    # -- housekeeping -------------------------------------------------------------------------
+    # Used by service.py (the daemon): first-poll spreading, status, pruning, WAL upkeep.
+
+    def start_due_feeds(self, now: datetime, *, unscheduled_only: bool = False
+                        ) -> list[tuple[int, str]]:
+        """(id, url) of active feeds due at `now` (next_poll_at passed or unset); with
+        `unscheduled_only`, only those never scheduled (just added)."""
+        sql = "SELECT id, url FROM feeds WHERE active = 1 AND retired_at IS NULL AND ("
+        sql += "next_poll_at IS NULL" if unscheduled_only else "next_poll_at IS NULL OR next_poll_at <= ?"
+        params: tuple[Any, ...] = () if unscheduled_only else (to_db_time(now),)
+        return [(r[0], r[1]) for r in self.execute(sql + ") ORDER BY id", params)]
+
+    def set_next_polls(self, times: Iterable[tuple[int, datetime]]) -> None:
+        """Rewrite next_poll_at for the given feeds, in one transaction."""
+        with self.transaction():
+            self.conn.executemany("UPDATE feeds SET next_poll_at = ? WHERE id = ?",
+                                  [(to_db_time(t), feed_id) for feed_id, t in times])
+
+    def next_poll_time(self, now: datetime) -> datetime | None:
+        """When the earliest active feed is due (`now` if one is unscheduled); None if no feed."""
+        row = self.execute(
+            "SELECT count(*), min(COALESCE(next_poll_at, '')) FROM feeds"
+            " WHERE active = 1 AND retired_at IS NULL").fetchone()
+        if not row[0]:
+            return None
+        return from_db_time(row[1]) or now
+
+    def prune(self, keep_days: int, protect_since: datetime, *, now: datetime,
+              representative: str = "earliest", keep_latest: int = 100) -> dict[str, int]:
+        """Delete old entries (see `prune_steps`) and return the counts of what went."""
+        counts = {"entries": 0, "stories": 0, "stories_trimmed": 0}
+        for step in self.prune_steps(keep_days, protect_since, now=now,
+                                     representative=representative, keep_latest=keep_latest):
+            counts = step
+        return counts
+
+    def prune_steps(self, keep_days: int, protect_since: datetime, *, now: datetime,
+                    representative: str = "earliest", keep_latest: int = 100,
+                    batch: int = 500) -> Generator[dict[str, int], None, None]:
+        """Delete entries older than `keep_days`, one short transaction per batch.
+
+        Yields the running counts after each batch (the daemon yields to its event loop there;
+        no transaction is open across a yield). An entry goes when it was both published and
+        first seen before the cutoff, unless:
+        - its story was last seen at or after `protect_since` (still within a digest or the
+          clustering window): a story in a window keeps every member;
+        - it is among the `keep_latest` newest entries of an active feed: it is probably still
+          in the feed document, and deleting it would make the next poll add it again as new;
+        - its story holds the highest story id, or is where the highest merged-away id went:
+          story ids are derived from the maximum, and must never be handed out twice.
+        Stories left empty are deleted (with their merge records); stories that lost members
+        are recomputed, keeping their `updated_at`. No entry ever points at a missing story.
+        """
+        cutoff = to_db_time(now - timedelta(days=keep_days))
+        counts = {"entries": 0, "stories": 0, "stories_trimmed": 0}
+        with self.transaction():
+            top = self.execute("SELECT max(id) FROM stories").fetchone()[0]
+            merged = self.execute(
+                "SELECT into_story_id FROM story_merges WHERE from_story_id ="
+                " (SELECT max(from_story_id) FROM story_merges)").fetchone()
+            keep_stories = [x for x in (top, merged[0] if merged else None) if x is not None]
+            self.execute("DROP TABLE IF EXISTS temp.prune_floor")
+            self.execute("DROP TABLE IF EXISTS temp.prune_ids")
+            # The published time of each active feed's keep_latest-th newest entry: entries
+            # strictly older than that may go; feeds with fewer entries keep them all.
+            self.execute(
+                "CREATE TEMP TABLE prune_floor AS SELECT feed_id, published FROM ("
+                " SELECT e.feed_id, e.published, row_number() OVER ("
+                "  PARTITION BY e.feed_id ORDER BY e.published DESC, e.id DESC) AS rank"
+                " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                " WHERE f.active = 1 AND f.retired_at IS NULL) WHERE rank = ?", (keep_latest,))
+            marks = ", ".join("?" * len(keep_stories)) or "NULL"
+            self.execute(
+                "CREATE TEMP TABLE prune_ids AS SELECT e.id AS id FROM entries e"
+                " JOIN stories s ON s.id = e.story_id JOIN feeds f ON f.id = e.feed_id"
+                " LEFT JOIN temp.prune_floor p ON p.feed_id = e.feed_id"
+                " WHERE e.published < ? AND e.first_seen < ? AND s.last_seen < ?"
+                f" AND e.story_id NOT IN ({marks})"
+                " AND (f.active = 0 OR f.retired_at IS NOT NULL OR e.published < p.published)"
+                " ORDER BY e.id",
+                (cutoff, cutoff, to_db_time(protect_since), *keep_stories))
+        try:
+            while True:
+                with self.transaction():
+                    ids = [r[0] for r in self.execute(
+                        "SELECT id FROM temp.prune_ids ORDER BY id LIMIT ?", (batch,))]
+                    if not ids:
+                        break
+                    marks = ", ".join("?" * len(ids))
+                    touched = {r[0]: r[1] for r in self.execute(
+                        "SELECT id, updated_at FROM stories WHERE id IN"
+                        f" (SELECT DISTINCT story_id FROM entries WHERE id IN ({marks}))", ids)}
+                    self.execute(f"DELETE FROM entries WHERE id IN ({marks})", ids)
+                    self.execute(f"DELETE FROM temp.prune_ids WHERE id IN ({marks})", ids)
+                    self.refresh_stories(touched, now, representative)
+                    left = {r[0] for r in self.execute(
+                        f"SELECT id FROM stories WHERE id IN ({', '.join('?' * len(touched))})",
+                        list(touched))} if touched else set()
+                    self.conn.executemany("UPDATE stories SET updated_at = ? WHERE id = ?",
+                                          [(touched[i], i) for i in left])
+                    counts["entries"] += len(ids)
+                    counts["stories"] += len(touched) - len(left)
+                    counts["stories_trimmed"] += len(left)
+                yield dict(counts)
+        finally:
+            if not self._in_tx:
+                self.execute("DROP TABLE IF EXISTS temp.prune_ids")
+                self.execute("DROP TABLE IF EXISTS temp.prune_floor")
+        yield dict(counts)
+
+    def checkpoint(self, *, mode: str = "TRUNCATE", wait_ms: int = 1000) -> tuple[int, int, int]:
+        """Checkpoint the WAL; returns SQLite's (busy, log frames, checkpointed frames).
+
+        TRUNCATE waits for readers (at most `wait_ms`, so a long reader cannot stall the
+        daemon) and then resets the WAL file to zero bytes; when readers stay, it copies what
+        it can and reports busy=1, and the next checkpoint finishes the job.
+        """
+        if mode.upper() not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"unknown checkpoint mode {mode!r}")
+        self.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+        try:
+            row = self.execute(f"PRAGMA wal_checkpoint({mode.upper()})").fetchone()
+        finally:
+            self.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def optimize(self) -> None:
+        """PRAGMA optimize: refresh the planner's statistics where they have gone stale."""
+        self.execute("PRAGMA optimize")
 
 
 _FTS_TOKEN = re.compile(r"\w+", re.UNICODE)
