@@ -330,7 +330,6 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
                        f'include = ["{rel}"]')
 
 
-<<<<<<< HEAD
 @main.command("datasette-metadata")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of stdout.")
@@ -357,7 +356,8 @@ def datasette_metadata(obj: Context, output: Path | None) -> None:
         else:
             _write_file(output, data)
             click.echo(f"wrote {output}", err=True)
-=======
+
+
 @main.command()
 @click.option("--dispatch-interval", default=15.0, show_default=True, hidden=True,
               type=click.FloatRange(min=0.1),
@@ -388,4 +388,3 @@ def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float,
     options = ServiceOptions(dispatch_interval=dispatch_interval,
                              housekeeping_delay=housekeeping_delay, stop_timeout=stop_timeout)
     sys.exit(run_service(path, log_level=level, options=options))
->>>>>>> service
