@@ -193,7 +193,7 @@ class ClusterSettings:
 
     window_hours: float = 72.0  # entries older than this (by published) are not matched
     simhash_k: int = 3  # near-duplicate when Hamming distance <= k (bands find all up to 3)
-    story_threshold: float = 0.18  # cosine (TF-IDF) of an entry/story to a story centroid
+    story_threshold: float = 0.15  # cosine (TF-IDF) of an entry/story to a story centroid
     min_shared_terms: int = 2  # a story match needs this many shared terms (names count once)
     idf_prior_docs: int = 50  # pseudo-documents smoothing IDF so tiny windows behave
     representative: str = "earliest"  # "earliest" or "complete" (longest text)
