@@ -121,6 +121,12 @@ def _decimals(terms: Iterable[str]) -> frozenset[str]:
     return frozenset(t for t in terms if t.startswith("#") and "." in t)
 
 
+def _signature_decimals(members: Sequence[ClusterDoc]) -> frozenset[str]:
+    """The measurements at least half of a story's members quote: what the story is about."""
+    counts = Counter(t for d in members for t in _decimals(d.terms))
+    return frozenset(t for t, c in counts.items() if 2 * c >= len(members))
+
+
 def _title_words(title: str) -> set[str]:
     """Words and numbers of a title, case-folded ("4/4" gives "4" and "4": a set keeps one)."""
     return {w for w in _TITLE_WORD.findall(title.casefold()) if len(w) > 2 or w[0].isdigit()}
@@ -388,7 +394,7 @@ class StoryClusterer:
             score = dot / norm
             if score < self.settings.story_threshold:
                 continue
-            if self._guard(dot, top, norm, doc_decimals, decimals, small=True) is not None:
+            if self._guard(dot, top, norm, doc_decimals, decimals) is not None:
                 continue
             if best is None or score > best[0] or (score == best[0] and story < best[1]):
                 best = (score, story)
@@ -407,19 +413,22 @@ class StoryClusterer:
             for eid in members:
                 for t, w in _vector(self._docs[eid].terms, stats).items():
                     centroid[t] = centroid.get(t, 0.0) + w
-            decimals = frozenset().union(*(_decimals(self._docs[e].terms) for e in members))
+            decimals = _signature_decimals([self._docs[e] for e in members])
             cached = (centroid, _norm(centroid) or 1.0, decimals)
             self._snapshot_centroids[story] = cached
         return cached
 
     def _guard(
         self, dot: float, top: float, norms: float, decimals_a: frozenset[str],
-        decimals_b: frozenset[str], small: bool,
+        decimals_b: frozenset[str],
     ) -> str | None:
-        """The name of the guard that refuses a story match, or None when it may proceed."""
+        """The name of the guard that refuses a story match, or None when it may proceed.
+
+        single_term: without its strongest shared term the match falls below half the threshold.
+        numbers: both sides quote measurements (most of their members do) and none agree."""
         if (dot - top) / norms < self.settings.story_threshold / 2:
             return "single_term"
-        if small and decimals_a and decimals_b and not decimals_a & decimals_b:
+        if decimals_a and decimals_b and not decimals_a & decimals_b:
             return "numbers"
         return None
 
@@ -533,7 +542,7 @@ class StoryClusterer:
             for t, w in vectors[eid].items():
                 vector[t] = vector.get(t, 0.0) + w
         docs = [self._docs[e] for e in members]
-        decimals = frozenset().union(*(_decimals(d.terms) for d in docs))
+        decimals = _signature_decimals(docs)
         key = min((d.published, d.content_hash) for d in docs)
         first_seen = min(d.first_seen or d.published for d in docs)
         return _Story(sid, members, vector, decimals, key, first_seen)
@@ -549,8 +558,7 @@ class StoryClusterer:
             return None
         if not self._windows_overlap(a, b):
             return None
-        small = len(a.members) <= 2 and len(b.members) <= 2
-        if self._guard(dot, top, norms, a.decimals, b.decimals, small) is not None:
+        if self._guard(dot, top, norms, a.decimals, b.decimals) is not None:
             return None
         return score
 
@@ -584,7 +592,7 @@ class StoryClusterer:
         shared = tuple(sorted(set(va) & set(vb), key=lambda t: (-va[t] * vb[t], t)))
         guard = None
         if dot >= self.settings.story_threshold:
-            guard = self._guard(dot, top, 1.0, _decimals(a.terms), _decimals(b.terms), small=True)
+            guard = self._guard(dot, top, 1.0, _decimals(a.terms), _decimals(b.terms))
         together = (
             a.entry_id in self._story_of
             and b.entry_id in self._story_of
