@@ -580,8 +580,8 @@ class StoryClusterer:
     def explain_pair(self, a: ClusterDoc, b: ClusterDoc) -> Explanation:
         """Which rule joins two entries (or would), with the evidence, or why none does.
 
-        Uses the IDF of the window in memory. `joined` is True when they share a story now (both
-        in memory) or when a rule joins them directly."""
+        Uses the IDF of the window in memory. `joined` says whether they share a story when both
+        are in memory, otherwise whether a rule joins them directly."""
         stats = self._stats()
         dup = self.near_duplicate(a, b)
         distance = (
@@ -622,8 +622,13 @@ class StoryClusterer:
                     reason += f", simhash distance {distance} > {self.settings.simhash_k}"
             if together:
                 reason += "; together through other members of the story"
+        both_known = a.entry_id in self._story_of and b.entry_id in self._story_of
+        if both_known and not together and rule is not None:
+            reason += ("; yet they are in different stories: the pair matches but their stories"
+                       " as a whole (centroids) do not" if rule == "story_match" else
+                       "; yet they are in different stories (recorded before this rule applied)")
         return Explanation(
-            joined=together or rule is not None,
+            joined=together if both_known else rule is not None,
             rule=rule,
             distance=distance,
             score=score,

@@ -18,16 +18,20 @@ Two kinds of evidence come out of an entry:
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 
+import numpy as np
 import xxhash
 from simhash import Simhash
 
 from aggregator import model
 
 U64_MASK = (1 << 64) - 1
+_LOG = logging.getLogger(__name__)
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
 
@@ -87,7 +91,19 @@ sowie und uns unser unsere unter vom von vor wann warum was weiter weitere wenn 
 werdet weshalb wie wieder wieso wir wird wirst wo woher wohin zu zum zur uber gegen beim zwei wurde
 wurden worden hat haben ohne seit sei mehr schon einen nur
 """.split()
-STOP_WORDS: frozenset[str] = frozenset(_STOP_EN + _STOP_FR + _STOP_DE)
+# Counting and calendar words occur in stories of every kind ("at least two people", "at least two
+# years"); in a small window their IDF is as high as a name's, so they would carry false matches.
+_STOP_COMMON = """
+one two three four five six seven eight nine ten dozen dozens hundred hundreds thousand thousands
+million millions billion first second third last next least many several much more most still
+year years month months week weeks day days today yesterday tomorrow time
+monday tuesday wednesday thursday friday saturday sunday morning evening night
+un une deux trois quatre cinq dix premiere dernier annee annees mois semaine jour jours
+lundi mardi mercredi jeudi vendredi samedi dimanche hier aujourd demain
+eins zwei drei vier funf zehn erste ersten letzte letzten jahr jahre jahren monat woche tag tage
+tagen heute gestern morgen montag dienstag mittwoch donnerstag freitag samstag sonntag
+""".split()
+STOP_WORDS: frozenset[str] = frozenset(_STOP_EN + _STOP_FR + _STOP_DE + _STOP_COMMON)
 
 
 def hamming(a: int, b: int) -> int:
@@ -119,15 +135,39 @@ def to_unsigned(s: int) -> int:
     return s & U64_MASK
 
 
-def simhash_of(text: str) -> int | None:
-    """64-bit simhash of word 2-shingles hashed with xxh64, or None when the text is too short."""
-    tokens = _SIMHASH_TOKEN.findall(_fold(text))
+def simhash_of(text: str, *, vectorised: bool = True) -> int | None:
+    """64-bit simhash of word 2-shingles hashed with xxh64, or None when the text is too short.
+
+    Words are case-folded but keep their accents: copies keep their spelling, and stripping
+    accents character by character would cost more than the rest of the fingerprint."""
+    tokens = _SIMHASH_TOKEN.findall(text.casefold())
     if len(tokens) < MIN_SIMHASH_TOKENS:
         return None
-    del tokens[MAX_SIMHASH_TOKENS:]
-    shingles = [" ".join(tokens[i : i + SHINGLE_WORDS]) for i in range(len(tokens) - SHINGLE_WORDS + 1)]
-    # A list with repeats weighs each shingle by its count; the package sums the bit vectors.
-    return int(Simhash(shingles, f=64, hashfunc=xxhash.xxh64_digest).value)
+    if len(tokens) > MAX_SIMHASH_TOKENS:
+        del tokens[MAX_SIMHASH_TOKENS:]
+    shingles = [f"{a} {b}".encode() for a, b in zip(tokens, tokens[1:], strict=False)]
+    # A list with repeats weighs each shingle by its count, as the package does.
+    if vectorised:
+        return int(_VectorisedSimhash(shingles, f=64, hashfunc=xxhash.xxh64_digest, log=_LOG).value)
+    return int(Simhash([s.decode() for s in shingles], f=64, hashfunc=xxhash.xxh64_digest, log=_LOG).value)
+
+
+class _VectorisedSimhash(Simhash):
+    """The package's Simhash with its per-feature Python loop done as one numpy pass.
+
+    Same arithmetic as `Simhash.build_by_features` for unweighted features hashed with xxh64:
+    bit i of the value is set when more than half the features' hashes have bit i set (the package
+    unpacks each big-endian digest and compares the column sums with count / 2). The loop costs
+    about 0.3 us per feature in the package; this keeps the package's type, distance and semantics
+    and is what brings fingerprinting past 10x the default. Tests check both give equal values."""
+
+    def build_by_features(self, features: Iterable[bytes]) -> None:  # type: ignore[override]
+        encoded = list(features)
+        n = len(encoded)
+        hashes = np.fromiter(map(xxhash.xxh64_intdigest, encoded), dtype=np.uint64, count=n)
+        bits = np.unpackbits(hashes.astype(">u8").view(np.uint8)).reshape(n, 64)
+        counts = bits.sum(axis=0, dtype=np.int64)
+        self.value = int.from_bytes(np.packbits(counts > n / 2).tobytes(), "big")
 
 
 def fingerprint(entry: model.Entry) -> model.Fingerprint:
@@ -146,18 +186,18 @@ def story_terms(title: str, text: str = "", lead_tokens: int = LEAD_TOKENS) -> t
     first `lead_tokens` word tokens of it. Multi-word names are only taken from text that is not
     written in headline Title Case, where capitals do not mark names.
     """
-    seen: dict[str, None] = {}
     title_tokens = _TERM_TOKEN.findall(title)
-    text_tokens = _TERM_TOKEN.findall(text)[:lead_tokens] if text else []
-    for tokens in (title_tokens, text_tokens):
-        for token in tokens:
-            term = _term(token)
-            if term is not None:
-                seen.setdefault(term, None)
+    # Only the lead is read: ~16 characters per token is generous for any alphabetic language.
+    text_tokens = _TERM_TOKEN.findall(text[: lead_tokens * 16])[:lead_tokens] if text else []
+    seen = dict.fromkeys(t for t in map(_term, title_tokens) if t is not None)
+    for term in map(_term, text_tokens):
+        if term is not None and term not in seen:
+            seen[term] = None
     for tokens in (title_tokens, text_tokens):
         if not _is_title_case(tokens):
             for phrase in _name_phrases(tokens):
-                seen.setdefault(phrase, None)
+                if phrase not in seen:
+                    seen[phrase] = None
     return tuple(seen)
 
 
@@ -169,6 +209,7 @@ def _fold(text: str) -> str:
     return "".join(c for c in text if not unicodedata.combining(c))
 
 
+@lru_cache(maxsize=1 << 16)
 def _term(token: str) -> str | None:
     if token[0].isdigit():
         return "#" + _number(token)
@@ -206,6 +247,11 @@ def _is_title_case(tokens: list[str]) -> bool:
     return capitalised >= 0.8 * len(words)
 
 
+@lru_cache(maxsize=1 << 16)
+def _fold_stem(token: str) -> str:
+    return _stem(_fold(token))
+
+
 def _name_phrases(tokens: list[str]) -> Iterable[str]:
     """Runs of two or more capitalised words (stop-words trimmed) as 'a_b' terms."""
     run: list[str] = []
@@ -213,11 +259,12 @@ def _name_phrases(tokens: list[str]) -> Iterable[str]:
         if token and token[0].isalpha() and _is_capitalised(token):
             run.append(token)
             continue
-        words = [_fold(t) for t in run]
-        while words and words[0] in STOP_WORDS:
-            words.pop(0)
-        while words and words[-1] in STOP_WORDS:
-            words.pop()
-        if len(words) >= 2:
-            yield "_".join(_stem(w) for w in words)
+        if len(run) >= 2:
+            words = [_fold(t) for t in run]
+            while words and words[0] in STOP_WORDS:
+                words.pop(0)
+            while words and words[-1] in STOP_WORDS:
+                words.pop()
+            if len(words) >= 2:
+                yield "_".join(map(_stem, words))
         run = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from simhash import Simhash
 
@@ -126,6 +126,18 @@ def test_light_edit_stays_within_three_bits_and_unrelated_text_does_not() -> Non
     random.Random(1).shuffle(words)
     shuffled = fingerprint.simhash_of(" ".join(words))
     assert shuffled is not None and hamming(base, shuffled) > 10
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from("the a bank rate cut élysée 2019 straße news Kursk x y z".split()),
+                min_size=24, max_size=400))
+def test_vectorised_simhash_equals_the_package_loop(words: list[str]) -> None:
+    text = " ".join(words)
+    assert fingerprint.simhash_of(text) == fingerprint.simhash_of(text, vectorised=False)
+
+
+def test_vectorised_simhash_equals_the_package_loop_on_an_article() -> None:
+    assert fingerprint.simhash_of(LONGER) == fingerprint.simhash_of(LONGER, vectorised=False)
 
 
 def test_word_shingles_keep_word_boundaries() -> None:
