@@ -12,17 +12,20 @@ Two tiers, both inside a time window:
    "magdeburg") and two small stories that both quote measurements must share one of them
    (the *numbers* guard: a 6.1 and a 5.3 earthquake are two events).
 
-How the pieces fit within one poll cycle, and why the result does not depend on feed order:
+How the pieces fit within one poll cycle, and why the result depends neither on the order feeds
+are polled nor on where a crash cut a cycle:
 
-* `load()` the stored entries of the window (with their story ids). Their stories and the IDF
-  they imply are frozen as a *snapshot* for the cycle.
+* `load()` the stored entries of the window (with their story ids).
 * `add()` each new entry: it joins every near-duplicate's story (a symmetric relation, found by
-  whichever of the pair arrives second) and the best snapshot story by TF-IDF. Both depend only on
-  the snapshot and the pair, never on which new entries came first, so the partition after all
-  adds is the same for every order (connected components).
-* `merge_pass()` at the end of the cycle: agglomerative centroid clustering, with the final IDF,
-  of every story touched this cycle against its neighbours, best pair first, ties broken by
-  content rather than ids. A deterministic function of that partition, so order-independent too.
+  whichever of the pair arrives second; an entry that copies members of two stories bridges
+  them) or starts a new story. The partition after all adds is the connected components of the
+  near-duplicate relation over the stored stories: the same for every order.
+* `merge_pass()` at the end of the cycle does all story matching: agglomerative centroid
+  clustering, with the IDF of the whole window, of every story touched this cycle (or `touch`ed
+  after a crash) against its neighbours, best pair first, ties broken by content rather than
+  ids. A deterministic function of that partition, so order-independent too; and a cycle cut
+  short before its merge pass ends, after `touch_range` over its entries, exactly where an
+  uninterrupted one would.
 
 No I/O, no clock: `now` never matters; time only enters through the entries' dates.
 """
@@ -169,11 +172,6 @@ class StoryClusterer:
         self._by_band: tuple[dict[int, list[int]], ...] = tuple(defaultdict(list) for _ in range(4))
         self._postings: dict[str, list[int]] = defaultdict(list)
         self._df: Counter[str] = Counter()
-        # The snapshot: stored stories and their IDF, frozen at the first add() of the cycle.
-        self._loaded_story_of: dict[int, int] = {}
-        self._snapshot: _Stats | None = None
-        self._snapshot_centroids: dict[int, tuple[Vector, float, frozenset[str]]] = {}
-        self._snapshot_members: dict[int, list[int]] = defaultdict(list)
         self._evidence_updates: dict[int, Assignment] = {}
         self._added: list[int] = []
         self._assignments: dict[int, Assignment] = {}
@@ -189,10 +187,16 @@ class StoryClusterer:
             if doc.entry_id in self._docs:
                 continue
             self._remember(doc, doc.story_id)
-            self._loaded_story_of[doc.entry_id] = doc.story_id
             self._next_story_id = max(self._next_story_id, doc.story_id + 1)
-        self._snapshot = None
-        self._snapshot_centroids.clear()
+
+    def touch(self, story_ids: Iterable[int]) -> None:
+        """Have the next `merge_pass` reconsider these stories (e.g. after a crash interrupted
+        the merge pass of the cycle that created them)."""
+        self._dirty.update(s for s in story_ids if self._members.get(s))
+
+    def touch_range(self, since: datetime, until: datetime) -> None:
+        """`touch` every story with a member published in [since, until]."""
+        self.touch({self._story_of[e] for e, d in self._docs.items() if since <= d.published <= until})
 
     def story_of(self, entry_id: int) -> int:
         """The story an entry in memory currently belongs to."""
@@ -294,22 +298,17 @@ class StoryClusterer:
     # -- adding one entry --------------------------------------------------------------------------
 
     def add(self, doc: ClusterDoc, candidates: Sequence[ClusterDoc] = ()) -> Assignment:
-        """Place a new entry: its near-duplicates' stories, else/also the best stored story.
+        """Place a new entry with its near-duplicates (every one: it bridges their stories), or
+        in a new story. Story matching happens in `merge_pass`, which may move it on.
 
         `candidates` are near-duplicate candidates the store found (band table, same URL, same
         content hash), possibly outside the in-memory window; they must carry their story_id.
         """
         if doc.entry_id in self._docs:
             return self.assignment(doc.entry_id)
-        if self._snapshot is None:
-            self._snapshot = self._stats()
-            self._snapshot_members = defaultdict(list)
-            for eid, sid in self._loaded_story_of.items():
-                self._snapshot_members[sid].append(eid)
         for cand in candidates:
             if cand.entry_id not in self._docs and cand.story_id is not None:
                 self._remember(cand, cand.story_id)
-                self._loaded_story_of[cand.entry_id] = cand.story_id
                 self._next_story_id = max(self._next_story_id, cand.story_id + 1)
 
         # Tier 1: every near-duplicate, best evidence first (url, content hash, closest simhash).
@@ -323,24 +322,13 @@ class StoryClusterer:
         matches.sort()
         joined = {self._story_of[m[2]] for m in matches}
 
-        # Tier 2 against the snapshot of stored stories: depends on nothing added this cycle.
-        story_match = self._best_snapshot_story(doc)
-        if story_match is not None:
-            # The stored story may have been merged since the snapshot: follow its member.
-            joined.add(self._story_of[story_match[2]])
-
         if not joined:
             story_id = self._new_story_id()
             assignment = Assignment(story_id, "new")
         else:
             story_id = min(joined, key=lambda s: (self._first_seen[s], s))
-            if matches:
-                _, _, matched, rule, distance = matches[0]
-                assignment = Assignment(story_id, rule, distance, None, matched)
-            else:
-                assert story_match is not None
-                _, score, matched = story_match
-                assignment = Assignment(story_id, "story_match", None, round(score, 4), matched)
+            _, _, matched, rule, distance = matches[0]
+            assignment = Assignment(story_id, rule, distance, None, matched)
         absorbed = tuple(sorted(joined - {story_id}, key=lambda s: (self._first_seen[s], s)))
         self._remember(doc, story_id)
         for other in absorbed:
@@ -368,55 +356,6 @@ class StoryClusterer:
             self._first_seen[into_id] = first
         self._dirty.discard(from_id)
         self._dirty.add(into_id)
-
-    def _best_snapshot_story(self, doc: ClusterDoc) -> tuple[int, float, int] | None:
-        """(story, score, closest member) of the best stored story by TF-IDF, or None."""
-        stats = self._snapshot
-        if stats is None or not self._loaded_story_of:
-            return None
-        vector = _vector(doc.terms, stats)
-        if not vector:
-            return None
-        limit = stats.search_limit()
-        stories: set[int] = set()
-        for term in vector:
-            postings = self._postings.get(term, ())
-            if stats.df.get(term, 0) <= limit:
-                for eid in postings:
-                    story = self._loaded_story_of.get(eid)
-                    if story is not None:
-                        stories.add(story)
-        best: tuple[float, int] | None = None
-        doc_decimals = _decimals(doc.terms)
-        for story in stories:
-            centroid, norm, decimals = self._snapshot_centroid(story, stats)
-            dot, top = _dot(vector, centroid)
-            score = dot / norm
-            if score < self.settings.story_threshold:
-                continue
-            if self._guard(dot, top, norm, doc_decimals, decimals) is not None:
-                continue
-            if best is None or score > best[0] or (score == best[0] and story < best[1]):
-                best = (score, story)
-        if best is None:
-            return None
-        score, story = best
-        members = self._snapshot_members[story]
-        matched = max(members, key=lambda e: (_dot(vector, _vector(self._docs[e].terms, stats))[0], -e))
-        return story, score, matched
-
-    def _snapshot_centroid(self, story: int, stats: _Stats) -> tuple[Vector, float, frozenset[str]]:
-        cached = self._snapshot_centroids.get(story)
-        if cached is None:
-            members = self._snapshot_members[story]
-            centroid: Vector = {}
-            for eid in members:
-                for t, w in _vector(self._docs[eid].terms, stats).items():
-                    centroid[t] = centroid.get(t, 0.0) + w
-            decimals = _signature_decimals([self._docs[e] for e in members])
-            cached = (centroid, _norm(centroid) or 1.0, decimals)
-            self._snapshot_centroids[story] = cached
-        return cached
 
     def _guard(
         self, dot: float, top: float, norms: float, decimals_a: frozenset[str],
@@ -504,9 +443,6 @@ class StoryClusterer:
                     by_term[term].add(into.story_id)
             push_neighbours(into.story_id)
         self._dirty.clear()
-        self._snapshot = None
-        self._snapshot_centroids.clear()
-        self._loaded_story_of = dict(self._story_of)
         return merges
 
     def _reattach_founders(

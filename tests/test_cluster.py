@@ -102,6 +102,24 @@ def test_two_cycles_give_the_same_stories_whichever_half_comes_first(order: list
     assert partition(final) == expected_partition(MONOLINGUAL)
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.permutations(MONOLINGUAL), st.integers(min_value=1, max_value=len(MONOLINGUAL) - 1))
+def test_a_cycle_killed_before_its_merge_pass_ends_like_a_clean_run(order: list[str], cut: int) -> None:
+    killed = StoryClusterer(ClusterSettings(), 1)
+    for n, key in enumerate(order[:cut], 1):
+        killed.add(make_doc(key, n), ())  # recorded by the store; no merge pass
+    stored = {eid: replace(doc, story_id=killed.story_of(eid)) for eid, doc in killed._docs.items()}
+    resumed = StoryClusterer(ClusterSettings(), max(d.story_id or 0 for d in stored.values()) + 1)
+    resumed.load(stored.values())
+    published = [d.published for d in stored.values()]
+    resumed.touch_range(min(published), max(published))  # the store's pending-merge marker
+    for n, key in enumerate(order[cut:], cut + 1):
+        resumed.add(make_doc(key, n), ())
+    resumed.merge_pass()
+    keys = {n: key for n, key in enumerate(order, 1)}
+    assert partition({keys[e]: resumed.story_of(e) for e in keys}) == expected_partition(MONOLINGUAL)
+
+
 def test_hard_negatives_stay_apart() -> None:
     story_of, _ = run_cycle(MONOLINGUAL)
     apart = [("fc-magdeburg", "mgd-attack-1"), ("intel-magdeburg", "mgd-attack-2"),
@@ -135,11 +153,15 @@ def test_new_entry_joins_a_stored_story_by_story_match() -> None:
     stored = {eid: replace(d, story_id=clusterer.story_of(eid)) for eid, d in clusterer._docs.items()}
     c2 = StoryClusterer(ClusterSettings(), max(first.values()) + 1)
     c2.load(stored.values())
-    a = c2.add(make_doc("mgd-attack-3", 10), ())
-    assert a.rule == "story_match"
-    assert a.story_id == first["mgd-attack-1"]
+    assert c2.add(make_doc("mgd-attack-3", 10), ()).rule == "new"  # story matching is the pass's
+    merges = c2.merge_pass()
+    assert [(m.from_story_id, m.into_story_id) for m in merges] == [
+        (merges[0].from_story_id, first["mgd-attack-1"])]
+    a = c2.assignment(10)
+    assert a.rule == "story_match" and a.story_id == first["mgd-attack-1"]
     assert a.score is not None and a.score >= ClusterSettings().story_threshold
     assert a.matched_entry_id in stored
+    assert c2.evidence_updates()[10] == a
 
 
 def test_same_url_and_same_content_are_near_duplicates() -> None:
