@@ -68,6 +68,8 @@ _SEARCH_DF_FLOOR = 20
 _TITLE_WORD = re.compile(r"[^\W_]+")
 
 Vector = dict[str, float]
+# The single-term guard: without its strongest unit a match must keep this share of the threshold.
+_GUARD_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +367,7 @@ class StoryClusterer:
 
         single_term: without its strongest shared term the match falls below half the threshold.
         numbers: both sides quote measurements (most of their members do) and none agree."""
-        if (dot - top) / norms < self.settings.story_threshold / 2:
+        if (dot - top) / norms < self.settings.story_threshold * _GUARD_SHARE:
             return "single_term"
         if decimals_a and decimals_b and not decimals_a & decimals_b:
             return "numbers"

@@ -220,9 +220,13 @@ def _term(token: str) -> str | None:
 
 
 def _number(token: str) -> str:
+    """'1,200' and '1.200' -> '1200'; '0,25' -> '0.25'; '3.00' -> '3' (one spelling per value)."""
     if _THOUSANDS.fullmatch(token) and len(token) > 4:
         return token.replace(",", "").replace(".", "")
-    return token.replace(",", ".")
+    number = token.replace(",", ".")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".") or "0"
+    return number
 
 
 def _stem(word: str) -> str:
