@@ -1,90 +1,606 @@
-"""Which story an entry joins, with the evidence (first version: near-duplicates only). Pure."""
+"""Pure decisions: which story an entry joins, with the evidence (rule, distance, score).
+
+Two tiers, both inside a time window:
+
+1. Near-duplicates (copies): the same canonical URL, the same content hash, or simhashes within
+   Hamming distance k. Near-duplicates always share a story; when an entry is a copy of entries
+   in two stories, the stories merge (the entry *bridges* them).
+2. Stories (different write-ups of one event): TF-IDF cosine between an entry and a story's
+   centroid (the sum of its members' unit term vectors), with IDF from the window's document
+   frequencies smoothed by a prior so that small windows behave. A match must not rest on a
+   single term (the *leave-one-out* guard: "FC Magdeburg" and "Magdeburg attack" share only
+   "magdeburg") and two small stories that both quote measurements must share one of them
+   (the *numbers* guard: a 6.1 and a 5.3 earthquake are two events).
+
+How the pieces fit within one poll cycle, and why the result depends neither on the order feeds
+are polled nor on where a crash cut a cycle:
+
+* `load()` the stored entries of the window (with their story ids).
+* `add()` each new entry: it joins every near-duplicate's story (a symmetric relation, found by
+  whichever of the pair arrives second; an entry that copies members of two stories bridges
+  them) or starts a new story. The partition after all adds is the connected components of the
+  near-duplicate relation over the stored stories: the same for every order.
+* `merge_pass()` at the end of the cycle does all story matching: agglomerative centroid
+  clustering, with the IDF of the whole window, of every story touched this cycle (or `touch`ed
+  after a crash) against its neighbours, best pair first, ties broken by content rather than
+  ids. A deterministic function of that partition, so order-independent too; and a cycle cut
+  short before its merge pass ends, after `touch_range` over its entries, exactly where an
+  uninterrupted one would.
+
+No I/O, no clock: `now` never matters; time only enters through the entries' dates.
+"""
 
 from __future__ import annotations
 
+import heapq
+import math
+import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from aggregator.model import (
+    Assignment,
+    ClusterDoc,
+    ClusterSettings,
+    Explanation,
+    StoryMerge,
+    StorySummary,
+)
+
+__all__ = [
+    "Assignment",
+    "ClusterDoc",
+    "ClusterSettings",
+    "Explanation",
+    "StoryClusterer",
+    "StoryMerge",
+    "StorySummary",
+    "summarise_story",
+]
+
+_U64 = (1 << 64) - 1
+# Terms carried by more than this share of the window (plus a floor for small windows) do not
+# propose candidates: they still weigh in the cosine, they are just too common to search by.
+_SEARCH_DF_SHARE = 0.05
+_SEARCH_DF_FLOOR = 20
+_TITLE_WORD = re.compile(r"[^\W_]+")
+
+Vector = dict[str, float]
+# The single-term guard: without its strongest unit a match must keep this share of the threshold.
+_GUARD_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
-class ClusterSettings:
-    window_hours: float = 72
-    simhash_k: int = 3
-    representative: str = "earliest"
+class _Stats:
+    """Document frequencies of a window, frozen: the IDF used for one set of decisions."""
+
+    docs: int
+    df: dict[str, int]
+    prior: int
+
+    def idf(self, term: str) -> float:
+        # Smoothed: a term unseen in the window weighs like one seen once among `prior` documents.
+        return math.log((self.docs + self.prior + 1) / (self.df.get(term, 0) + 1))
+
+    def search_limit(self) -> float:
+        return max(_SEARCH_DF_FLOOR, _SEARCH_DF_SHARE * self.docs)
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterDoc:
-    entry_id: int
-    feed_id: int
-    host: str
-    published: datetime
-    link: str | None
-    content_hash: str
-    simhash: int | None
-    title: str
-    terms: tuple[str, ...]
-    language: str | None
-    story_id: int | None
+def _hamming(a: int, b: int) -> int:
+    return ((a ^ b) & _U64).bit_count()
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    story_id: int
-    rule: str
-    distance: int | None = None
-    score: float | None = None
-    matched_entry_id: int | None = None
-    absorbed: tuple[int, ...] = ()
+def _vector(terms: Iterable[str], stats: _Stats) -> Vector:
+    """Unit-length IDF-weighted binary term vector."""
+    weights = {t: stats.idf(t) for t in set(terms)}
+    norm = math.sqrt(sum(w * w for w in weights.values()))
+    if norm == 0.0:
+        return {}
+    return {t: w / norm for t, w in weights.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class StoryMerge:
-    from_story_id: int
-    into_story_id: int
-    score: float | None
-    reason: str
+def _dot(a: Vector, b: Vector) -> tuple[float, float]:
+    """Dot product of two vectors and the largest single-term contribution to it."""
+    if len(a) > len(b):
+        a, b = b, a
+    total = 0.0
+    top = 0.0
+    for term, weight in a.items():
+        other = b.get(term)
+        if other is not None:
+            part = weight * other
+            total += part
+            if part > top:
+                top = part
+    return total, top
+
+
+def _norm(v: Vector) -> float:
+    return math.sqrt(sum(w * w for w in v.values()))
+
+
+def _decimals(terms: Iterable[str]) -> frozenset[str]:
+    """Measurements: numbers with a decimal part ("#6.1"), the kind that names an event."""
+    return frozenset(t for t in terms if t.startswith("#") and "." in t)
+
+
+def _signature_decimals(members: Sequence[ClusterDoc]) -> frozenset[str]:
+    """The measurements at least half of a story's members quote: what the story is about."""
+    counts = Counter(t for d in members for t in _decimals(d.terms))
+    return frozenset(t for t, c in counts.items() if 2 * c >= len(members))
+
+
+def _title_words(title: str) -> set[str]:
+    """Words and numbers of a title, case-folded ("4/4" gives "4" and "4": a set keeps one)."""
+    return {w for w in _TITLE_WORD.findall(title.casefold()) if len(w) > 2 or w[0].isdigit()}
+
+
+class _Story:
+    """A cluster being built in `merge_pass`: members, summed vector, its norm, measurements."""
+
+    __slots__ = ("story_id", "members", "vector", "norm", "decimals", "key", "first_seen", "version")
+
+    def __init__(
+        self, story_id: int, members: list[int], vector: Vector, decimals: frozenset[str],
+        key: tuple[datetime, str], first_seen: datetime,
+    ) -> None:
+        self.story_id = story_id
+        self.members = members
+        self.vector = vector
+        self.norm = _norm(vector)
+        self.decimals = decimals
+        self.key = key
+        self.first_seen = first_seen
+        self.version = 0
 
 
 class StoryClusterer:
+    """Online story clustering for one poll cycle: `load`, then `add` each new entry, then
+    `merge_pass`. Holds the window in memory; the store holds the truth between cycles."""
+
     def __init__(self, settings: ClusterSettings, next_story_id: int) -> None:
+        if settings.representative not in ("earliest", "complete"):
+            raise ValueError(f"representative must be 'earliest' or 'complete': {settings.representative!r}")
         self.settings = settings
-        self.next_story_id = next_story_id
-        self.docs: dict[int, ClusterDoc] = {}
+        self._next_story_id = next_story_id
+        self._docs: dict[int, ClusterDoc] = {}
+        self._story_of: dict[int, int] = {}
+        self._members: dict[int, list[int]] = {}
+        self._first_seen: dict[int, datetime] = {}
+        self._by_link: dict[str, list[int]] = defaultdict(list)
+        self._by_hash: dict[str, list[int]] = defaultdict(list)
+        self._by_band: tuple[dict[int, list[int]], ...] = tuple(defaultdict(list) for _ in range(4))
+        self._postings: dict[str, list[int]] = defaultdict(list)
+        self._df: Counter[str] = Counter()
+        self._evidence_updates: dict[int, Assignment] = {}
+        self._added: list[int] = []
+        self._assignments: dict[int, Assignment] = {}
+        self._dirty: set[int] = set()
+
+    # -- state ----------------------------------------------------------------------------------
 
     def load(self, docs: Iterable[ClusterDoc]) -> None:
+        """Add stored entries of the window (each with its story_id) to the in-memory state."""
         for doc in docs:
-            self.docs[doc.entry_id] = doc
+            if doc.story_id is None:
+                raise ValueError(f"loaded entry {doc.entry_id} has no story_id")
+            if doc.entry_id in self._docs:
+                continue
+            self._remember(doc, doc.story_id)
+            self._next_story_id = max(self._next_story_id, doc.story_id + 1)
 
-    def add(self, doc: ClusterDoc, candidates: Sequence[ClusterDoc]) -> Assignment:
-        best: Assignment | None = None
+    def touch(self, story_ids: Iterable[int]) -> None:
+        """Have the next `merge_pass` reconsider these stories (e.g. after a crash interrupted
+        the merge pass of the cycle that created them)."""
+        self._dirty.update(s for s in story_ids if self._members.get(s))
+
+    def touch_range(self, since: datetime, until: datetime) -> None:
+        """`touch` every story with a member published in [since, until]."""
+        self.touch({self._story_of[e] for e, d in self._docs.items() if since <= d.published <= until})
+
+    def story_of(self, entry_id: int) -> int:
+        """The story an entry in memory currently belongs to."""
+        return self._story_of[entry_id]
+
+    def stories(self) -> dict[int, tuple[int, ...]]:
+        """Every story in memory and its member entry ids (ascending)."""
+        return {sid: tuple(sorted(m)) for sid, m in self._members.items() if m}
+
+    def members(self, story_id: int) -> tuple[ClusterDoc, ...]:
+        """The member documents of one story held in memory."""
+        return tuple(self._docs[e] for e in sorted(self._members.get(story_id, ())))
+
+    def assignment(self, entry_id: int) -> Assignment:
+        """The current evidence for an entry added this cycle (updated by `merge_pass`)."""
+        return self._with_story(self._assignments[entry_id], self._story_of[entry_id])
+
+    def added(self) -> tuple[int, ...]:
+        """Entry ids added this cycle, in the order they were added."""
+        return tuple(self._added)
+
+    def _remember(self, doc: ClusterDoc, story_id: int) -> None:
+        eid = doc.entry_id
+        self._docs[eid] = doc
+        self._story_of[eid] = story_id
+        self._members.setdefault(story_id, []).append(eid)
+        seen = doc.first_seen or doc.published
+        if story_id not in self._first_seen or seen < self._first_seen[story_id]:
+            self._first_seen[story_id] = seen
+        if doc.link:
+            self._by_link[doc.link].append(eid)
+        self._by_hash[doc.content_hash].append(eid)
+        if doc.simhash is not None:
+            for i, value in enumerate(_bands(doc.simhash)):
+                self._by_band[i][value].append(eid)
+        for term in set(doc.terms):
+            self._postings[term].append(eid)
+            self._df[term] += 1
+
+    def _stats(self) -> _Stats:
+        return _Stats(len(self._docs), dict(self._df), self.settings.idf_prior_docs)
+
+    # -- tier 1: near-duplicates -------------------------------------------------------------------
+
+    def near_duplicate(self, a: ClusterDoc, b: ClusterDoc) -> tuple[str, int | None] | None:
+        """The near-duplicate rule joining two entries and its distance, or None.
+
+        Same canonical URL; else same content hash; else simhash within k and within the window.
+        Two entries of one feed with different URLs and no simhash (short texts) are a recurring
+        heading ("Morning briefing"), not a copy, so they never match on content.
+        """
+        if a.link and a.link == b.link:
+            return ("url", None)
+        recurring = (
+            a.feed_id == b.feed_id and a.link and b.link and (a.simhash is None or b.simhash is None)
+        )
+        if recurring:
+            return None
+        if a.content_hash == b.content_hash and a.content_hash:
+            return ("content_hash", None)
+        if a.simhash is not None and b.simhash is not None and self._in_window(a, b):
+            distance = _hamming(a.simhash, b.simhash)
+            if distance <= self.settings.simhash_k and self._titles_agree(a, b):
+                return ("simhash", distance)
+        return None
+
+    def _in_window(self, a: ClusterDoc, b: ClusterDoc) -> bool:
+        return abs(a.published - b.published) <= timedelta(hours=self.settings.window_hours)
+
+    @staticmethod
+    def _titles_agree(a: ClusterDoc, b: ClusterDoc) -> bool:
+        """Extra check for simhash matches: a copy keeps its headline and the headline's numbers.
+
+        Short feed texts are often a template around a title ("SRO | Teleradyo (3 August 2020)
+        Subscribe to ..."): the simhash of the shared boilerplate is close while the items are
+        different episodes, parts or days. So the titles must carry the same numbers and share
+        two thirds of their words. A rewritten headline on a true copy still joins the story
+        through the story match; it just is not called a near-duplicate."""
+        wa, wb = _title_words(a.title), _title_words(b.title)
+        na = {w for w in wa if w[0].isdigit()}
+        nb = {w for w in wb if w[0].isdigit()}
+        if na != nb:
+            return False
+        wa, wb = wa - na, wb - nb
+        union = wa | wb
+        return not union or 3 * len(wa & wb) >= 2 * len(union)
+
+    def _near_duplicate_candidates(self, doc: ClusterDoc) -> set[int]:
+        found: set[int] = set()
+        if doc.link:
+            found.update(self._by_link.get(doc.link, ()))
+        found.update(self._by_hash.get(doc.content_hash, ()))
+        if doc.simhash is not None:
+            for i, value in enumerate(_bands(doc.simhash)):
+                found.update(self._by_band[i].get(value, ()))
+        found.discard(doc.entry_id)
+        return found
+
+    # -- adding one entry --------------------------------------------------------------------------
+
+    def add(self, doc: ClusterDoc, candidates: Sequence[ClusterDoc] = ()) -> Assignment:
+        """Place a new entry with its near-duplicates (every one: it bridges their stories), or
+        in a new story. Story matching happens in `merge_pass`, which may move it on.
+
+        `candidates` are near-duplicate candidates the store found (band table, same URL, same
+        content hash), possibly outside the in-memory window; they must carry their story_id.
+        """
+        if doc.entry_id in self._docs:
+            return self.assignment(doc.entry_id)
         for cand in candidates:
-            if cand.story_id is None or cand.entry_id == doc.entry_id:
-                continue
-            if doc.link and cand.link == doc.link:
-                a = Assignment(cand.story_id, "url", 0, None, cand.entry_id)
-            elif cand.content_hash == doc.content_hash:
-                a = Assignment(cand.story_id, "content_hash", 0, None, cand.entry_id)
-            elif doc.simhash is not None and cand.simhash is not None:
-                d = (doc.simhash ^ cand.simhash).bit_count()
-                if d > self.settings.simhash_k:
-                    continue
-                a = Assignment(cand.story_id, "simhash", d, None, cand.entry_id)
-            else:
-                continue
-            if best is None or (a.distance or 0) < (best.distance or 0):
-                best = a
-        if best is None:
-            best = Assignment(self.next_story_id, "new")
-            self.next_story_id += 1
-        self.docs[doc.entry_id] = _with_story(doc, best.story_id)
-        return best
+            if cand.entry_id not in self._docs and cand.story_id is not None:
+                self._remember(cand, cand.story_id)
+                self._next_story_id = max(self._next_story_id, cand.story_id + 1)
+
+        # Tier 1: every near-duplicate, best evidence first (url, content hash, closest simhash).
+        order = {"url": 0, "content_hash": 1, "simhash": 2}
+        matches: list[tuple[int, int, int, str, int | None]] = []
+        for other_id in self._near_duplicate_candidates(doc):
+            found = self.near_duplicate(doc, self._docs[other_id])
+            if found is not None:
+                rule, distance = found
+                matches.append((order[rule], distance or 0, other_id, rule, distance))
+        matches.sort()
+        joined = {self._story_of[m[2]] for m in matches}
+
+        if not joined:
+            story_id = self._new_story_id()
+            assignment = Assignment(story_id, "new")
+        else:
+            story_id = min(joined, key=lambda s: (self._first_seen[s], s))
+            _, _, matched, rule, distance = matches[0]
+            assignment = Assignment(story_id, rule, distance, None, matched)
+        absorbed = tuple(sorted(joined - {story_id}, key=lambda s: (self._first_seen[s], s)))
+        self._remember(doc, story_id)
+        for other in absorbed:
+            self._merge_into(other, story_id)
+        if absorbed:
+            assignment = Assignment(assignment.story_id, assignment.rule, assignment.distance,
+                                    assignment.score, assignment.matched_entry_id, absorbed)
+        self._added.append(doc.entry_id)
+        self._assignments[doc.entry_id] = assignment
+        self._dirty.add(story_id)
+        return assignment
+
+    def _new_story_id(self) -> int:
+        story_id = self._next_story_id
+        self._next_story_id += 1
+        return story_id
+
+    def _merge_into(self, from_id: int, into_id: int) -> None:
+        moved = self._members.pop(from_id, [])
+        for eid in moved:
+            self._story_of[eid] = into_id
+        self._members.setdefault(into_id, []).extend(moved)
+        first = self._first_seen.pop(from_id, None)
+        if first is not None and first < self._first_seen[into_id]:
+            self._first_seen[into_id] = first
+        self._dirty.discard(from_id)
+        self._dirty.add(into_id)
+
+    def _guard(
+        self, dot: float, top: float, norms: float, decimals_a: frozenset[str],
+        decimals_b: frozenset[str],
+    ) -> str | None:
+        """The name of the guard that refuses a story match, or None when it may proceed.
+
+        single_term: without its strongest shared term the match falls below half the threshold.
+        numbers: both sides quote measurements (most of their members do) and none agree."""
+        if (dot - top) / norms < self.settings.story_threshold * _GUARD_SHARE:
+            return "single_term"
+        if decimals_a and decimals_b and not decimals_a & decimals_b:
+            return "numbers"
+        return None
+
+    # -- end of cycle --------------------------------------------------------------------------------
 
     def merge_pass(self) -> list[StoryMerge]:
-        return []
+        """Merge stories touched this cycle with their neighbours (agglomerative, best first).
+
+        Uses the IDF of the whole window as it now stands. Returns the merges in the order made;
+        the surviving id is the older story (earliest first_seen, ties to the smaller id).
+        Entries that founded a story that was merged away get story_match evidence (see
+        `assignment`)."""
+        if not self._dirty:
+            return []
+        stats = self._stats()
+        vectors = {eid: _vector(doc.terms, stats) for eid, doc in self._docs.items()}
+        limit = stats.search_limit()
+        clusters: dict[int, _Story] = {}
+        by_term: dict[str, set[int]] = defaultdict(set)
+        for sid, members in self._members.items():
+            if not members:
+                continue
+            cluster = self._build_story(sid, list(members), vectors)
+            clusters[sid] = cluster
+            for term in cluster.vector:
+                if stats.df.get(term, 0) <= limit:
+                    by_term[term].add(sid)
+
+        heap: list[tuple[float, tuple[datetime, str], tuple[datetime, str], int, int, int, int]] = []
+
+        def push_neighbours(sid: int) -> None:
+            cluster = clusters[sid]
+            neighbours: set[int] = set()
+            for term in cluster.vector:
+                bucket = by_term.get(term)
+                if bucket is not None:
+                    neighbours |= bucket
+            neighbours.discard(sid)
+            for other_id in neighbours:
+                other = clusters[other_id]
+                score = self._cluster_score(cluster, other)
+                if score is None:
+                    continue
+                a, b = (cluster, other) if cluster.key <= other.key else (other, cluster)
+                heapq.heappush(heap, (-score, a.key, b.key, a.story_id, a.version,
+                                      b.story_id, b.version))
+
+        for sid in sorted(self._dirty, key=lambda s: clusters[s].key):
+            push_neighbours(sid)
+
+        merges: list[StoryMerge] = []
+        while heap:
+            neg, _, _, a_id, a_version, b_id, b_version = heapq.heappop(heap)
+            a, b = clusters.get(a_id), clusters.get(b_id)
+            if a is None or b is None or a.version != a_version or b.version != b_version:
+                continue
+            into, source = (a, b) if (a.first_seen, a.story_id) <= (b.first_seen, b.story_id) else (b, a)
+            entry_id, matched = self._closest_pair(source, into, vectors)
+            merges.append(StoryMerge(source.story_id, into.story_id, round(-neg, 4), "merge_pass",
+                                     entry_id, matched))
+            self._reattach_founders(source, into, round(-neg, 4), vectors)
+            self._merge_into(source.story_id, into.story_id)
+            del clusters[source.story_id]
+            for term in source.vector:
+                bucket = by_term.get(term)
+                if bucket is not None:
+                    bucket.discard(source.story_id)
+            merged = self._build_story(into.story_id, into.members + source.members, vectors)
+            merged.version = into.version + 1
+            clusters[into.story_id] = merged
+            for term in merged.vector:
+                if stats.df.get(term, 0) <= limit:
+                    by_term[term].add(into.story_id)
+            push_neighbours(into.story_id)
+        self._dirty.clear()
+        return merges
+
+    def _reattach_founders(
+        self, source: _Story, into: _Story, score: float, vectors: dict[int, Vector]
+    ) -> None:
+        """Entries that founded `source` (rule "new") now belong through a story match."""
+        for eid in source.members:
+            old = self._assignments.get(eid)
+            stored_rule = old.rule if old is not None else self._docs[eid].match_rule
+            if stored_rule != "new":
+                continue
+            matched = max(into.members, key=lambda e: (_dot(vectors[eid], vectors[e])[0], -e))
+            update = Assignment(into.story_id, "story_match", None, score, matched,
+                                old.absorbed if old is not None else ())
+            if old is not None:
+                self._assignments[eid] = update
+            self._evidence_updates[eid] = update
+
+    def evidence_updates(self) -> dict[int, Assignment]:
+        """Entries whose recorded evidence changed in `merge_pass` (founders of stories merged
+        away), loaded or added, with their new evidence; story ids are the final ones."""
+        return {eid: self._with_story(a, self._story_of[eid]) for eid, a in self._evidence_updates.items()}
+
+    @staticmethod
+    def _with_story(a: Assignment, story_id: int) -> Assignment:
+        if a.story_id == story_id:
+            return a
+        return Assignment(story_id, a.rule, a.distance, a.score, a.matched_entry_id, a.absorbed)
+
+    def _build_story(self, sid: int, members: list[int], vectors: dict[int, Vector]) -> _Story:
+        vector: Vector = {}
+        for eid in members:
+            for t, w in vectors[eid].items():
+                vector[t] = vector.get(t, 0.0) + w
+        docs = [self._docs[e] for e in members]
+        decimals = _signature_decimals(docs)
+        key = min((d.published, d.content_hash) for d in docs)
+        first_seen = min(d.first_seen or d.published for d in docs)
+        return _Story(sid, members, vector, decimals, key, first_seen)
+
+    def _cluster_score(self, a: _Story, b: _Story) -> float | None:
+        """Centroid cosine of two stories when it passes the threshold and the guards."""
+        if not a.norm or not b.norm:
+            return None
+        norms = a.norm * b.norm
+        dot, top = _dot(a.vector, b.vector)
+        score = dot / norms
+        if score < self.settings.story_threshold:
+            return None
+        if not self._windows_overlap(a, b):
+            return None
+        if self._guard(dot, top, norms, a.decimals, b.decimals) is not None:
+            return None
+        return score
+
+    def _windows_overlap(self, a: _Story, b: _Story) -> bool:
+        """Two stories may merge only if some members are within the window of each other."""
+        span = timedelta(hours=self.settings.window_hours)
+        a_dates = [self._docs[e].published for e in a.members]
+        b_dates = [self._docs[e].published for e in b.members]
+        return min(a_dates) - span <= max(b_dates) and min(b_dates) - span <= max(a_dates)
+
+    def _closest_pair(self, source: _Story, into: _Story, vectors: dict[int, Vector]) -> tuple[int, int]:
+        """The member of `source` closest to `into`'s centroid, and its closest member of `into`."""
+        entry_id = max(source.members, key=lambda e: (_dot(vectors[e], into.vector)[0], -e))
+        matched = max(into.members, key=lambda e: (_dot(vectors[entry_id], vectors[e])[0], -e))
+        return entry_id, matched
+
+    # -- explaining ----------------------------------------------------------------------------------
+
+    def explain_pair(self, a: ClusterDoc, b: ClusterDoc) -> Explanation:
+        """Which rule joins two entries (or would), with the evidence, or why none does.
+
+        Uses the IDF of the window in memory. `joined` says whether they share a story when both
+        are in memory, otherwise whether a rule joins them directly."""
+        stats = self._stats()
+        dup = self.near_duplicate(a, b)
+        distance = (
+            _hamming(a.simhash, b.simhash) if a.simhash is not None and b.simhash is not None else None
+        )
+        va, vb = _vector(a.terms, stats), _vector(b.terms, stats)
+        dot, top = _dot(va, vb)
+        shared = tuple(sorted(set(va) & set(vb), key=lambda t: (-va[t] * vb[t], t)))
+        guard = None
+        if dot >= self.settings.story_threshold:
+            guard = self._guard(dot, top, 1.0, _decimals(a.terms), _decimals(b.terms))
+        together = (
+            a.entry_id in self._story_of
+            and b.entry_id in self._story_of
+            and self._story_of[a.entry_id] == self._story_of[b.entry_id]
+        )
+        score = round(dot, 4)
+        if dup is not None:
+            rule = dup[0]
+            reason = {
+                "url": "same canonical URL",
+                "content_hash": "same content hash (identical text)",
+                "simhash": f"simhash distance {distance} <= {self.settings.simhash_k} (near-copy)",
+            }[rule]
+        elif dot >= self.settings.story_threshold and guard is None:
+            rule = "story_match"
+            reason = f"story match: cosine {score} >= {self.settings.story_threshold} on {', '.join(shared[:6])}"
+        else:
+            rule = None
+            if guard == "single_term":
+                reason = f"refused: the match rests on one term ({shared[0]})"
+            elif guard == "numbers":
+                reason = (f"refused: different measurements ({', '.join(sorted(_decimals(a.terms)))}"
+                          f" vs {', '.join(sorted(_decimals(b.terms)))})")
+            else:
+                reason = f"no rule: cosine {score} < {self.settings.story_threshold}"
+                if distance is not None:
+                    reason += f", simhash distance {distance} > {self.settings.simhash_k}"
+            if together:
+                reason += "; together through other members of the story"
+        both_known = a.entry_id in self._story_of and b.entry_id in self._story_of
+        if both_known and not together and rule is not None:
+            reason += ("; yet they are in different stories: the pair matches but their stories"
+                       " as a whole (centroids) do not" if rule == "story_match" else
+                       "; yet they are in different stories (recorded before this rule applied)")
+        return Explanation(
+            joined=together if both_known else rule is not None,
+            rule=rule,
+            distance=distance,
+            score=score,
+            shared_terms=shared,
+            guard=guard,
+            reason=reason,
+        )
 
 
-def _with_story(doc: ClusterDoc, story_id: int) -> ClusterDoc:
-    return ClusterDoc(doc.entry_id, doc.feed_id, doc.host, doc.published, doc.link,
-                      doc.content_hash, doc.simhash, doc.title, doc.terms, doc.language, story_id)
+def _bands(simhash: int) -> tuple[int, int, int, int]:
+    return (simhash & 0xFFFF, (simhash >> 16) & 0xFFFF, (simhash >> 32) & 0xFFFF, (simhash >> 48) & 0xFFFF)
+
+
+def summarise_story(story_id: int, members: Sequence[ClusterDoc], representative: str = "earliest") -> StorySummary:
+    """The stories-table row for a story: representative, title, first/last seen, outlets.
+
+    "earliest": the first published member (ties: smaller entry id). "complete": the member with
+    the longest text, ties to the earliest."""
+    if not members:
+        raise ValueError(f"story {story_id} has no members")
+    if representative == "complete":
+        rep = min(members, key=lambda d: (-d.text_length, d.published, d.entry_id))
+    elif representative == "earliest":
+        rep = min(members, key=lambda d: (d.published, d.entry_id))
+    else:
+        raise ValueError(f"representative must be 'earliest' or 'complete': {representative!r}")
+    seen = [d.first_seen or d.published for d in members]
+    return StorySummary(
+        story_id=story_id,
+        title=rep.title,
+        representative_id=rep.entry_id,
+        first_seen=min(seen),
+        last_seen=max(seen),
+        member_count=len(members),
+        feed_count=len({d.feed_id for d in members}),
+        host_count=len({d.host for d in members if d.host}),
+    )

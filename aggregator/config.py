@@ -55,6 +55,7 @@ class ClusterOptions:
     window: int = 72 * 3600  # seconds: entries further apart never share a new story
     simhash_k: int = 3
     representative: str = "earliest"
+    story_threshold: float = 0.15  # TF-IDF cosine for different write-ups to join one story
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,10 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         window=cluster_t.duration("window", 72 * 3600) or 72 * 3600,
         simhash_k=cluster_t.take("simhash_k", int, 3),
         representative=cluster_t.take("representative", str, "earliest"),
+        story_threshold=float(cluster_t.take("story_threshold", (int, float), 0.15)),
     )
+    if not 0 < cluster.story_threshold <= 1:
+        raise cluster_t.error("story_threshold", "must be a number above 0 and at most 1")
     if not 0 <= cluster.simhash_k <= 3:
         raise cluster_t.error("simhash_k", "must be between 0 and 3 (the band index is exact up to 3)")
     if cluster.representative not in REPRESENTATIVES:

@@ -183,3 +183,92 @@ class Digest:
     link: str | None = None
     feed_url: str | None = None
     name: str | None = None  # the [[digests]] name: the feed id derives from it, not the title
+
+
+# --- story clustering (cluster.py decides; store records; pipeline wires) -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """The `[cluster]` table: how entries are grouped into near-duplicates and stories."""
+
+    window_hours: float = 72.0  # entries older than this (by published) are not matched
+    simhash_k: int = 3  # near-duplicate when Hamming distance <= k (bands find all up to 3)
+    story_threshold: float = 0.15  # cosine (TF-IDF) of an entry/story to a story centroid
+    min_shared_terms: int = 2  # a story match needs this many shared terms (names count once)
+    idf_prior_docs: int = 50  # pseudo-documents smoothing IDF so tiny windows behave
+    representative: str = "earliest"  # "earliest" or "complete" (longest text)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDoc:
+    """What the clusterer knows about one entry (built from an Entry + Fingerprint or a row)."""
+
+    entry_id: int
+    feed_id: int
+    host: str | None
+    published: datetime  # tz-aware
+    link: str | None  # canonical URL
+    content_hash: str
+    simhash: int | None  # unsigned 64-bit
+    title: str
+    terms: tuple[str, ...]
+    language: str | None = None
+    story_id: int | None = None  # set for entries already stored
+    first_seen: datetime | None = None  # when we first stored it; defaults to `published`
+    text_length: int = 0  # len(Entry.text); used by representative="complete"
+    match_rule: str | None = None  # stored evidence rule (entries.match_rule) of a loaded entry
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Which story an entry joins and the evidence: rule, distance or score, matched entry.
+
+    `rule` is one of "new", "url", "content_hash", "simhash", "story_match". `absorbed` lists
+    story ids merged into `story_id` because this entry bridged them."""
+
+    story_id: int
+    rule: str
+    distance: int | None = None  # Hamming distance for rule "simhash"
+    score: float | None = None  # similarity for rule "story_match"
+    matched_entry_id: int | None = None
+    absorbed: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoryMerge:
+    """Story `from_story_id` was merged into `into_story_id` (the older one survives)."""
+
+    from_story_id: int
+    into_story_id: int
+    score: float | None
+    reason: str  # "bridge:<rule>" when an entry joined both, "merge_pass" for centroid merges
+    entry_id: int | None = None  # the entry that bridged them / closest member of `from`
+    matched_entry_id: int | None = None  # its closest member of `into`
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why two entries are (or would be) in one story, or why not."""
+
+    joined: bool
+    rule: str | None  # the rule that joins them, None when none does
+    distance: int | None  # simhash Hamming distance when both have a simhash
+    score: float | None  # story similarity (TF-IDF cosine) of their terms
+    shared_terms: tuple[str, ...]  # most informative first
+    guard: str | None  # the guard that refused a story match, if any
+    reason: str  # one human sentence
+
+
+@dataclass(frozen=True, slots=True)
+class StorySummary:
+    """What the stories table holds for one story, derived from its members."""
+
+    story_id: int
+    title: str
+    representative_id: int
+    first_seen: datetime
+    last_seen: datetime
+    member_count: int
+    feed_count: int
+    host_count: int

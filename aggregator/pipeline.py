@@ -270,7 +270,7 @@ class _ClusterCycle:
         self.window = timedelta(seconds=opts.window)
         self.settings = clustering.ClusterSettings(
             window_hours=opts.window / 3600, simhash_k=opts.simhash_k,
-            representative=opts.representative)
+            representative=opts.representative, story_threshold=opts.story_threshold)
         self.clusterer: clustering.StoryClusterer | None = None
         self.loaded: tuple[datetime, datetime] | None = None
         self.touched: set[int] = set()
@@ -327,7 +327,9 @@ class _ClusterCycle:
         pending = self.store.merge_pending()
         if pending is not None:
             self._ensure_window(pending[0])
-            self._ensure_window(pending[1])
+            clusterer = self._ensure_window(pending[1])
+            # The interrupted cycle's stories must be looked at again by the merge pass.
+            clusterer.touch_range(_shift(pending[0], -self.window), _shift(pending[1], self.window))
         rows = self.store.unclustered_entries()
         if not rows:
             return
@@ -351,12 +353,17 @@ class _ClusterCycle:
         with self.store.transaction():
             self.store.clear_merge_pending()
             for m in merges:
-                self.store.merge_stories(m.from_story_id, m.into_story_id, entry_id=None,
+                self.store.merge_stories(m.from_story_id, m.into_story_id, entry_id=m.entry_id,
                                          reason=m.reason, now=self.now)
                 self.created.discard(m.from_story_id)
                 self.grown.discard(m.from_story_id)
                 self.touch(m.into_story_id)
                 self.grown.add(m.into_story_id)
+            # Entries that founded a story the pass merged away now have story-match evidence.
+            for entry_id, a in self.clusterer.evidence_updates().items():
+                self.store.assign_story(entry_id, a.story_id, rule=a.rule, distance=a.distance,
+                                        score=a.score, matched_entry_id=a.matched_entry_id,
+                                        now=self.now)
             self.refresh()
 
 
@@ -374,7 +381,9 @@ def _doc(row: Any) -> clustering.ClusterDoc:
         published=from_db_time(row["published"]) or utcnow(), link=row["link"],
         content_hash=row["content_hash"], simhash=i64_to_u64(row["simhash"]),
         title=row["title"], terms=tuple((row["terms"] or "").split()),
-        language=row["language"], story_id=row["story_id"])
+        language=row["language"], story_id=row["story_id"],
+        first_seen=from_db_time(row["first_seen"]), text_length=row["text_length"] or 0,
+        match_rule=row["match_rule"])
 
 
 def _host(url: str | None) -> str:

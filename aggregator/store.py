@@ -538,7 +538,7 @@ class Store:
         """Entries published since `since` that share at least one 16-bit band with `simhash`."""
         b = simhash_bands(simhash)
         return list(self.execute(
-            "SELECT e.*, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            "SELECT e.*, length(e.text) AS text_length, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
             " WHERE e.id IN ("
             " SELECT entry_id FROM simhash_bands WHERE (band = 0 AND value = ?)"
             " OR (band = 1 AND value = ?) OR (band = 2 AND value = ?) OR (band = 3 AND value = ?))"
@@ -549,13 +549,13 @@ class Store:
                          *, exclude: int | None = None) -> list[sqlite3.Row]:
         """Entries (within the window) with the same canonical link or the same content hash."""
         rows = list(self.execute(
-            "SELECT e.*, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            "SELECT e.*, length(e.text) AS text_length, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
             " WHERE e.content_hash = ? AND e.id != ? AND e.published >= ?"
             " AND e.story_id IS NOT NULL LIMIT 50",
             (content_hash, exclude or -1, to_db_time(since))))
         if link:
             rows += list(self.execute(
-                "SELECT e.*, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                "SELECT e.*, length(e.text) AS text_length, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
                 " WHERE e.link = ? AND e.id != ? AND e.story_id IS NOT NULL LIMIT 50",
                 (link, exclude or -1)))
         return rows
@@ -563,8 +563,9 @@ class Store:
     def window_entries(self, since: datetime, until: datetime) -> list[sqlite3.Row]:
         """Stored, clustered entries published in [since, until] (the clustering window)."""
         return list(self.execute(
-            "SELECT e.id, e.feed_id, e.link, e.title, e.text, e.published, e.content_hash,"
-            " e.simhash, e.terms, e.language, e.story_id, f.url AS feed_url"
+            "SELECT e.id, e.feed_id, e.link, e.title, e.published, e.first_seen, e.content_hash,"
+            " e.simhash, e.terms, e.language, e.story_id, e.match_rule,"
+            " length(e.text) AS text_length, f.url AS feed_url"
             " FROM entries e JOIN feeds f ON f.id = e.feed_id"
             " WHERE e.published >= ? AND e.published <= ? AND e.story_id IS NOT NULL"
             " ORDER BY e.id", (to_db_time(since), to_db_time(until))))
@@ -572,7 +573,7 @@ class Store:
     def unclustered_entries(self) -> list[sqlite3.Row]:
         """Entries left without a story (a crash between insert and clustering)."""
         return list(self.execute(
-            "SELECT e.*, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            "SELECT e.*, length(e.text) AS text_length, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
             " WHERE e.story_id IS NULL ORDER BY e.id"))
 
     def next_story_id(self) -> int:

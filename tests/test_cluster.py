@@ -1,0 +1,265 @@
+"""Story clustering: near-duplicates, story matches, guards, order independence, evidence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator import fingerprint
+from aggregator.cluster import StoryClusterer, summarise_story
+from aggregator.model import ClusterDoc, ClusterSettings, Entry
+
+DATA = Path(__file__).parent / "data" / "cluster"
+FIXTURE = json.loads((DATA / "events.json").read_text(encoding="utf-8"))
+ITEMS = {item["key"]: item for item in FIXTURE["items"]}
+CROSS_LANGUAGE = {key for pair in FIXTURE["cross_language"] for key in pair if ITEMS[key].get("language")}
+FEEDS = {name: i for i, name in enumerate(sorted({i["feed"] for i in FIXTURE["items"]}), 1)}
+
+
+def make_doc(key: str, entry_id: int) -> ClusterDoc:
+    """The ClusterDoc the pipeline would build: normalised entry -> fingerprint -> doc."""
+    item = ITEMS[key]
+    text = " ".join(filter(None, (item["title"], item["summary"], item.get("content"))))
+    entry = Entry(
+        guid=key, link=item["link"], title=item["title"], summary=item["summary"],
+        content=item.get("content", ""),
+        text=text, published=datetime.fromisoformat(item["published"]), updated=None,
+        author=None, language=item.get("language", "en"),
+        content_hash=hashlib.sha256(text.encode()).hexdigest())
+    fp = fingerprint.fingerprint(entry)
+    return ClusterDoc(
+        entry_id=entry_id, feed_id=FEEDS[item["feed"]], host=item["link"].split("/")[2],
+        published=entry.published, link=entry.link, content_hash=fp.content_hash,
+        simhash=fp.simhash, title=entry.title, terms=fp.terms, language=entry.language,
+        story_id=None, text_length=len(text))
+
+
+def run_cycle(keys: list[str], stored: dict[int, ClusterDoc] | None = None,
+              next_story_id: int = 1) -> tuple[dict[str, int], StoryClusterer]:
+    """One poll cycle as the pipeline drives it: load stored docs, add the new ones in the given
+    order (entry ids in arrival order), merge pass. Returns story id per key."""
+    clusterer = StoryClusterer(ClusterSettings(), next_story_id)
+    if stored:
+        clusterer.load(stored.values())
+    first_id = max(stored or {0: None}) + 1
+    ids = {}
+    for n, key in enumerate(keys):
+        doc = make_doc(key, first_id + n)
+        clusterer.add(doc, ())
+        ids[key] = doc.entry_id
+    clusterer.merge_pass()
+    return {key: clusterer.story_of(eid) for key, eid in ids.items()}, clusterer
+
+
+def partition(story_of: dict[str, int]) -> set[frozenset[str]]:
+    groups: dict[int, set[str]] = defaultdict(set)
+    for key, story in story_of.items():
+        groups[story].add(key)
+    return {frozenset(g) for g in groups.values()}
+
+
+def expected_partition(keys: list[str]) -> set[frozenset[str]]:
+    groups: dict[str, set[str]] = defaultdict(set)
+    for key in keys:
+        groups[ITEMS[key]["story"]].add(key)
+    return {frozenset(g) for g in groups.values()}
+
+
+ALL_KEYS = [i["key"] for i in FIXTURE["items"]]
+MONOLINGUAL = [k for k in ALL_KEYS if k not in CROSS_LANGUAGE]
+
+
+def test_fixture_stories_are_recovered_exactly() -> None:
+    story_of, _ = run_cycle(MONOLINGUAL)
+    assert partition(story_of) == expected_partition(MONOLINGUAL)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.permutations(MONOLINGUAL))
+def test_stories_do_not_depend_on_arrival_order(order: list[str]) -> None:
+    story_of, _ = run_cycle(list(order))
+    assert partition(story_of) == expected_partition(MONOLINGUAL)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.permutations(MONOLINGUAL), st.integers(min_value=1, max_value=len(MONOLINGUAL) - 1))
+def test_two_cycles_give_the_same_stories_whichever_half_comes_first(order: list[str], cut: int) -> None:
+    first, c1 = run_cycle(list(order[:cut]))
+    # The store between cycles: every entry with its (final) story id.
+    stored = {eid: replace(doc, story_id=c1.story_of(eid)) for eid, doc in c1._docs.items()}
+    entry_of = {key: eid for eid, doc in c1._docs.items() for key in first
+                if doc.link == ITEMS[key]["link"]}
+    second, c2 = run_cycle(list(order[cut:]), stored, next_story_id=max(first.values()) + 1)
+    final = {key: c2.story_of(eid) for key, eid in entry_of.items()} | second
+    assert partition(final) == expected_partition(MONOLINGUAL)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.permutations(MONOLINGUAL), st.integers(min_value=1, max_value=len(MONOLINGUAL) - 1))
+def test_a_cycle_killed_before_its_merge_pass_ends_like_a_clean_run(order: list[str], cut: int) -> None:
+    killed = StoryClusterer(ClusterSettings(), 1)
+    for n, key in enumerate(order[:cut], 1):
+        killed.add(make_doc(key, n), ())  # recorded by the store; no merge pass
+    stored = {eid: replace(doc, story_id=killed.story_of(eid)) for eid, doc in killed._docs.items()}
+    resumed = StoryClusterer(ClusterSettings(), max(d.story_id or 0 for d in stored.values()) + 1)
+    resumed.load(stored.values())
+    published = [d.published for d in stored.values()]
+    resumed.touch_range(min(published), max(published))  # the store's pending-merge marker
+    for n, key in enumerate(order[cut:], cut + 1):
+        resumed.add(make_doc(key, n), ())
+    resumed.merge_pass()
+    keys = {n: key for n, key in enumerate(order, 1)}
+    assert partition({keys[e]: resumed.story_of(e) for e in keys}) == expected_partition(MONOLINGUAL)
+
+
+def test_hard_negatives_stay_apart() -> None:
+    story_of, _ = run_cycle(MONOLINGUAL)
+    apart = [("fc-magdeburg", "mgd-attack-1"), ("intel-magdeburg", "mgd-attack-2"),
+             ("quake-jp-1", "quake-cl-1"), ("quake-jp-2", "quake-cl-2"),
+             ("lyon-fire", "lyon-tram")]
+    for a, b in apart:
+        assert story_of[a] != story_of[b], (a, b)
+
+
+def test_wire_copies_join_as_near_duplicates() -> None:
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    orig = make_doc("wire-orig", 1)
+    first = clusterer.add(orig, ())
+    copy = clusterer.add(make_doc("wire-copy", 2), ())
+    edit = clusterer.add(make_doc("wire-edit", 3), ())
+    assert first.rule == "new"
+    assert copy.story_id == edit.story_id == first.story_id
+    assert copy.rule == "simhash" and copy.distance is not None and copy.distance <= 3
+    assert edit.rule == "simhash" and edit.matched_entry_id in (1, 2)
+
+
+def test_independent_write_ups_join_through_the_merge_pass() -> None:
+    story_of, clusterer = run_cycle(["quake-jp-1", "quake-jp-2", "quake-jp-3"])
+    assert len(set(story_of.values())) == 1
+    rules = {clusterer.assignment(e).rule for e in clusterer.added()}
+    assert "story_match" in rules
+
+
+def test_new_entry_joins_a_stored_story_by_story_match() -> None:
+    first, clusterer = run_cycle(["mgd-attack-1", "mgd-attack-2"])
+    stored = {eid: replace(d, story_id=clusterer.story_of(eid)) for eid, d in clusterer._docs.items()}
+    c2 = StoryClusterer(ClusterSettings(), max(first.values()) + 1)
+    c2.load(stored.values())
+    assert c2.add(make_doc("mgd-attack-3", 10), ()).rule == "new"  # story matching is the pass's
+    merges = c2.merge_pass()
+    assert [(m.from_story_id, m.into_story_id) for m in merges] == [
+        (merges[0].from_story_id, first["mgd-attack-1"])]
+    a = c2.assignment(10)
+    assert a.rule == "story_match" and a.story_id == first["mgd-attack-1"]
+    assert a.score is not None and a.score >= ClusterSettings().story_threshold
+    assert a.matched_entry_id in stored
+    assert c2.evidence_updates()[10] == a
+
+
+def test_same_url_and_same_content_are_near_duplicates() -> None:
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    a = make_doc("lyon-tram", 1)
+    clusterer.add(a, ())
+    same_url = replace(make_doc("lyon-fire", 2), link=a.link, feed_id=99)
+    assert clusterer.add(same_url, ()).rule == "url"
+    same_text = replace(a, entry_id=3, link="https://mirror.example/tram", feed_id=98)
+    assert clusterer.add(same_text, ()).rule == "content_hash"
+
+
+def test_short_recurring_heading_in_one_feed_is_not_a_copy() -> None:
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    base = replace(make_doc("lyon-tram", 1), title="Morning briefing", terms=("morning", "briefing"),
+                   content_hash="same", simhash=None)
+    clusterer.add(base, ())
+    later = replace(base, entry_id=2, link="https://local.example/briefing-2")
+    assert clusterer.add(later, ()).rule == "new"
+
+
+def test_bridging_entry_merges_stories_and_keeps_the_older_id() -> None:
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    a = clusterer.add(make_doc("lyon-tram", 1), ())
+    b = clusterer.add(make_doc("quake-cl-1", 2), ())
+    # An entry that carries the URL of one and the exact text of the other bridges them.
+    bridge = replace(make_doc("quake-cl-1", 3), link=make_doc("lyon-tram", 1).link, feed_id=77)
+    result = clusterer.add(bridge, ())
+    # The Chile story was first seen in March, the Lyon one in October: the older id survives.
+    assert result.story_id == b.story_id
+    assert result.absorbed == (a.story_id,)
+    assert clusterer.story_of(1) == clusterer.story_of(2) == clusterer.story_of(3)
+
+
+def test_candidates_from_the_store_outside_memory_are_joined() -> None:
+    clusterer = StoryClusterer(ClusterSettings(), 50)
+    stored = replace(make_doc("wire-orig", 7), story_id=42)
+    a = clusterer.add(make_doc("wire-copy", 8), [stored])
+    assert a.story_id == 42 and a.rule == "simhash" and a.matched_entry_id == 7
+
+
+def test_re_adding_and_re_running_changes_nothing() -> None:
+    story_of, clusterer = run_cycle(MONOLINGUAL)
+    before = clusterer.stories()
+    again = clusterer.add(make_doc(MONOLINGUAL[0], clusterer.added()[0]), ())
+    assert again.story_id == story_of[MONOLINGUAL[0]]
+    assert clusterer.merge_pass() == []
+    assert clusterer.stories() == before
+
+
+def test_reloading_stored_stories_and_polling_nothing_new_changes_nothing() -> None:
+    story_of, clusterer = run_cycle(MONOLINGUAL)
+    stored = {eid: replace(d, story_id=clusterer.story_of(eid)) for eid, d in clusterer._docs.items()}
+    c2 = StoryClusterer(ClusterSettings(), max(story_of.values()) + 1)
+    c2.load(stored.values())
+    assert c2.merge_pass() == []
+    assert c2.stories() == clusterer.stories()
+
+
+def test_merge_pass_reports_merges_with_evidence() -> None:
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    for n, key in enumerate(["quake-jp-1", "quake-jp-2", "quake-jp-3"], 1):
+        clusterer.add(make_doc(key, n), ())
+    merges = clusterer.merge_pass()
+    assert merges and all(m.reason == "merge_pass" for m in merges)
+    for m in merges:
+        assert m.into_story_id < m.from_story_id  # the older story (first seen) survives
+        assert m.score is not None and m.score >= ClusterSettings().story_threshold
+        assert m.entry_id is not None and m.matched_entry_id is not None
+    updates = clusterer.evidence_updates()
+    assert updates and all(a.rule == "story_match" for a in updates.values())
+
+
+def test_explain_pair_names_the_guard_for_fc_magdeburg() -> None:
+    _, clusterer = run_cycle(MONOLINGUAL)
+    why = clusterer.explain_pair(make_doc("fc-magdeburg", 100), make_doc("mgd-attack-1", 101))
+    assert not why.joined and why.rule is None
+    assert "magdeburg" in why.shared_terms
+    assert why.guard == "single_term" or (why.score or 0) < ClusterSettings().story_threshold
+    same = clusterer.explain_pair(make_doc("wire-orig", 102), make_doc("wire-copy", 103))
+    assert same.joined and same.rule == "simhash" and same.distance is not None
+    story = clusterer.explain_pair(make_doc("quake-jp-1", 104), make_doc("quake-jp-3", 105))
+    assert story.rule == "story_match" and "hokkaido" in story.shared_terms
+
+
+def test_explain_pair_names_the_numbers_guard_for_two_earthquakes() -> None:
+    _, clusterer = run_cycle(MONOLINGUAL)
+    why = clusterer.explain_pair(make_doc("quake-jp-1", 100), make_doc("quake-cl-1", 101))
+    assert not why.joined
+    assert why.guard == "numbers" or (why.score or 0) < ClusterSettings().story_threshold
+
+
+def test_story_summary_picks_the_representative() -> None:
+    docs = [make_doc("wire-orig", 1), make_doc("ecb-analysis", 2), make_doc("wire-copy", 3)]
+    earliest = summarise_story(9, docs, "earliest")
+    assert earliest.representative_id == 1 and earliest.title == docs[0].title
+    assert earliest.member_count == 3 and earliest.feed_count == 3 and earliest.host_count == 3
+    assert earliest.first_seen == docs[0].published and earliest.last_seen == docs[1].published
+    assert summarise_story(9, docs, "complete").representative_id == 3
+    with pytest.raises(ValueError):
+        summarise_story(9, docs, "loudest")
