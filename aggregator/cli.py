@@ -198,31 +198,50 @@ def print_story(s: Any, members: list[Any]) -> None:
 @click.pass_obj
 def explain(obj: Context, entry_id: int, other_id: int | None) -> None:
     """Say why an entry is in its story, or why two entries are or are not together."""
+    from .pipeline import explain_pair
+
     with _errors(), obj.open_store() as store:
         entry = store.entry(entry_id)
         if entry is None:
             click.echo(f"aggregator: error: no entry {entry_id}", err=True)
             sys.exit(1)
         click.echo(f"entry {entry_id}: {entry['title']} ({entry['outlet']})")
-        click.echo(f"  story {entry['story_id']}: joined by rule {entry['match_rule']}"
-                   + (f", distance {entry['match_distance']}" if entry["match_distance"] is not None else "")
-                   + (f", score {entry['match_score']:.3f}" if entry["match_score"] is not None else "")
-                   + (f", matched entry {entry['matched_entry_id']}" if entry["matched_entry_id"] else ""))
+        click.echo(f"  in story {entry['story_id']}: {_evidence(entry)}")
         if other_id is None:
-            return
+            if not entry["matched_entry_id"]:
+                return
+            other_id = entry["matched_entry_id"]
+            click.echo("  the entry it matched:")
         other = store.entry(other_id)
         if other is None:
             click.echo(f"aggregator: error: no entry {other_id}", err=True)
             sys.exit(1)
-        same = entry["story_id"] == other["story_id"]
         click.echo(f"entry {other_id}: {other['title']} ({other['outlet']})")
-        click.echo(f"  {'same story' if same else 'different stories'} "
-                   f"({entry['story_id']} / {other['story_id']})")
-        if entry["simhash"] is not None and other["simhash"] is not None:
-            d = ((entry["simhash"] ^ other["simhash"]) & ((1 << 64) - 1)).bit_count()
-            click.echo(f"  simhash distance: {d}")
-        a, b = set(entry["terms"].split()), set(other["terms"].split())
-        click.echo(f"  shared terms: {', '.join(sorted(a & b)) or '(none)'}")
+        click.echo(f"  in story {other['story_id']}: {_evidence(other)}")
+        same = entry["story_id"] == other["story_id"]
+        click.echo(f"together: {'yes, same story' if same else 'no, different stories'}")
+        why = explain_pair(store, obj.config, entry_id, other_id)
+        click.echo(f"why: {why.reason}")
+        if why.distance is not None:
+            click.echo(f"  simhash distance: {why.distance}")
+        click.echo(f"  story similarity: {why.score}")
+        click.echo(f"  shared terms: {', '.join(why.shared_terms[:12]) or '(none)'}")
+        if why.guard:
+            click.echo(f"  guard: {why.guard}")
+
+
+def _evidence(row: Any) -> str:
+    rule = row["match_rule"] or "unknown"
+    words = {"new": "it founded the story", "url": "same canonical URL as",
+             "content_hash": "identical text to", "simhash": "near-copy of",
+             "story_match": "same event as"}.get(rule, rule)
+    parts = [f"rule {rule} ({words}"
+             + (f" entry {row['matched_entry_id']})" if row["matched_entry_id"] else ")")]
+    if row["match_distance"] is not None:
+        parts.append(f"simhash distance {row['match_distance']}")
+    if row["match_score"] is not None:
+        parts.append(f"score {row['match_score']:.3f}")
+    return ", ".join(parts)
 
 
 @main.command()

@@ -388,3 +388,22 @@ def _doc(row: Any) -> clustering.ClusterDoc:
 
 def _host(url: str | None) -> str:
     return (urlsplit(url or "").hostname or "").removeprefix("www.")
+
+
+def explain_pair(store: Store, config: Config, a_id: int, b_id: int) -> Any:
+    """Why two stored entries are or are not in one story (IDF from the window around them)."""
+    rows = [store.entry(a_id), store.entry(b_id)]
+    docs = [_doc(r) for r in rows if r is not None]
+    if len(docs) != 2:
+        return None
+    window = timedelta(seconds=config.cluster.window)
+    opts = config.cluster
+    clusterer = clustering.StoryClusterer(
+        clustering.ClusterSettings(window_hours=opts.window / 3600, simhash_k=opts.simhash_k,
+                                   representative=opts.representative,
+                                   story_threshold=opts.story_threshold),
+        store.next_story_id())
+    lo = min(d.published for d in docs)
+    hi = max(d.published for d in docs)
+    clusterer.load(_doc(r) for r in store.window_entries(_shift(lo, -window), _shift(hi, window)))
+    return clusterer.explain_pair(docs[0], docs[1])

@@ -710,7 +710,8 @@ class Store:
 
     def entry(self, entry_id: int) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.execute(
-            "SELECT e.*, COALESCE(f.title, f.feed_title, f.url) AS outlet, f.url AS feed_url"
+            "SELECT e.*, COALESCE(f.title, f.feed_title, f.url) AS outlet, f.url AS feed_url,"
+            " length(e.text) AS text_length"
             " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.id = ?",
             (entry_id,)).fetchone()
         return row
