@@ -115,7 +115,7 @@ def _parse_xml_feed(body: bytes, headers: dict[str, str], url: str) -> ParsedFee
     fp_headers.pop("content-encoding", None)  # the bytes are already decoded
     fp_headers.setdefault("content-type", "application/xml")
 
-    _bound_author_regex()
+    _tune_feedparser()
     try:
         result = _feedparser_parse(data, fp_headers)
     except Exception as first:
@@ -165,17 +165,20 @@ def _feedparser_parse(data: bytes, headers: dict[str, str]) -> Any:
     )
 
 
-_author_regex_bounded = False
+_feedparser_tuned = False
 
 
-def _bound_author_regex() -> None:
-    """Cut plain-text author fields before feedparser's quadratic email regex runs on them.
+def _tune_feedparser() -> None:
+    """Two changes to feedparser's parser class, made once per process (pinned 6.0.14;
+    tests/test_parse.py notices if either hook disappears):
 
-    Wraps `_FeedParserMixin._sync_author_detail` once per process (feedparser is pinned to
-    6.0.14; tests/test_parse.py notices if the hook disappears).
+    - plain-text author fields are cut to `_MAX_AUTHOR_CHARS` before its email regex, which is
+      quadratic in their length, runs on them;
+    - RSS guids are kept exactly as given: feedparser would resolve a permalink guid such as
+      "item-7" against the feed URL, and an entry's identity must not depend on that.
     """
-    global _author_regex_bounded
-    if _author_regex_bounded:
+    global _feedparser_tuned
+    if _feedparser_tuned:
         return
     mixin = feedparser.mixin._FeedParserMixin
     original: Callable[..., None] = mixin._sync_author_detail
@@ -188,7 +191,8 @@ def _bound_author_regex() -> None:
         original(self, key)
 
     mixin._sync_author_detail = _sync_author_detail
-    _author_regex_bounded = True
+    mixin.can_be_relative_uri = frozenset(mixin.can_be_relative_uri) - {"id"}
+    _feedparser_tuned = True
 
 
 def _transcode_bomless_utf16(
@@ -273,6 +277,14 @@ def _strip_doctype(data: bytes) -> bytes:
     return prolog + rest
 
 
+def _get(container: Any, key: str) -> Any:
+    """A value exactly as feedparser stored it: no key aliases, no `updated`→`published`
+    fallback (which also emits a DeprecationWarning)."""
+    if isinstance(container, dict):
+        return dict.get(container, key)
+    return None
+
+
 def _text(value: Any) -> str | None:
     if isinstance(value, str):
         value = value.strip()
@@ -282,11 +294,11 @@ def _text(value: Any) -> str | None:
 
 def _detail_html(container: Mapping[str, Any], key: str) -> str | None:
     """A text construct as HTML: escaped when feedparser says it is plain text."""
-    value = container.get(key)
+    value = _get(container, key)
     if not isinstance(value, str) or not value.strip():
         return None
-    detail = container.get(f"{key}_detail") or {}
-    kind = str(detail.get("type") or "text/html")
+    detail = _get(container, f"{key}_detail") or {}
+    kind = str(_get(detail, "type") or "text/html")
     if "html" in kind:
         return value
     return html.escape(value, quote=False)
@@ -303,23 +315,23 @@ def _struct_to_datetime(value: Any) -> datetime | None:
 
 def _entry_content(entry: Mapping[str, Any]) -> str | None:
     parts = []
-    for item in entry.get("content") or []:
-        value = item.get("value")
+    for item in _get(entry, "content") or []:
+        value = _get(item, "value")
         if not isinstance(value, str) or not value.strip():
             continue
-        kind = str(item.get("type") or "text/html")
+        kind = str(_get(item, "type") or "text/html")
         parts.append(value if "html" in kind else html.escape(value, quote=False))
     return "\n".join(parts) or None
 
 
 def _entry_language(entry: Mapping[str, Any]) -> str | None:
     for key in ("content", "summary_detail", "title_detail"):
-        details = entry.get(key)
+        details = _get(entry, key)
         if isinstance(details, list):
             details = details[0] if details else None
-        if details and _text(details.get("language")):
-            return _text(details.get("language"))
-    return _text(entry.get("language"))
+        if details and _text(_get(details, "language")):
+            return _text(_get(details, "language"))
+    return _text(_get(entry, "language"))
 
 
 def _raw_entry(entry: Mapping[str, Any]) -> RawEntry:
@@ -328,42 +340,44 @@ def _raw_entry(entry: Mapping[str, Any]) -> RawEntry:
     if summary is not None and summary == content:
         summary = None  # RSS description copied into content by feedparser
     categories = []
-    for tag in entry.get("tags") or []:
-        term = _text(tag.get("term")) or _text(tag.get("label"))
+    for tag in _get(entry, "tags") or []:
+        term = _text(_get(tag, "term")) or _text(_get(tag, "label"))
         if term:
             categories.append(term)
     return RawEntry(
-        guid=_text(entry.get("id")),
+        guid=_text(_get(entry, "id")),
         link=_entry_link(entry),
         title=_detail_html(entry, "title"),
         summary=summary,
         content=content,
-        published=_struct_to_datetime(entry.get("published_parsed")),
-        updated=_struct_to_datetime(entry.get("updated_parsed")),
-        author=_text(entry.get("author")),
+        published=_struct_to_datetime(_get(entry, "published_parsed")),
+        updated=_struct_to_datetime(_get(entry, "updated_parsed")),
+        author=_text(_get(entry, "author")),
         language=_entry_language(entry),
         categories=tuple(categories),
     )
 
 
 def _entry_link(entry: Mapping[str, Any]) -> str | None:
-    link = _text(entry.get("link"))
+    link = _text(_get(entry, "link"))
     if link:
         return link
-    for candidate in entry.get("links") or []:
-        if candidate.get("rel", "alternate") == "alternate" and _text(candidate.get("href")):
-            return _text(candidate.get("href"))
+    for candidate in _get(entry, "links") or []:
+        if (_get(candidate, "rel") or "alternate") == "alternate" and _text(
+            _get(candidate, "href")
+        ):
+            return _text(_get(candidate, "href"))
     return None
 
 
 def _feed_ttl(feed: Mapping[str, Any]) -> int | None:
     """Seconds between polls the publisher suggests: RSS <ttl> (minutes) or sy:updatePeriod."""
-    ttl = _positive_int(feed.get("ttl"))
+    ttl = _positive_int(_get(feed, "ttl"))
     if ttl is not None:
         return ttl * 60
-    period = _text(feed.get("sy_updateperiod"))
+    period = _text(_get(feed, "sy_updateperiod"))
     if period and period.lower() in _UPDATE_PERIODS:
-        frequency = _positive_int(feed.get("sy_updatefrequency")) or 1
+        frequency = _positive_int(_get(feed, "sy_updatefrequency")) or 1
         return max(_UPDATE_PERIODS[period.lower()] // frequency, 1)
     return None
 
