@@ -4,7 +4,8 @@ Pure: no I/O, no clock (`now` is a parameter), deterministic for the same input.
 
 Conventions a reader of the database can rely on:
 
-- `guid` is the feed's own id exactly as given (control characters removed), else the
+- `guid` is the feed's own id exactly as given (control characters and surrounding
+  whitespace removed), else the
   canonical link, else ``"hash:" + blake2b(title, date as given, summary)``; the n-th repeat of
   an id inside one feed becomes ``"<id>#<n>"``. Ids over 2,048 characters are replaced by
   ``"long-id:" + blake2b(id)``.
@@ -52,7 +53,7 @@ TRACKING_PARAMS = frozenset(
 TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "itm_")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_HOST_OK = re.compile(r"^(?:[\w-]+(?:\.[\w-]+)*\.?|\[[0-9a-fA-F:.]+\])$")
+_HOST_OK = re.compile(r"^(?:[\w-]+(?:\.[\w-]+)*|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)$")
 # Characters a URL path/query may carry unescaped; `%` stays so escaping is idempotent.
 _PATH_SAFE = "/%:@!$&'()*+,;=~-._"
 _QUERY_SAFE = _PATH_SAFE + "?"
@@ -139,7 +140,7 @@ def canonical_url(url: str, base: str | None = None) -> str | None:
         host = (parts.hostname or "").rstrip(".")
         if not host or not _HOST_OK.match(host):
             return None
-        if ":" in host:  # IPv6 literal
+        if ":" in host:  # IPv6 literal; urlsplit hands it back without brackets
             host = f"[{host}]"
         port = parts.port
     except ValueError:
@@ -189,7 +190,7 @@ def plain_text(fragment: str) -> str:
     fragment = clean_string(fragment)
     if "<" not in fragment and "&" not in fragment:
         return _collapse(fragment)
-    spaced = _BLOCK_TAG.sub(" ", fragment)
+    spaced = _BLOCK_TAG.sub(" <", fragment)
     text = nh3.clean(
         spaced,
         tags=set(),
@@ -308,8 +309,8 @@ def _digest(*parts: str) -> str:
 
 def _identity(raw: RawEntry, link: str | None) -> str:
     if raw.guid is not None:
-        guid = clean_string(raw.guid)
-        if guid.strip():
+        guid = clean_string(raw.guid).strip()
+        if guid:
             if len(guid) > MAX_ID_CHARS:
                 return "long-id:" + _digest(guid)
             return guid
