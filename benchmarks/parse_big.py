@@ -37,7 +37,9 @@ def many_items_feed(count: int = 100_000) -> bytes:
     )
     return (
         b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Many</title>'
-        b"<link>http://many.example.com/</link><description>d</description>" + items + b"</channel></rss>"
+        b"<link>http://many.example.com/</link><description>d</description>"
+        + items
+        + b"</channel></rss>"
     )
 
 
@@ -67,7 +69,9 @@ def _measure(case: str, body: bytes) -> tuple[object, ...]:
 
 def main() -> int:
     context = multiprocessing.get_context("spawn")
-    print(f"{'case':<12} {'body MB':>8} {'entries':>8} {'parse s':>8} {'total s':>8} {'cpu s':>7} {'peak RSS MB':>12} {'title chars':>12}")
+    print(
+        f"{'case':<12} {'body MB':>8} {'entries':>8} {'parse s':>8} {'total s':>8} {'cpu s':>7} {'peak RSS MB':>12} {'title chars':>12}"
+    )
     for case in ("title_20mb", "items_100k"):
         queue = context.Queue()
         process = context.Process(target=_run, args=(case, queue))
@@ -78,7 +82,9 @@ def main() -> int:
             print(f"{result[0]:<12} {result[1] / 1e6:>8.1f} failed: {result[2]}")
             continue
         name, size, count, parse_s, wall, cpu, peak, title_len = result
-        print(f"{name:<12} {size / 1e6:>8.1f} {count:>8} {parse_s:>8.2f} {wall:>8.2f} {cpu:>7.2f} {peak:>12.0f} {title_len:>12}")
+        print(
+            f"{name:<12} {size / 1e6:>8.1f} {count:>8} {parse_s:>8.2f} {wall:>8.2f} {cpu:>7.2f} {peak:>12.0f} {title_len:>12}"
+        )
     return 0
 
 
