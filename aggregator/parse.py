@@ -48,6 +48,8 @@ _MAX_AUTHOR_CHARS = 256
 
 # Total characters internal entity references may add to the document.
 _MAX_ENTITY_EXPANSION = 1024 * 1024
+# Each declaration costs one scan of the body when its expansion is counted.
+_MAX_ENTITY_DECLARATIONS = 256
 
 _JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.\d+)?/?$")
 _CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
@@ -258,6 +260,12 @@ def _limit_entity_expansion(data: bytes, problems: list[str]) -> bytes:
     prolog, rest = _prolog(data)
     if b"<!ENTITY" not in prolog:
         return data
+    declarations = _ENTITY_DECL.findall(prolog)
+    if len(declarations) > _MAX_ENTITY_DECLARATIONS:
+        problems.append(
+            f"{len(declarations)} entity declarations removed (limit {_MAX_ENTITY_DECLARATIONS})"
+        )
+        return _strip_doctype(data)
     expansion = 0
     for match in _ENTITY_DECL.finditer(prolog):
         name, value = match.group(2), match.group(3)
@@ -397,10 +405,14 @@ def _positive_int(value: Any) -> int | None:
 
 
 def _looks_like_json(body: bytes, headers: Mapping[str, str]) -> bool:
+    """The first character decides ('{' JSON, '<' XML); the Content-Type only when it cannot."""
+    first = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if first in (b"{", b"<"):
+        return first == b"{"
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type in ("application/feed+json", "application/json") or media_type.endswith("+json"):
         return True
-    return body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
+    return False
 
 
 def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:

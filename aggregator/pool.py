@@ -17,6 +17,7 @@ import asyncio
 import multiprocessing
 import os
 import pickle
+import signal
 import threading
 import traceback
 from collections.abc import Callable
@@ -35,6 +36,8 @@ class WorkerDied(RuntimeError):
 
 def _worker_main(conn: Connection, max_memory: int | None) -> None:
     """Run tasks from `conn` until it closes or sends None."""
+    # Ctrl-C reaches the whole process group; the parent decides what happens to workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if max_memory is not None:
         import resource
 
@@ -108,7 +111,8 @@ class _Worker:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid
+        pid: int | None = self.process.pid
+        return pid
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
         """Send a task and block for its reply (runs in a helper thread)."""
@@ -171,6 +175,8 @@ class WorkerPool:
             self._available = asyncio.Semaphore(self._size)
         async with self._available:
             with self._lock:
+                if self._closed:
+                    raise RuntimeError("pool is closed")
                 worker = self._idle.pop()
                 self._busy.add(worker)
             loop = asyncio.get_running_loop()

@@ -199,3 +199,15 @@ def test_only_parse_error_escapes_for_any_text_in_a_title(title: str) -> None:
             parse_feed(body, {}, "http://e/")
         except ParseError:
             pass
+
+
+def test_xml_served_as_json_is_still_read_as_xml() -> None:
+    feed = parse_feed(_rss("<title>x</title>"), {"Content-Type": "application/json"}, "http://e/")
+    assert feed.entries[0].guid == "g1"
+
+
+def test_thousands_of_entity_declarations_are_dropped_not_counted() -> None:
+    decls = "".join(f'<!ENTITY e{i} "v">' for i in range(5000))
+    feed = parse_feed(_rss("<title>&e1;</title>", f"<!DOCTYPE rss [{decls}]>"), {}, "http://e/")
+    assert feed.problem is not None and "5000 entity declarations removed" in feed.problem
+    assert feed.entries[0].guid == "g1"
