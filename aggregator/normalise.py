@@ -1,57 +1,360 @@
-"""Entry identity, canonical URLs, UTC dates, plain text, sanitised HTML (first version)."""
+"""Raw entries → clean `Entry` records; the only module that uses nh3.
+
+Pure: no I/O, no clock (`now` is a parameter), deterministic for the same input.
+
+Conventions a reader of the database can rely on:
+
+- `guid` is the feed's own id exactly as given (control characters and surrounding
+  whitespace removed), else the
+  canonical link, else ``"hash:" + blake2b(title, date as given, summary)``; the n-th repeat of
+  an id inside one feed becomes ``"<id>#<n>"``. Ids over 2,048 characters are replaced by
+  ``"long-id:" + blake2b(id)``.
+- Canonical URLs keep the query parameters in the publisher's order (re-ordering can change
+  what some servers return), drop tracking parameters, fragments, user info and default ports.
+- `title` is plain text of at most 1,024 characters; `summary` and `content` are sanitised
+  HTML (inputs over 1,000,000 characters are cut before sanitising); `text` is at most
+  200,000 characters.
+- `content_hash` covers title + text with clock times and dates masked, so a body that only
+  restates "updated 10:42" on every poll keeps its hash and does not churn.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import html
 import re
-from datetime import datetime
-from urllib.parse import urljoin, urlsplit
+import unicodedata
+from dataclasses import replace
+from datetime import UTC, datetime
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import nh3
 
-from .model import Entry, ParsedFeed
+from aggregator.model import Entry, ParsedFeed, RawEntry
 
-_TAG = re.compile(r"<[^>]+>")
+MAX_TITLE_CHARS = 1024
+MAX_HTML_CHARS = 1_000_000
+MAX_TEXT_CHARS = 200_000
+MAX_URL_CHARS = 8192
+MAX_ID_CHARS = 2048
+MAX_SHORT_CHARS = 256  # author, category, language
+
+# fmt: off
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid", "gclid", "gclsrc", "dclid", "msclkid", "yclid", "twclid", "igshid",
+        "mc_cid", "mc_eid", "_hsenc", "_hsmi", "__hssc", "__hstc", "__hsfp", "hsctatracking",
+        "mkt_tok", "oly_anon_id", "oly_enc_id", "vero_id", "vero_conv", "wickedid",
+        "_ga", "_gl", "s_cid", "ref_src", "ref_url", "spm", "cmpid", "ocid", "ncid",
+        "sr_share", "at_medium", "at_campaign", "rss_campaign",
+    }
+)
+# fmt: on
+TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "itm_")
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST_OK = re.compile(r"^(?:[\w-]+(?:\.[\w-]+)*|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)$")
+# Characters a URL path/query may carry unescaped; `%` stays so escaping is idempotent.
+_PATH_SAFE = "/%:@!$&'()*+,;=~-._"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_PERCENT_ESCAPE = re.compile(r"%([0-9a-fA-F]{2})")
+_BAD_PERCENT = re.compile(r"%(?![0-9a-fA-F]{2})")
+
+# C0/C1 controls except tab/newline/carriage return, lone surrogates, non-characters.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+_WHITESPACE = re.compile(r"\s+")
+# Block-level tags: their boundaries become spaces in plain text ("<p>a</p><p>b</p>" → "a b").
+_BLOCK_TAG = re.compile(
+    r"<(?=/?(?:p|div|br|hr|li|ul|ol|dl|dt|dd|h[1-6]|tr|td|th|table|thead|tbody|tfoot|caption"
+    r"|blockquote|pre|section|article|aside|header|footer|nav|figure|figcaption|address|img"
+    r"|details|summary|main|option|title)\b)",
+    re.IGNORECASE,
+)
+# An <img> tag (bounded by the next '<' so a missing '>' cannot make this quadratic).
+_IMG_TAG = re.compile(r"<img\b[^<>]*>", re.IGNORECASE)
+_PIXEL_SIZE = re.compile(r"""\b(?:width|height)\s*=\s*["']?\s*[01](?:px)?\s*(?:["'\s/>])""", re.I)
+_TRACKER_SRC = re.compile(
+    r"(?:feeds\.feedburner\.com/~r/|feeds\.feedburner\.com/~ff/|pixel\.wp\.com/|stats\.wordpress\.com/"
+    r"|google-analytics\.com/|pixel\.quantserve\.com/|doubleclick\.net/|/pixel\.gif|/tracking\.gif"
+    r"|/beacon\.gif|/open\.gif)",
+    re.IGNORECASE,
+)
+_URL_ATTRIBUTES = frozenset({"href", "src", "cite", "longdesc", "usemap", "action"})
+_SAFE_URL_SCHEMES = frozenset({"http", "https", "mailto"})
+# Volatile tokens masked before hashing: 10:42, 10:42:07, 2024-05-01, 01/05/2024, "5 minutes ago".
+_VOLATILE = re.compile(
+    r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[ap]\.?m\.?)?\b"
+    r"|\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"
+    r"|\b\d{1,2}/\d{1,2}/\d{2,4}\b"
+    r"|\b\d+\s+(?:second|minute|hour|day)s?\s+ago\b",
+    re.IGNORECASE,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# strings
+
+
+def clean_string(value: str) -> str:
+    """Remove NUL, control characters, lone surrogates and non-characters; return Unicode NFC."""
+    value = _CONTROL.sub("", value)
+    return unicodedata.normalize("NFC", value)
+
+
+def _collapse(value: str) -> str:
+    return _WHITESPACE.sub(" ", value).strip()
+
+
+def _short(value: str | None, limit: int = MAX_SHORT_CHARS) -> str | None:
+    if value is None:
+        return None
+    cleaned = _collapse(clean_string(value))[:limit].strip()
+    return cleaned or None
+
+
+# --------------------------------------------------------------------------------------------
+# URLs
+
+
+def canonical_url(url: str, base: str | None = None) -> str | None:
+    """The canonical absolute http(s) form of `url` (resolved against `base`), or None.
+
+    Lower-case scheme and host, no user info, no default port, no fragment, no tracking
+    parameters; other query parameters kept in their original order; unsafe characters
+    percent-escaped with upper-case hex. Anything that is not http(s) gives None.
+    """
+    if not isinstance(url, str):
+        return None
+    url = _CONTROL.sub("", url).strip()
+    if not url or len(url) > MAX_URL_CHARS:
+        return None
+    try:
+        if base:
+            base = _CONTROL.sub("", base).strip()
+            if len(base) <= MAX_URL_CHARS:
+                url = urljoin(base, url)
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            return None
+        host = (parts.hostname or "").rstrip(".")
+        if not host or not _HOST_OK.match(host):
+            return None
+        if ":" in host:  # IPv6 literal; urlsplit hands it back without brackets
+            host = f"[{host}]"
+        port = parts.port
+    except ValueError:
+        return None
+    host = host.lower()
+    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    path = _escape(parts.path, _PATH_SAFE) or "/"
+    query = _canonical_query(parts.query)
+    result = urlunsplit((scheme, netloc, path, query, ""))
+    return result if len(result) <= MAX_URL_CHARS else None
+
+
+def _escape(value: str, safe: str) -> str:
+    value = _BAD_PERCENT.sub("%25", value)
+    value = quote(value, safe=safe)
+    return _PERCENT_ESCAPE.sub(lambda m: "%" + m.group(1).upper(), value)
+
+
+def _is_tracking(key: str) -> bool:
+    key = unquote(key).strip().lower()
+    return key in TRACKING_PARAMS or key.startswith(TRACKING_PREFIXES)
+
+
+def _canonical_query(query: str) -> str:
+    kept = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key = pair.split("=", 1)[0]
+        if _is_tracking(key):
+            continue
+        kept.append(_escape(pair, _QUERY_SAFE))
+    return "&".join(kept)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
 
 
 def plain_text(fragment: str) -> str:
-    return " ".join(html.unescape(_TAG.sub(" ", fragment or "")).split())
+    """Readable plain text of an HTML fragment: tags gone, entities decoded, whitespace collapsed.
+
+    Script and style bodies are dropped; block elements separate words with a space.
+    """
+    if not fragment:
+        return ""
+    fragment = clean_string(fragment)
+    if "<" not in fragment and "&" not in fragment:
+        return _collapse(fragment)
+    spaced = _BLOCK_TAG.sub(" <", fragment)
+    text = nh3.clean(
+        spaced,
+        tags=set(),
+        clean_content_tags={"script", "style", "template", "noscript", "iframe", "object"},
+        attributes={},
+        strip_comments=True,
+    )
+    return _collapse(clean_string(html.unescape(text)))
 
 
 def sanitise_html(fragment: str, base_url: str | None = None) -> str:
-    return nh3.clean(fragment or "", url_schemes={"http", "https", "mailto"})
+    """Safe HTML for output: no scripts, styles, event handlers, frames, javascript:/data:
+    URLs or tracking pixels; relative URLs resolved against `base_url` when given."""
+    if not fragment:
+        return ""
+    fragment = clean_string(fragment)
+    if "<" in fragment:
+        fragment = _IMG_TAG.sub(_drop_pixel, fragment)
+
+    def attribute_filter(tag: str, attribute: str, value: str) -> str | None:
+        if attribute not in _URL_ATTRIBUTES:
+            return value
+        if tag == "img" and attribute == "src" and _TRACKER_SRC.search(value):
+            return None
+        return _safe_attribute_url(value, base_url)
+
+    cleaned = nh3.clean(
+        fragment,
+        clean_content_tags={"script", "style", "template", "noscript", "iframe", "object"},
+        url_schemes=set(_SAFE_URL_SCHEMES),
+        attribute_filter=attribute_filter,
+        strip_comments=True,
+    )
+    return clean_string(cleaned).strip()
 
 
-def canonical_url(url: str | None, base: str | None = None) -> str | None:
-    if not url:
+def _drop_pixel(match: re.Match[str]) -> str:
+    tag = match.group(0)
+    if len(_PIXEL_SIZE.findall(tag)) >= 2 or _TRACKER_SRC.search(tag):
+        return ""
+    return tag
+
+
+def _safe_attribute_url(value: str, base_url: str | None) -> str | None:
+    value = value.strip()
+    if not value:
         return None
-    full = urljoin(base or "", url.strip())
-    parts = urlsplit(full)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        scheme = urlsplit(value).scheme.lower()
+    except ValueError:
         return None
-    return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower(),
-                          fragment="").geturl()
+    if scheme == "mailto":
+        return value
+    if scheme and scheme not in _DEFAULT_PORTS:
+        return None
+    if base_url:
+        return canonical_url(value, base_url)
+    if scheme:
+        return canonical_url(value)
+    return value  # relative and nothing to resolve against: harmless
+
+
+# --------------------------------------------------------------------------------------------
+# entries
 
 
 def normalise_entries(parsed: ParsedFeed, feed_url: str, now: datetime) -> list[Entry]:
-    out = []
-    seen: set[str] = set()
+    """Clean every entry of `parsed`: identity, canonical link, UTC dates, plain text, safe HTML.
+
+    `now` is when the entries were first seen: it fills missing dates and caps future ones.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    now = now.astimezone(UTC)
+    feed_language = _short(parsed.language, 35)
+    entries = []
+    seen: dict[str, int] = {}
     for raw in parsed.entries:
-        link = canonical_url(raw.link, feed_url)
-        title = plain_text(raw.title or "")
-        summary = sanitise_html(raw.summary or "")
-        content = sanitise_html(raw.content or "")
-        text = " ".join(x for x in (title, plain_text(raw.summary or ""), plain_text(raw.content or "")) if x)
-        published = min(raw.published or raw.updated or now, now)
-        guid = raw.guid or link or hashlib.sha1(f"{title}|{published}|{summary}".encode()).hexdigest()
-        while guid in seen:
-            guid += "#dup"
-        seen.add(guid)
-        out.append(Entry(
-            guid=guid, link=link, title=title, summary=summary, content=content, text=text,
-            published=published, updated=raw.updated, author=raw.author,
-            language=raw.language or parsed.language,
-            content_hash=hashlib.blake2b(f"{title}\n{text}".encode(), digest_size=16).hexdigest(),
-            categories=raw.categories))
-    return out
+        entry = _normalise_entry(raw, feed_url, now, feed_language)
+        guid = entry.guid
+        if guid in seen:
+            count = seen[guid]
+            while True:
+                count += 1
+                candidate = f"{guid}#{count}"
+                if candidate not in seen:
+                    break
+            seen[guid] = count
+            seen[candidate] = 1
+            entry = replace(entry, guid=candidate)
+        else:
+            seen[guid] = 1
+        entries.append(entry)
+    return entries
+
+
+def _utc(value: datetime | None, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        value = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    return min(value, now)
+
+
+def _digest(*parts: str) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def _identity(raw: RawEntry, link: str | None) -> str:
+    if raw.guid is not None:
+        guid = clean_string(raw.guid).strip()
+        if guid:
+            if len(guid) > MAX_ID_CHARS:
+                return "long-id:" + _digest(guid)
+            return guid
+    if link:
+        return link
+    date = raw.published or raw.updated
+    return "hash:" + _digest(
+        raw.title or "", date.isoformat() if date else "", raw.summary or raw.content or ""
+    )
+
+
+def _normalise_entry(
+    raw: RawEntry, feed_url: str, now: datetime, feed_language: str | None
+) -> Entry:
+    link = canonical_url(raw.link, feed_url) if raw.link else None
+    base = link or feed_url
+    title = plain_text((raw.title or "")[: MAX_TITLE_CHARS * 64])[:MAX_TITLE_CHARS].strip()
+    summary = sanitise_html((raw.summary or "")[:MAX_HTML_CHARS], base)
+    content = sanitise_html((raw.content or "")[:MAX_HTML_CHARS], base)
+    summary_text = plain_text(summary)
+    content_text = plain_text(content)
+    if content_text.startswith(summary_text):
+        body_text = content_text  # the summary is the content's lead: say it once
+    else:
+        body_text = f"{summary_text} {content_text}"
+    text = _collapse(f"{title} {body_text}")[:MAX_TEXT_CHARS]
+    published = _utc(raw.published, now) or _utc(raw.updated, now) or now
+    categories = tuple(dict.fromkeys(c for c in (_short(c, 100) for c in raw.categories) if c))
+    return Entry(
+        guid=_identity(raw, link),
+        link=link,
+        title=title,
+        summary=summary,
+        content=content,
+        text=text,
+        published=published,
+        updated=_utc(raw.updated, now),
+        author=_short(raw.author),
+        language=_short(raw.language, 35) or feed_language,
+        content_hash=content_hash(title, text),
+        categories=categories[:50],
+    )
+
+
+def content_hash(title: str, text: str) -> str:
+    """Hex digest of the meaningful content; clock times and dates do not count."""
+    return _digest(_VOLATILE.sub("#", title), _VOLATILE.sub("#", text))

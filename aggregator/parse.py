@@ -1,41 +1,525 @@
-"""bytes + headers → ParsedFeed (first version). The only feedparser user."""
+"""Feed bytes + response headers → `ParsedFeed`; the only module that uses feedparser.
+
+Every route out of `parse_feed` is either a `ParsedFeed` or a `ParseError`: feedparser's own
+exceptions, a JSON decoder's, or an encoding error never escape. The function is pure (no I/O,
+no clock) and its arguments and result pickle, so the pipeline can run it in a worker process
+with a time limit.
+
+What is done *before* feedparser sees the bytes, and why:
+
+- size cap: `max_bytes` (20 MiB by default) bounds memory;
+- compressed bodies are refused, never inflated: fetch hands over decoded bytes, so gzip or
+  zlib magic here means a file:// feed or a confused server, and inflating it could be a bomb;
+- numeric character references that are not XML characters (`&#0;`, `&#xD800;`, `&#x110000;`,
+  `&#xFFFFFFFF;`) are removed, because feedparser 6.0.14 *raises* on some of them;
+- internal entities whose total expansion would exceed `_MAX_ENTITY_EXPANSION` are dropped
+  (feedparser already refuses nested and external entities, but one 100 KB entity used 1,000
+  times is still a 100 MB "quadratic blowup");
+- UTF-16 without BOM and without an XML declaration is recognised and transcoded.
+
+External entities and DTDs are never read: feedparser strips the DOCTYPE, re-declares only
+entities whose value is plain text, and turns off `feature_external_ges` on the SAX parser
+(expat; the optional libxml2 driver is not installed). `tests/test_corpus.py` checks this
+with the XXE corpus.
+"""
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Mapping
+import html
+import io
+import json
+import re
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import feedparser
+import feedparser  # type: ignore[import-untyped]
 
-from .errors import ParseError
-from .model import ParsedFeed, RawEntry
+from aggregator.errors import ParseError
+from aggregator.model import ParsedFeed, RawEntry
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+# feedparser's author-email regex is quadratic in the length of a plain-text author field
+# (30,000 characters take 12 s). Real author fields are short; longer ones are cut before the
+# regex sees them.
+_MAX_AUTHOR_CHARS = 256
+
+# Total characters internal entity references may add to the document.
+_MAX_ENTITY_EXPANSION = 1024 * 1024
+# Each declaration costs one scan of the body when its expansion is counted.
+_MAX_ENTITY_DECLARATIONS = 256
+
+_JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.\d+)?/?$")
+_CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+_FIRST_ELEMENT = re.compile(rb"<[A-Za-z_]")
+_ENTITY_DECL = re.compile(rb"<!ENTITY\s+(%\s+)?([\w.:-]+)\s+(\"[^\"]*\"|'[^']*'|[^>]*)>")
+_DOCTYPE = re.compile(rb"<!DOCTYPE(?:[^\[>]*\[.*?\]\s*>|[^>]*>)", re.DOTALL)
+
+# sy:updatePeriod in seconds (RSS 1.0 syndication module).
+_UPDATE_PERIODS = {
+    "hourly": 3600,
+    "daily": 86400,
+    "weekly": 7 * 86400,
+    "monthly": 30 * 86400,
+    "yearly": 365 * 86400,
+}
 
 
-def _date(struct: Any) -> datetime | None:
-    if not struct:
-        return None
-    return datetime.fromtimestamp(calendar.timegm(struct), UTC)
+def parse_feed(
+    body: bytes,
+    headers: Mapping[str, str],
+    url: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> ParsedFeed:
+    """Turn a response body into a `ParsedFeed`, or raise `ParseError` when nothing usable is there.
 
-
-def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
+    `headers` are the final response's headers (any case); `url` is the final URL, used as the
+    base for relative links. Recoverable problems (bozo feeds) are recorded in `problem`.
+    """
+    if len(body) > max_bytes:
+        raise ParseError(url, f"body is {len(body):,} bytes, over the {max_bytes:,} byte cap")
+    if not body.strip():
+        raise ParseError(url, "empty body: not a feed")
+    if body[:2] == b"\x1f\x8b" or body[:2] in (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda"):
+        raise ParseError(
+            url, "body is compressed (gzip/zlib); it must be decoded before parsing, not here"
+        )
+    lower_headers = {str(k).lower(): str(v) for k, v in headers.items()}
     try:
-        d = feedparser.parse(body, response_headers={**headers, "content-location": url})
-    except Exception as exc:  # feedparser raises on some char refs
-        raise ParseError(url, f"cannot parse feed: {exc}") from exc
-    if not d.entries and d.get("bozo"):
-        raise ParseError(url, f"not a feed: {d.get('bozo_exception')}")
+        if _looks_like_json(body, lower_headers):
+            return _parse_json_feed(body, url)
+        return _parse_xml_feed(body, lower_headers, url)
+    except ParseError:
+        raise
+    except (RecursionError, MemoryError) as exc:
+        raise ParseError(
+            url, f"feed is too deeply nested or too large: {type(exc).__name__}"
+        ) from exc
+    except Exception as exc:  # the boundary: nothing but ParseError leaves this function
+        raise ParseError(url, f"cannot parse feed: {type(exc).__name__}: {exc}"[:500]) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# XML through feedparser
+
+
+def _parse_xml_feed(body: bytes, headers: dict[str, str], url: str) -> ParsedFeed:
+    problems: list[str] = []
+    data, headers = _transcode_bomless_utf16(body, headers, problems)
+    data = _drop_invalid_charrefs(data, problems)
+    data = _limit_entity_expansion(data, problems)
+
+    fp_headers = dict(headers)
+    fp_headers["content-location"] = url
+    fp_headers.pop("content-encoding", None)  # the bytes are already decoded
+    fp_headers.setdefault("content-type", "application/xml")
+
+    _tune_feedparser()
+    try:
+        result = _feedparser_parse(data, fp_headers)
+    except Exception as first:
+        # feedparser can still raise on DOCTYPE tricks (a backslash in an entity value makes
+        # its re.sub fail); retry once without any DOCTYPE before giving up.
+        stripped = _strip_doctype(data)
+        if stripped == data:
+            raise
+        problems.append(f"DOCTYPE removed after feedparser failed ({type(first).__name__})")
+        result = _feedparser_parse(stripped, fp_headers)
+
+    entries_in = result.get("entries") or []
+    feed_in = result.get("feed") or {}
+    version = result.get("version") or ""
+    if not entries_in and not version:
+        why = result.get("bozo_exception")
+        detail = f" ({type(why).__name__}: {why})" if why else ""
+        raise ParseError(url, f"not a feed: no RSS, Atom or JSON Feed found{detail}"[:500])
+
+    if result.get("bozo"):
+        exc = result.get("bozo_exception")
+        # A missing or odd Content-Type is not a problem of the feed worth recording.
+        if exc is not None and type(exc).__name__ != "NonXMLContentType":
+            problems.append(f"{type(exc).__name__}: {exc}"[:300])
+
+    feed_language = _text(feed_in.get("language"))
+    entries = tuple(_raw_entry(e) for e in entries_in)
+    return ParsedFeed(
+        title=_detail_html(feed_in, "title"),
+        link=_text(feed_in.get("link")),
+        language=feed_language,
+        ttl=_feed_ttl(feed_in),
+        entries=entries,
+        problem="; ".join(problems) or None,
+    )
+
+
+def _feedparser_parse(data: bytes, headers: dict[str, str]) -> Any:
+    # BytesIO, never bytes: feedparser treats a bare string as a URL or file name to open.
+    # sanitize_html=False: normalise sanitises with nh3 (one sanitiser, and faster);
+    # resolve_relative_uris=True: only feedparser knows each element's xml:base.
+    return feedparser.parse(
+        io.BytesIO(data),
+        response_headers=headers,
+        sanitize_html=False,
+        resolve_relative_uris=True,
+    )
+
+
+_feedparser_tuned = False
+
+
+def _tune_feedparser() -> None:
+    """Two changes to feedparser's parser class, made once per process (pinned 6.0.14;
+    tests/test_parse.py notices if either hook disappears):
+
+    - plain-text author fields are cut to `_MAX_AUTHOR_CHARS` before its email regex, which is
+      quadratic in their length, runs on them;
+    - RSS guids are kept exactly as given: feedparser would resolve a permalink guid such as
+      "item-7" against the feed URL, and an entry's identity must not depend on that.
+    """
+    global _feedparser_tuned
+    if _feedparser_tuned:
+        return
+    mixin = feedparser.mixin._FeedParserMixin
+    original: Callable[..., None] = mixin._sync_author_detail
+
+    def _sync_author_detail(self: Any, key: str = "author") -> None:
+        context = self._get_context()
+        value = context.get(key)
+        if isinstance(value, str) and len(value) > _MAX_AUTHOR_CHARS:
+            context[key] = value[:_MAX_AUTHOR_CHARS]
+        original(self, key)
+
+    mixin._sync_author_detail = _sync_author_detail
+    mixin.can_be_relative_uri = frozenset(mixin.can_be_relative_uri) - {"id"}
+    _feedparser_tuned = True
+
+
+def _transcode_bomless_utf16(
+    body: bytes, headers: dict[str, str], problems: list[str]
+) -> tuple[bytes, dict[str, str]]:
+    """UTF-16 with neither BOM nor XML declaration: feedparser cannot tell; the NUL pattern can."""
+    head = body[:4]
+    if len(head) < 4 or head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return body, headers
+    if head[0:1] == b"<" and head[1] == 0 and head[2] not in (0, ord("?")) and head[3] == 0:
+        codec = "utf-16-le"
+    elif head[0] == 0 and head[1:2] == b"<" and head[2] == 0 and head[3] not in (0, ord("?")):
+        codec = "utf-16-be"
+    else:
+        return body, headers
+    problems.append(f"no BOM or XML declaration; read as {codec.upper()}")
+    text = body.decode(codec, errors="replace")
+    media_type = headers.get("content-type", "application/xml").split(";")[0].strip()
+    new_headers = dict(headers)
+    new_headers["content-type"] = f"{media_type or 'application/xml'}; charset=utf-8"
+    return text.encode("utf-8"), new_headers
+
+
+def _is_xml_char(code: int) -> bool:
+    return (
+        code in (0x9, 0xA, 0xD)
+        or 0x20 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
+    )
+
+
+def _drop_invalid_charrefs(data: bytes, problems: list[str]) -> bytes:
+    if b"&#" not in data:
+        return data
+    dropped = 0
+
+    def replace(match: re.Match[bytes]) -> bytes:
+        nonlocal dropped
+        hex_digits, dec_digits = match.group(1), match.group(2)
+        digits = hex_digits or dec_digits
+        # Long digit strings are out of range anyway; do not hand them to int().
+        if len(digits.lstrip(b"0")) <= 8:
+            code = int(digits, 16 if hex_digits else 10)
+            if _is_xml_char(code):
+                return match.group(0)
+        dropped += 1
+        return b""
+
+    cleaned = _CHARREF.sub(replace, data)
+    if dropped:
+        problems.append(f"{dropped} character reference(s) to non-XML characters removed")
+    return cleaned
+
+
+def _prolog(data: bytes) -> tuple[bytes, bytes]:
+    first = _FIRST_ELEMENT.search(data)
+    cut = first.start() if first else len(data)
+    return data[:cut], data[cut:]
+
+
+def _limit_entity_expansion(data: bytes, problems: list[str]) -> bytes:
+    prolog, rest = _prolog(data)
+    if b"<!ENTITY" not in prolog:
+        return data
+    declarations = _ENTITY_DECL.findall(prolog)
+    if len(declarations) > _MAX_ENTITY_DECLARATIONS:
+        problems.append(
+            f"{len(declarations)} entity declarations removed (limit {_MAX_ENTITY_DECLARATIONS})"
+        )
+        return _strip_doctype(data)
+    expansion = 0
+    for match in _ENTITY_DECL.finditer(prolog):
+        name, value = match.group(2), match.group(3)
+        expansion += max(len(value) - 2, 0) * rest.count(b"&" + name + b";")
+        if expansion > _MAX_ENTITY_EXPANSION:
+            problems.append("entity declarations removed: their expansion exceeds 1 MiB")
+            return _strip_doctype(data)
+    return data
+
+
+def _strip_doctype(data: bytes) -> bytes:
+    prolog, rest = _prolog(data)
+    if b"<!DOCTYPE" not in prolog and b"<!ENTITY" not in prolog:
+        return data
+    prolog = _DOCTYPE.sub(b"", prolog)
+    prolog = _ENTITY_DECL.sub(b"", prolog)
+    return prolog + rest
+
+
+def _get(container: Any, key: str) -> Any:
+    """A value exactly as feedparser stored it: no key aliases, no `updated`→`published`
+    fallback (which also emits a DeprecationWarning)."""
+    if isinstance(container, dict):
+        return dict.get(container, key)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return None
+
+
+def _detail_html(container: Mapping[str, Any], key: str) -> str | None:
+    """A text construct as HTML: escaped when feedparser says it is plain text."""
+    value = _get(container, key)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    detail = _get(container, f"{key}_detail") or {}
+    kind = str(_get(detail, "type") or "text/html")
+    if "html" in kind:
+        return value
+    return html.escape(value, quote=False)
+
+
+def _struct_to_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(value), UTC)
+    except (OverflowError, ValueError, OSError, TypeError):
+        return None
+
+
+def _entry_content(entry: Mapping[str, Any]) -> str | None:
+    parts = []
+    for item in _get(entry, "content") or []:
+        value = _get(item, "value")
+        if not isinstance(value, str) or not value.strip():
+            continue
+        kind = str(_get(item, "type") or "text/html")
+        parts.append(value if "html" in kind else html.escape(value, quote=False))
+    return "\n".join(parts) or None
+
+
+def _entry_language(entry: Mapping[str, Any]) -> str | None:
+    for key in ("content", "summary_detail", "title_detail"):
+        details = _get(entry, key)
+        if isinstance(details, list):
+            details = details[0] if details else None
+        if details and _text(_get(details, "language")):
+            return _text(_get(details, "language"))
+    return _text(_get(entry, "language"))
+
+
+def _raw_entry(entry: Mapping[str, Any]) -> RawEntry:
+    summary = _detail_html(entry, "summary")
+    content = _entry_content(entry)
+    if summary is not None and summary == content:
+        summary = None  # RSS description copied into content by feedparser
+    categories = []
+    for tag in _get(entry, "tags") or []:
+        term = _text(_get(tag, "term")) or _text(_get(tag, "label"))
+        if term:
+            categories.append(term)
+    return RawEntry(
+        guid=_text(_get(entry, "id")),
+        link=_entry_link(entry),
+        title=_detail_html(entry, "title"),
+        summary=summary,
+        content=content,
+        published=_struct_to_datetime(_get(entry, "published_parsed")),
+        updated=_struct_to_datetime(_get(entry, "updated_parsed")),
+        author=_text(_get(entry, "author")),
+        language=_entry_language(entry),
+        categories=tuple(categories),
+    )
+
+
+def _entry_link(entry: Mapping[str, Any]) -> str | None:
+    link = _text(_get(entry, "link"))
+    if link:
+        return link
+    for candidate in _get(entry, "links") or []:
+        if (_get(candidate, "rel") or "alternate") == "alternate" and _text(
+            _get(candidate, "href")
+        ):
+            return _text(_get(candidate, "href"))
+    return None
+
+
+def _feed_ttl(feed: Mapping[str, Any]) -> int | None:
+    """Seconds between polls the publisher suggests: RSS <ttl> (minutes) or sy:updatePeriod."""
+    ttl = _positive_int(_get(feed, "ttl"))
+    if ttl is not None:
+        return ttl * 60
+    period = _text(_get(feed, "sy_updateperiod"))
+    if period and period.lower() in _UPDATE_PERIODS:
+        frequency = _positive_int(_get(feed, "sy_updatefrequency")) or 1
+        return max(_UPDATE_PERIODS[period.lower()] // frequency, 1)
+    return None
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+        number = int(value.strip())
+    else:
+        return None
+    return number if number > 0 else None
+
+
+# --------------------------------------------------------------------------------------------
+# JSON Feed 1.0 / 1.1 (feedparser 6.0.14 does not read it)
+
+
+def _looks_like_json(body: bytes, headers: Mapping[str, str]) -> bool:
+    """The first character decides ('{' JSON, '<' XML); the Content-Type only when it cannot."""
+    first = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if first in (b"{", b"<"):
+        return first == b"{"
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type in ("application/feed+json", "application/json") or media_type.endswith("+json"):
+        return True
+    return False
+
+
+def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
+    problems: list[str] = []
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = body.decode("utf-8-sig", errors="replace")
+        problems.append("invalid UTF-8 replaced")
+    try:
+        document = json.loads(text)
+    except RecursionError as exc:
+        raise ParseError(url, "JSON nested too deeply") from exc
+    except ValueError as exc:
+        raise ParseError(url, f"not a feed: invalid JSON ({exc})"[:300]) from exc
+    if not isinstance(document, dict):
+        raise ParseError(url, "not a feed: JSON document is not an object")
+    version = document.get("version")
+    items = document.get("items")
+    if not (isinstance(version, str) and _JSON_FEED_VERSION.match(version.strip())):
+        if not isinstance(items, list):
+            raise ParseError(url, "not a feed: JSON without a JSON Feed version or items")
+        problems.append(f"unknown JSON Feed version {str(version)[:80]!r}")
+    if not isinstance(items, list):
+        problems.append("items is not a list")
+        items = []
+
+    feed_language = _json_str(document.get("language"))
     entries = []
-    for e in d.entries:
-        content = e.get("content")
-        entries.append(RawEntry(
-            guid=e.get("id"), link=e.get("link"), title=e.get("title"),
-            summary=e.get("summary"), content=content[0].get("value") if content else None,
-            published=_date(e.get("published_parsed")), updated=_date(e.get("updated_parsed")),
-            author=e.get("author"), language=None,
-            categories=tuple(t.get("term") for t in e.get("tags", []) if t.get("term"))))
-    f = d.feed
-    return ParsedFeed(title=f.get("title"), link=f.get("link"), language=f.get("language"),
-                      entries=tuple(entries),
-                      problem=str(d.get("bozo_exception")) if d.get("bozo") else None)
+    skipped = 0
+    for item in items:
+        if not isinstance(item, dict):
+            skipped += 1
+            continue
+        entries.append(_json_entry(item))
+    if skipped:
+        problems.append(f"{skipped} item(s) that are not objects skipped")
+    return ParsedFeed(
+        title=_escaped(_json_str(document.get("title"))),
+        link=_json_str(document.get("home_page_url")),
+        language=feed_language,
+        ttl=None,
+        entries=tuple(entries),
+        problem="; ".join(problems) or None,
+    )
+
+
+def _json_str(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _escaped(value: str | None) -> str | None:
+    return html.escape(value, quote=False) if value is not None else None
+
+
+def _json_id(value: Any) -> str | None:
+    # JSON Feed 1.0 allowed numbers; 1.1 says strings. Keep the text a publisher meant.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    return _json_str(value)
+
+
+def _json_date(value: Any) -> datetime | None:
+    text = _json_str(value)
+    if text is None or len(text) > 64:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _json_author(item: Mapping[str, Any]) -> str | None:
+    authors = item.get("authors")
+    if not isinstance(authors, list):
+        authors = [item.get("author")]
+    names = [_json_str(author.get("name")) for author in authors[:20] if isinstance(author, dict)]
+    joined = ", ".join(name for name in names if name)
+    return joined or None
+
+
+def _json_entry(item: Mapping[str, Any]) -> RawEntry:
+    content_html = _json_str(item.get("content_html"))
+    content = content_html or _escaped(_json_str(item.get("content_text")))
+    tags = item.get("tags")
+    categories = tuple(
+        tag.strip() for tag in (tags if isinstance(tags, list) else []) if _json_str(tag)
+    )
+    return RawEntry(
+        guid=_json_id(item.get("id")),
+        link=_json_str(item.get("url")) or _json_str(item.get("external_url")),
+        title=_escaped(_json_str(item.get("title"))),
+        summary=_escaped(_json_str(item.get("summary"))),
+        content=content,
+        published=_json_date(item.get("date_published")),
+        updated=_json_date(item.get("date_modified")),
+        author=_json_author(item),
+        language=_json_str(item.get("language")),
+        categories=categories,
+    )
