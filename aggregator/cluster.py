@@ -496,9 +496,17 @@ class StoryClusterer:
             return None
         if not self._windows_overlap(a, b):
             return None
+        if self._one_outlet(a.members + b.members):
+            return None
         if self._guard(dot, top, norms, a.decimals, b.decimals) is not None:
             return None
         return score
+
+    def _one_outlet(self, members: Sequence[int]) -> bool:
+        """Stories told by one feed alone do not merge by similarity: an outlet's own items on a
+        topic (a live blog, a series, boilerplate) are separate until another outlet links them."""
+        first = self._docs[members[0]].feed_id
+        return all(self._docs[e].feed_id == first for e in members)
 
     def _windows_overlap(self, a: _Story, b: _Story) -> bool:
         """Two stories may merge only if some members are within the window of each other."""
@@ -531,6 +539,8 @@ class StoryClusterer:
         guard = None
         if dot >= self.settings.story_threshold:
             guard = self._guard(dot, top, 1.0, _decimals(a.terms), _decimals(b.terms))
+            if guard is None and a.feed_id == b.feed_id:
+                guard = "same_outlet"
         together = (
             a.entry_id in self._story_of
             and b.entry_id in self._story_of
@@ -549,7 +559,10 @@ class StoryClusterer:
             reason = f"story match: cosine {score} >= {self.settings.story_threshold} on {', '.join(shared[:6])}"
         else:
             rule = None
-            if guard == "single_term":
+            if guard == "same_outlet":
+                reason = ("refused: both come from one feed; an outlet's own items join a story"
+                          " only through another outlet's report")
+            elif guard == "single_term":
                 reason = f"refused: the match rests on one term ({shared[0]})"
             elif guard == "numbers":
                 reason = (f"refused: different measurements ({', '.join(sorted(_decimals(a.terms)))}"

@@ -327,7 +327,7 @@ def _normalise_entry(
 ) -> Entry:
     link = canonical_url(raw.link, feed_url) if raw.link else None
     base = link or feed_url
-    title = plain_text((raw.title or "")[: MAX_TITLE_CHARS * 64])[:MAX_TITLE_CHARS].strip()
+    title = plain_title(raw.title or "")
     summary = sanitise_html((raw.summary or "")[:MAX_HTML_CHARS], base)
     content = sanitise_html((raw.content or "")[:MAX_HTML_CHARS], base)
     summary_text = plain_text(summary)
@@ -353,6 +353,17 @@ def _normalise_entry(
         content_hash=content_hash(title, text),
         categories=categories[:50],
     )
+
+
+_MARKUP = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
+
+
+def plain_title(fragment: str) -> str:
+    """A title as plain text, at most MAX_TITLE_CHARS; markup escaped twice is removed too."""
+    title = plain_text(fragment[: MAX_TITLE_CHARS * 64])
+    if _MARKUP.search(title):  # a title escaped twice (or CDATA holding HTML) is still markup
+        title = plain_text(title)
+    return title[:MAX_TITLE_CHARS].strip()
 
 
 def content_hash(title: str, text: str) -> str:

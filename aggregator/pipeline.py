@@ -22,7 +22,7 @@ from .errors import AggregatorError, ParseError
 from .fetch import Fetcher
 from .fingerprint import fingerprint
 from .model import FeedFailure, FetchResult, ProcessedFeed
-from .normalise import normalise_entries
+from .normalise import canonical_url, normalise_entries, plain_title
 from .parse import parse_feed
 from .pool import WorkerPool
 from .schedule import next_poll_at, retires
@@ -30,23 +30,28 @@ from .store import DueFeed, Store, from_db_time, i64_to_u64
 
 log = logging.getLogger("aggregator")
 
-PARSE_TIMEOUT = 60.0  # seconds of CPU work one feed body may take
+PARSE_TIMEOUT = 120.0  # seconds one feed body may take (a 100,000-item feed needs ~30 s)
+WORKER_MEMORY = 1 << 30  # address-space cap per worker: a memory bomb fails that feed only
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime) -> ProcessedFeed:
+def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime,
+                 max_bytes: int) -> ProcessedFeed:
     """parse → normalise → fingerprint, in a worker process. Never raises for bad feeds."""
     try:
-        parsed = parse_feed(body, headers, url)
+        parsed = parse_feed(body, headers, url, max_bytes=max_bytes)
     except ParseError as exc:
-        return ProcessedFeed(feed=_empty_feed(), entries=(),
-                             failure=FeedFailure("parse", exc.message))
+        kind = "not_a_feed" if exc.message.lower().startswith("not a feed") else "parse"
+        return ProcessedFeed(feed=_empty_feed(), entries=(), failure=FeedFailure(kind, exc.message))
     entries = normalise_entries(parsed, url, now)
     pairs = tuple((e, fingerprint(e)) for e in entries)
-    return ProcessedFeed(feed=replace(parsed, entries=()), entries=pairs)
+    # The feed's own title is HTML as parsed; store it as plain text, its link canonical.
+    feed = replace(parsed, entries=(), title=plain_title(parsed.title or "") or None,
+                   link=canonical_url(parsed.link, url) if parsed.link else None)
+    return ProcessedFeed(feed=feed, entries=pairs)
 
 
 def _empty_feed() -> Any:
@@ -100,7 +105,7 @@ class Poller:
     async def __aenter__(self) -> Poller:
         self._stack = contextlib.AsyncExitStack()
         self.fetcher = await self._stack.enter_async_context(Fetcher(self.config.fetch))
-        self.pool = self._stack.enter_context(WorkerPool(self.workers))
+        self.pool = self._stack.enter_context(WorkerPool(self.workers, max_memory=WORKER_MEMORY))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -157,7 +162,7 @@ class Poller:
         try:
             processed: ProcessedFeed = await self.pool.run(
                 process_body, result.body, dict(result.headers), result.final_url, now,
-                timeout=PARSE_TIMEOUT)
+                self.config.fetch.max_body_bytes, timeout=PARSE_TIMEOUT)
         except TimeoutError:
             failure = FeedFailure("timeout", f"parsing took longer than {PARSE_TIMEOUT:.0f} s")
             return self._record_failure(feed, result, failure, now)
