@@ -513,7 +513,8 @@ class StoryClusterer:
         span = timedelta(hours=self.settings.window_hours)
         a_dates = [self._docs[e].published for e in a.members]
         b_dates = [self._docs[e].published for e in b.members]
-        return min(a_dates) - span <= max(b_dates) and min(b_dates) - span <= max(a_dates)
+        # Differences, not sums: feeds carry dates near the ends of the calendar.
+        return max(b_dates) - min(a_dates) >= -span and max(a_dates) - min(b_dates) >= -span
 
     def _closest_pair(self, source: _Story, into: _Story, vectors: dict[int, Vector]) -> tuple[int, int]:
         """The member of `source` closest to `into`'s centroid, and its closest member of `into`."""

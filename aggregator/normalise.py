@@ -296,6 +296,8 @@ def _utc(value: datetime | None, now: datetime) -> datetime | None:
         value = value.astimezone(UTC)
     except (OverflowError, ValueError):
         return None
+    if value.year < 1970:  # "0001-01-01" and friends: a placeholder, not a date
+        return None
     return min(value, now)
 
 
