@@ -158,12 +158,14 @@ def _parse_xml_feed(body: bytes, headers: dict[str, str], url: str) -> ParsedFee
 def _feedparser_parse(data: bytes, headers: dict[str, str]) -> Any:
     # BytesIO, never bytes: feedparser treats a bare string as a URL or file name to open.
     # sanitize_html=False: normalise sanitises with nh3 (one sanitiser, and faster);
-    # resolve_relative_uris=True: only feedparser knows each element's xml:base.
+    # resolve_relative_uris only when the document uses xml:base: feedparser's sgmllib pass
+    # is most of its time, and without xml:base normalise resolves relative links against
+    # the entry link and feed URL just as well.
     return feedparser.parse(
         io.BytesIO(data),
         response_headers=headers,
         sanitize_html=False,
-        resolve_relative_uris=True,
+        resolve_relative_uris=b"xml:base" in data,
     )
 
 
