@@ -140,13 +140,18 @@ def _title_words(title: str) -> set[str]:
 class _Story:
     """A cluster being built in `merge_pass`: members, summed vector, its norm, measurements."""
 
-    __slots__ = ("story_id", "members", "vector", "norm", "decimals", "key", "first_seen", "version")
+    __slots__ = ("story_id", "members", "vector", "norm", "decimals", "key", "first_seen",
+                 "version", "earliest", "latest", "feeds")
 
     def __init__(
         self, story_id: int, members: list[int], vector: Vector, decimals: frozenset[str],
-        key: tuple[datetime, str], first_seen: datetime,
+        key: tuple[datetime, str], first_seen: datetime, earliest: datetime, latest: datetime,
+        feeds: frozenset[int],
     ) -> None:
         self.story_id = story_id
+        self.earliest = earliest  # publication times of the members, for the window check
+        self.latest = latest
+        self.feeds = feeds
         self.members = members
         self.vector = vector
         self.norm = _norm(vector)
@@ -388,25 +393,48 @@ class StoryClusterer:
         vectors = {eid: _vector(doc.terms, stats) for eid, doc in self._docs.items()}
         limit = stats.search_limit()
         clusters: dict[int, _Story] = {}
-        by_term: dict[str, set[int]] = defaultdict(set)
+        # Candidates come from an index of (term, time slot): stories can only merge when their
+        # members are within the window of each other, so only neighbouring slots are looked at.
+        slot_seconds = max(3600.0, self.settings.window_hours * 3600.0)
+        by_term: dict[tuple[str, int], set[int]] = defaultdict(set)
+
+        def slots(cluster: _Story) -> range:
+            lo = int(cluster.earliest.timestamp() // slot_seconds)
+            hi = int(cluster.latest.timestamp() // slot_seconds)
+            return range(lo, min(hi, lo + 64) + 1)
+
+        def index(cluster: _Story) -> None:
+            for term in cluster.vector:
+                if stats.df.get(term, 0) <= limit:
+                    for slot in slots(cluster):
+                        by_term[(term, slot)].add(cluster.story_id)
+
+        def unindex(cluster: _Story) -> None:
+            for term in cluster.vector:
+                for slot in slots(cluster):
+                    bucket = by_term.get((term, slot))
+                    if bucket is not None:
+                        bucket.discard(cluster.story_id)
+
         for sid, members in self._members.items():
             if not members:
                 continue
             cluster = self._build_story(sid, list(members), vectors)
             clusters[sid] = cluster
-            for term in cluster.vector:
-                if stats.df.get(term, 0) <= limit:
-                    by_term[term].add(sid)
+            index(cluster)
 
         heap: list[tuple[float, tuple[datetime, str], tuple[datetime, str], int, int, int, int]] = []
 
         def push_neighbours(sid: int) -> None:
             cluster = clusters[sid]
             neighbours: set[int] = set()
+            near = slots(cluster)
+            near = range(near.start - 1, near.stop + 1)
             for term in cluster.vector:
-                bucket = by_term.get(term)
-                if bucket is not None:
-                    neighbours |= bucket
+                for slot in near:
+                    bucket = by_term.get((term, slot))
+                    if bucket is not None:
+                        neighbours |= bucket
             neighbours.discard(sid)
             for other_id in neighbours:
                 other = clusters[other_id]
@@ -433,16 +461,12 @@ class StoryClusterer:
             self._reattach_founders(source, into, round(-neg, 4), vectors)
             self._merge_into(source.story_id, into.story_id)
             del clusters[source.story_id]
-            for term in source.vector:
-                bucket = by_term.get(term)
-                if bucket is not None:
-                    bucket.discard(source.story_id)
+            unindex(source)
+            unindex(into)
             merged = self._build_story(into.story_id, into.members + source.members, vectors)
             merged.version = into.version + 1
             clusters[into.story_id] = merged
-            for term in merged.vector:
-                if stats.df.get(term, 0) <= limit:
-                    by_term[term].add(into.story_id)
+            index(merged)
             push_neighbours(into.story_id)
         self._dirty.clear()
         return merges
@@ -483,38 +507,38 @@ class StoryClusterer:
         decimals = _signature_decimals(docs)
         key = min((d.published, d.content_hash) for d in docs)
         first_seen = min(d.first_seen or d.published for d in docs)
-        return _Story(sid, members, vector, decimals, key, first_seen)
+        published = [d.published for d in docs]
+        return _Story(sid, members, vector, decimals, key, first_seen, min(published),
+                      max(published), frozenset(d.feed_id for d in docs))
 
     def _cluster_score(self, a: _Story, b: _Story) -> float | None:
         """Centroid cosine of two stories when it passes the threshold and the guards."""
         if not a.norm or not b.norm:
+            return None
+        # The cheap guards first: most neighbours by term are out of the window or one outlet.
+        if not self._windows_overlap(a, b):
+            return None
+        if len(a.feeds | b.feeds) < 2:
+            # Stories told by one feed alone do not merge by similarity: an outlet's own items
+            # on a topic (a live blog, a series, boilerplate) stay apart until another outlet
+            # links them.
             return None
         norms = a.norm * b.norm
         dot, top = _dot(a.vector, b.vector)
         score = dot / norms
         if score < self.settings.story_threshold:
             return None
-        if not self._windows_overlap(a, b):
-            return None
-        if self._one_outlet(a.members + b.members):
-            return None
         if self._guard(dot, top, norms, a.decimals, b.decimals) is not None:
             return None
         return score
 
-    def _one_outlet(self, members: Sequence[int]) -> bool:
-        """Stories told by one feed alone do not merge by similarity: an outlet's own items on a
-        topic (a live blog, a series, boilerplate) are separate until another outlet links them."""
-        first = self._docs[members[0]].feed_id
-        return all(self._docs[e].feed_id == first for e in members)
+
 
     def _windows_overlap(self, a: _Story, b: _Story) -> bool:
         """Two stories may merge only if some members are within the window of each other."""
         span = timedelta(hours=self.settings.window_hours)
-        a_dates = [self._docs[e].published for e in a.members]
-        b_dates = [self._docs[e].published for e in b.members]
         # Differences, not sums: feeds carry dates near the ends of the calendar.
-        return max(b_dates) - min(a_dates) >= -span and max(a_dates) - min(b_dates) >= -span
+        return b.latest - a.earliest >= -span and a.latest - b.earliest >= -span
 
     def _closest_pair(self, source: _Story, into: _Story, vectors: dict[int, Vector]) -> tuple[int, int]:
         """The member of `source` closest to `into`'s centroid, and its closest member of `into`."""

@@ -279,6 +279,7 @@ class _ClusterCycle:
         self.clusterer: clustering.StoryClusterer | None = None
         self.loaded: tuple[datetime, datetime] | None = None
         self.touched: set[int] = set()
+        self.pending: list[datetime] = []  # publication times placed since the last refresh
         self.grown: set[int] = set()
         self.created: set[int] = set()
 
@@ -286,12 +287,18 @@ class _ClusterCycle:
         if self.clusterer is None:
             self.clusterer = clustering.StoryClusterer(self.settings, self.store.next_story_id())
         lo, hi = _shift(published, -self.window), _shift(published, self.window)
-        if self.loaded is None or lo < self.loaded[0] or hi > self.loaded[1]:
-            new_lo = lo if self.loaded is None else min(lo, self.loaded[0])
-            new_hi = hi if self.loaded is None else max(hi, self.loaded[1])
-            rows = self.store.window_entries(new_lo, new_hi)
+        if self.loaded is None:
+            self.clusterer.load(_doc(r) for r in self.store.window_entries(lo, hi))
+            self.loaded = (lo, hi)
+        elif lo < self.loaded[0] or hi > self.loaded[1]:
+            # Load only what the window grew by: reloading all of it for each entry is quadratic.
+            rows = []
+            if lo < self.loaded[0]:
+                rows += self.store.window_entries(lo, self.loaded[0], include_until=False)
+            if hi > self.loaded[1]:
+                rows += self.store.window_entries(self.loaded[1], hi, include_since=False)
             self.clusterer.load(_doc(r) for r in rows)
-            self.loaded = (new_lo, new_hi)
+            self.loaded = (min(lo, self.loaded[0]), max(hi, self.loaded[1]))
         return self.clusterer
 
     def place(self, entry_id: int, feed_id: int, feed_url: str, entry: Any, fp: Any) -> None:
@@ -307,13 +314,14 @@ class _ClusterCycle:
             rows += self.store.simhash_candidates(fp.simhash, since, exclude=entry_id)
         candidates = [_doc(r) for r in rows]
         a = clusterer.add(doc, candidates)
-        self.store.mark_merge_pending(entry.published)
+        self.pending.append(entry.published)
         for absorbed in a.absorbed:
             self.store.merge_stories(absorbed, a.story_id, entry_id=entry_id,
                                      reason=f"bridged by entry {entry_id}", now=self.now)
             self.created.discard(absorbed)
         self.store.assign_story(entry_id, a.story_id, rule=a.rule, distance=a.distance,
-                                score=a.score, matched_entry_id=a.matched_entry_id, now=self.now)
+                                score=a.score, matched_entry_id=a.matched_entry_id, now=self.now,
+                                new_story_title=entry.title if a.rule == "new" else None)
         if a.rule == "new":
             self.created.add(a.story_id)
         self.touch(a.story_id)
@@ -323,6 +331,11 @@ class _ClusterCycle:
         self.touched.add(story_id)
 
     def refresh(self) -> None:
+        """End of a feed's transaction: story rows, and the merge pass still owed (crash-safe)."""
+        if self.pending:
+            self.store.mark_merge_pending(min(self.pending))
+            self.store.mark_merge_pending(max(self.pending))
+            self.pending.clear()
         if self.touched:
             self.store.refresh_stories(self.touched, self.now, self.representative)
             self.touched.clear()

@@ -272,6 +272,13 @@ class Store:
         return store
 
     def close(self) -> None:
+        """Close the connection. A passive checkpoint first (it never blocks readers) leaves
+        the closing checkpoint, which briefly locks out readers, with nothing to copy."""
+        if not self.conn.in_transaction:
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass  # closing must not fail; SQLite checkpoints on close anyway
         self.conn.close()
 
     def __enter__(self) -> Store:
@@ -560,14 +567,17 @@ class Store:
                 (link, exclude or -1)))
         return rows
 
-    def window_entries(self, since: datetime, until: datetime) -> list[sqlite3.Row]:
-        """Stored, clustered entries published in [since, until] (the clustering window)."""
+    def window_entries(self, since: datetime, until: datetime, *, include_since: bool = True,
+                       include_until: bool = True) -> list[sqlite3.Row]:
+        """Stored, clustered entries published between since and until (the clustering window)."""
+        lo = ">=" if include_since else ">"
+        hi = "<=" if include_until else "<"
         return list(self.execute(
             "SELECT e.id, e.feed_id, e.link, e.title, e.published, e.first_seen, e.content_hash,"
             " e.simhash, e.terms, e.language, e.story_id, e.match_rule,"
             " length(e.text) AS text_length, f.url AS feed_url"
             " FROM entries e JOIN feeds f ON f.id = e.feed_id"
-            " WHERE e.published >= ? AND e.published <= ? AND e.story_id IS NOT NULL"
+            f" WHERE e.published {lo} ? AND e.published {hi} ? AND e.story_id IS NOT NULL"
             " ORDER BY e.id", (to_db_time(since), to_db_time(until))))
 
     def unclustered_entries(self) -> list[sqlite3.Row]:
@@ -608,12 +618,20 @@ class Store:
         self.execute("DELETE FROM meta WHERE key IN ('merge_pending_from', 'merge_pending_until')")
 
     def assign_story(self, entry_id: int, story_id: int, *, rule: str, distance: int | None,
-                     score: float | None, matched_entry_id: int | None, now: datetime) -> None:
-        """Put an entry in a story (creating the story row if new), with its evidence."""
+                     score: float | None, matched_entry_id: int | None, now: datetime,
+                     new_story_title: str | None = None) -> None:
+        """Put an entry in a story (creating the story row if new), with its evidence.
+
+        `new_story_title` says the story is new (its first member's title): no lookup needed.
+        """
         ts = to_db_time(now)
-        exists = self.execute("SELECT 1 FROM stories WHERE id = ?", (story_id,)).fetchone()
+        exists = None if new_story_title is not None else self.execute(
+            "SELECT 1 FROM stories WHERE id = ?", (story_id,)).fetchone()
         if exists is None:
-            title = self.execute("SELECT title FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+            title = new_story_title
+            if title is None:
+                title = self.execute("SELECT title FROM entries WHERE id = ?",
+                                     (entry_id,)).fetchone()[0]
             self.execute(
                 "INSERT INTO stories (id, title, representative_id, first_seen, last_seen,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
