@@ -34,6 +34,10 @@ Handler = Callable[[Request, BaseHTTPRequestHandler], Response | None]
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a poller opening dozens of connections at
+    # once overflows it, and the dropped SYNs look like timeouts that never reach a handler.
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client hanging up (as a fetcher cutting off a huge body does) is not an error.
         if not isinstance(sys.exc_info()[1], ConnectionError):
