@@ -246,6 +246,8 @@ def _safe_attribute_url(value: str, base_url: str | None) -> str | None:
         return value
     if scheme and scheme not in _DEFAULT_PORTS:
         return None
+    if scheme and "?" not in value and "#" not in value and " " not in value:
+        return value  # an absolute http(s) link with nothing to strip: the common case, fast
     if base_url:
         return canonical_url(value, base_url)
     if scheme:
