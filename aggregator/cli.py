@@ -201,23 +201,13 @@ def explain(obj: Context, entry_id: int, other_id: int | None) -> None:
     from .pipeline import explain_pair
 
     with _errors(), obj.open_store() as store:
-        entry = store.entry(entry_id)
-        if entry is None:
-            click.echo(f"aggregator: error: no entry {entry_id}", err=True)
-            sys.exit(1)
-        click.echo(f"entry {entry_id}: {entry['title']} ({entry['outlet']})")
-        click.echo(f"  in story {entry['story_id']}: {_evidence(entry)}")
+        entry = _show_entry(store, entry_id)
         if other_id is None:
             if not entry["matched_entry_id"]:
                 return
             other_id = entry["matched_entry_id"]
             click.echo("  the entry it matched:")
-        other = store.entry(other_id)
-        if other is None:
-            click.echo(f"aggregator: error: no entry {other_id}", err=True)
-            sys.exit(1)
-        click.echo(f"entry {other_id}: {other['title']} ({other['outlet']})")
-        click.echo(f"  in story {other['story_id']}: {_evidence(other)}")
+        other = _show_entry(store, other_id)
         same = entry["story_id"] == other["story_id"]
         click.echo(f"together: {'yes, same story' if same else 'no, different stories'}")
         why = explain_pair(store, obj.config, entry_id, other_id)
@@ -228,6 +218,17 @@ def explain(obj: Context, entry_id: int, other_id: int | None) -> None:
         click.echo(f"  shared terms: {', '.join(why.shared_terms[:12]) or '(none)'}")
         if why.guard:
             click.echo(f"  guard: {why.guard}")
+
+
+def _show_entry(store: Store, entry_id: int) -> Any:
+    """Print an entry and why it is in its story; exit 1 when there is no such entry."""
+    entry = store.entry(entry_id)
+    if entry is None:
+        click.echo(f"aggregator: error: no entry {entry_id}", err=True)
+        sys.exit(1)
+    click.echo(f"entry {entry_id}: {entry['title']} ({entry['outlet']})")
+    click.echo(f"  in story {entry['story_id']}: {_evidence(entry)}")
+    return entry
 
 
 def _evidence(row: Any) -> str:

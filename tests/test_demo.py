@@ -77,3 +77,31 @@ def test_demo_expected_stories_join_and_hard_negatives_stay_apart(demo_run) -> N
     apart = sum(story[tuple(a)] != story[tuple(b)] for a, b in negatives)
     # One known miss: Lagarde's school visit vs the ECB rate cut (both French, same names).
     assert apart >= len(negatives) - 1, f"only {apart}/{len(negatives)} hard negatives apart"
+
+
+def test_explain_says_why_entries_are_or_are_not_together(demo_run) -> None:  # type: ignore[no-untyped-def]
+    _result, data = demo_run
+    conn = sqlite3.connect(data / "demo.db")
+    nato = conn.execute(
+        "SELECT id FROM entries WHERE story_id = (SELECT story_id FROM entries"
+        " WHERE title LIKE '%North Korean troops%' GROUP BY story_id ORDER BY count(*) DESC"
+        " LIMIT 1) ORDER BY id LIMIT 2").fetchall()
+    magdeburg = conn.execute(
+        "SELECT id FROM entries WHERE title LIKE '%Magdeburg%' ORDER BY id").fetchall()
+    config = data.parent / "config" / "demo.toml"
+
+    def explain(*ids: int) -> str:
+        done = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(config),
+                               "explain", *map(str, ids)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    same = explain(nato[0][0], nato[1][0])
+    assert "together: yes" in same and "why:" in same and "shared terms:" in same
+    assert len(magdeburg) >= 2
+    apart = explain(magdeburg[0][0], magdeburg[1][0])
+    assert "together: no" in apart
+    assert "no entry 999999" in subprocess.run(
+        [sys.executable, "-m", "aggregator", "--config", str(config), "explain", "999999"],
+        capture_output=True, text=True, timeout=60).stderr
