@@ -88,6 +88,9 @@ class _Stats:
         return max(_SEARCH_DF_FLOOR, _SEARCH_DF_SHARE * self.docs)
 
 
+_MAX_NEIGHBOURS = 24  # candidate merges kept per story in the merge pass
+
+
 def _hamming(a: int, b: int) -> int:
     return ((a ^ b) & _U64).bit_count()
 
@@ -436,11 +439,19 @@ class StoryClusterer:
                     if bucket is not None:
                         neighbours |= bucket
             neighbours.discard(sid)
+            scored: list[tuple[float, _Story]] = []
             for other_id in neighbours:
                 other = clusters[other_id]
                 score = self._cluster_score(cluster, other)
-                if score is None:
-                    continue
+                if score is not None:
+                    scored.append((score, other))
+            # Only the best few: the heap stays linear in the number of stories even when a
+            # large window shares much vocabulary (a story's best merge is among them; the
+            # others are pushed again from their own side or after a merge).
+            if len(scored) > _MAX_NEIGHBOURS:
+                scored = heapq.nlargest(_MAX_NEIGHBOURS, scored,
+                                        key=lambda pair: (pair[0], -pair[1].story_id))
+            for score, other in scored:
                 a, b = (cluster, other) if cluster.key <= other.key else (other, cluster)
                 heapq.heappush(heap, (-score, a.key, b.key, a.story_id, a.version,
                                       b.story_id, b.version))

@@ -21,12 +21,29 @@ WORDS = (
     "parliament treaty summit embassy border refugees shelter charity donation award novel "
     "film director season league coach transfer stadium final champions record marathon"
 ).split()
+_SYLLABLES = ("ka ri to ne sa mu li po de va ro ti mi ga lo be nu fa si ke da zo "
+              "re ha ju wi pe").split()
+
+
+def _vocabulary(size: int, seed: int) -> list[str]:
+    """Pseudo-words: real news has a wide vocabulary, and a tiny one makes every text alike."""
+    rng = random.Random(seed)
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+VOCABULARY = WORDS + _vocabulary(4000, 99)
 PLACES = ("Lisbon Oslo Tallinn Porto Gdansk Lyon Graz Bergen Turku Cork Bilbao Malmo Ghent "
           "Utrecht Brno Split Varna Kaunas Leipzig Nantes").split()
 
 
 def _sentence(rng: random.Random, words: list[str], n: int) -> str:
-    return " ".join(rng.choice(words) for _ in range(n)).capitalize() + "."
+    # A few common words and a long tail of rare ones, as in real text.
+    picks = (rng.choice(words) if rng.random() < 0.4 else rng.choice(VOCABULARY)
+             for _ in range(n))
+    return " ".join(picks).capitalize() + "."
 
 
 def make_events(count: int, seed: int = 1) -> list[dict[str, str]]:
@@ -34,7 +51,7 @@ def make_events(count: int, seed: int = 1) -> list[dict[str, str]]:
     events = []
     for i in range(count):
         place = rng.choice(PLACES)
-        topic = rng.sample(WORDS, 4)
+        topic = rng.sample(VOCABULARY, 4)
         events.append({
             "place": place,
             "topic": " ".join(topic),
