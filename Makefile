@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench checks clean venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/run_all.py
+
+# The issues' outside checks (#3 hostile server, #4 corpus): real CLI polls, PASS/FAIL + figures.
+checks: $(STAMP)
+	$(BIN)/python benchmarks/hostile_poll_check.py
+	$(BIN)/python benchmarks/corpus_poll_check.py
 
 clean:
 	rm -rf $(VENV) data/*.db data/*.db-wal data/*.db-shm data/digests

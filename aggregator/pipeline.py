@@ -32,6 +32,7 @@ log = logging.getLogger("aggregator")
 
 PARSE_TIMEOUT = 120.0  # seconds one feed body may take (a 100,000-item feed needs ~30 s)
 WORKER_MEMORY = 1 << 30  # address-space cap per worker: a memory bomb fails that feed only
+WORKER_RECYCLE = 256 << 20  # a worker that peaked above this (a giant feed) is replaced
 
 
 def utcnow() -> datetime:
@@ -105,7 +106,8 @@ class Poller:
     async def __aenter__(self) -> Poller:
         self._stack = contextlib.AsyncExitStack()
         self.fetcher = await self._stack.enter_async_context(Fetcher(self.config.fetch))
-        self.pool = self._stack.enter_context(WorkerPool(self.workers, max_memory=WORKER_MEMORY))
+        self.pool = self._stack.enter_context(
+            WorkerPool(self.workers, max_memory=WORKER_MEMORY, recycle_rss=WORKER_RECYCLE))
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -34,8 +35,20 @@ class WorkerDied(RuntimeError):
     """The worker process ended without answering (killed, crashed, out of memory)."""
 
 
+def _peak_rss() -> int:
+    """This process's peak resident set size in bytes."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux counts KiB
+
+
 def _worker_main(conn: Connection, max_memory: int | None) -> None:
-    """Run tasks from `conn` until it closes or sends None."""
+    """Run tasks from `conn` until it closes or sends None.
+
+    Each reply is (status, value, peak RSS in bytes), so the parent can retire a worker that
+    a huge task left bloated: CPython keeps freed memory in its arenas, and a worker that
+    once parsed a 100,000-item feed would otherwise hold hundreds of MB until it ends."""
     # Ctrl-C reaches the whole process group; the parent decides what happens to workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if max_memory is not None:
@@ -51,14 +64,16 @@ def _worker_main(conn: Connection, max_memory: int | None) -> None:
             return
         fn, args = task
         try:
-            reply: tuple[str, Any] = ("ok", fn(*args))
+            reply: tuple[str, Any, int] = ("ok", fn(*args), 0)
         except BaseException as exc:  # everything goes back to the caller
             exc.add_note("in worker process:\n" + traceback.format_exc())
-            reply = ("error", _portable(exc))
+            reply = ("error", _portable(exc), 0)
+        reply = (reply[0], reply[1], _peak_rss())
         try:
             conn.send(reply)
         except Exception as exc:  # result or exception would not pickle
-            conn.send(("error", RuntimeError(f"worker could not send its reply: {exc!r}")))
+            failure = RuntimeError(f"worker could not send its reply: {exc!r}")
+            conn.send(("error", failure, _peak_rss()))
 
 
 def _portable(exc: BaseException) -> Any:
@@ -114,7 +129,7 @@ class _Worker:
         pid: int | None = self.process.pid
         return pid
 
-    def call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any, int]:
         """Send a task and block for its reply (runs in a helper thread)."""
         self.conn.send((fn, args))
         try:
@@ -142,14 +157,19 @@ class WorkerPool:
     Use from one event loop. `run` returns the function's result, re-raises its exception,
     or raises `TimeoutError` after killing and replacing the worker that overran.
     `max_memory` (bytes) caps each worker's address space, so a memory bomb raises
-    `MemoryError` in the worker instead of growing the machine's swap.
+    `MemoryError` in the worker instead of growing the machine's swap. A worker whose peak
+    resident memory has passed `recycle_rss` (bytes) is replaced after its task, so one huge
+    feed does not leave memory held for the pool's lifetime.
     """
 
-    def __init__(self, workers: int, *, max_memory: int | None = None) -> None:
+    def __init__(self, workers: int, *, max_memory: int | None = None,
+                 recycle_rss: int | None = None) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._context = multiprocessing.get_context(_START_METHOD)
         self._max_memory = max_memory
+        self._recycle_rss = recycle_rss
+        self.recycled = 0  # workers replaced because they grew past recycle_rss
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
@@ -183,8 +203,10 @@ class WorkerPool:
             future = loop.run_in_executor(self._threads, worker.call, fn, args)
             healthy = False
             try:
-                status, value = await asyncio.wait_for(future, timeout)
-                healthy = True
+                status, value, peak = await asyncio.wait_for(future, timeout)
+                healthy = self._recycle_rss is None or peak <= self._recycle_rss
+                if not healthy:
+                    self.recycled += 1
             except TimeoutError:
                 raise TimeoutError(
                     f"{getattr(fn, '__name__', fn)!s} overran {timeout:g} s; worker killed"

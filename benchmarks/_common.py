@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -68,7 +69,19 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None,
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Kill the whole tree (workers included), then report the run as timed out.
+        try:
+            victims = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            victims = []
+        for p in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        out, err = proc.communicate()
+        err += f"\n[run_measured: killed after the {timeout:g} s timeout]\n"
     stop.set()
     sampler.join()
     seconds = time.perf_counter() - start

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from aggregator import config as config_mod
+from aggregator.pipeline import CycleSummary, Poller, utcnow
 from aggregator.store import Store
 from tests.conftest import DATA
 from tests.httpserver import LoopbackServer, Response
@@ -152,3 +160,41 @@ def test_second_poll_is_conditional_and_skips_gone_throttled_and_moved(
     # The config still names the old URL: syncing does not add it again.
     listing = run_cli(config, "feeds", "--json")
     assert listing.stdout.count("\n") == 5
+
+
+def test_long_history_feed_reads_each_stored_entry_at_most_once_while_clustering(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 300 items an hour apart span far more than the 72 h clustering window, so the window
+    # grows with almost every entry; it must grow by the new slice, not reload all it holds.
+    items = "".join(
+        f"<item><title>Item {i} about topic {i * 7919 % 1009}</title>"
+        f"<link>https://example.com/history/{i}</link>"
+        f"<pubDate>{format_datetime(datetime(2025, 1, 1, tzinfo=UTC) - timedelta(hours=i), usegmt=True)}"
+        "</pubDate></item>"
+        for i in range(300))
+    feed = tmp_path / "history.xml"
+    feed.write_text('<?xml version="1.0"?><rss version="2.0"><channel><title>History</title>'
+                    f"<link>https://example.com/</link>{items}</channel></rss>")
+    config = config_mod.parse({"storage": {"database": "agg.db"},
+                               "feeds": [{"url": feed.as_uri()}]}, tmp_path / "agg.toml")
+    read: list[int] = []
+    with Store.open(config.database) as store:
+        store.sync_feeds(config.feeds, utcnow())
+        window_entries = store.window_entries
+
+        def counting(since: datetime, until: datetime, **bounds: bool) -> list[Any]:
+            rows = window_entries(since, until, **bounds)
+            read.append(len(rows))
+            return rows
+
+        monkeypatch.setattr(store, "window_entries", counting)
+
+        async def poll() -> CycleSummary:
+            async with Poller(config, store, workers=1) as poller:
+                return await poller.run_cycle(mode="all")
+
+        summary = asyncio.run(poll())
+        assert summary.new_entries == 300
+        assert store.execute("SELECT count(*) FROM entries WHERE story_id IS NULL"
+                             ).fetchone()[0] == 0
+    assert sum(read) <= 300, f"{sum(read)} rows read over {len(read)} window loads"

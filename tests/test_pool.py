@@ -148,3 +148,18 @@ def test_closed_pool_refuses_work_and_close_is_idempotent() -> None:
     pool.close()
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(pool.run(add, 1, 2, timeout=1))
+
+
+def test_worker_bloated_by_a_big_task_is_replaced_and_small_tasks_keep_their_worker() -> None:
+    async def main() -> tuple[int, int, int, int, int]:
+        with WorkerPool(1, recycle_rss=128 << 20) as pool:
+            first = await pool.run(worker_pid, timeout=10)
+            same = await pool.run(worker_pid, timeout=10)
+            assert await pool.run(allocate, 200, timeout=30) == 200 << 20  # result still delivered
+            fresh = await pool.run(worker_pid, timeout=10)
+            return first, same, fresh, pool.recycled, len(pool.pids)
+
+    first, same, fresh, recycled, workers = asyncio.run(main())
+    assert first == same
+    assert fresh != first
+    assert recycled == 1 and workers == 1
