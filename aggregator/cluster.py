@@ -89,6 +89,8 @@ class _Stats:
 
 
 _MAX_NEIGHBOURS = 24  # candidate merges kept per story in the merge pass
+_KEY_TERMS = 24  # in a large window, a story's neighbours are found by its top terms only
+_LARGE_WINDOW = 3000  # documents; below this every informative term is searched (exact)
 
 
 def _hamming(a: int, b: int) -> int:
@@ -406,14 +408,24 @@ class StoryClusterer:
             hi = int(cluster.latest.timestamp() // slot_seconds)
             return range(lo, min(hi, lo + 64) + 1)
 
+        large = stats.docs > _LARGE_WINDOW
+
+        def key_terms(cluster: _Story) -> list[str]:
+            # A story is found through its most informative terms only: two stories that share
+            # none of their top terms do not pass the threshold anyway, and indexing every term
+            # makes candidates quadratic when a big window shares much vocabulary.
+            usable = [t for t in cluster.vector if stats.df.get(t, 0) <= limit]
+            if large and len(usable) > _KEY_TERMS:
+                usable = heapq.nlargest(_KEY_TERMS, usable, key=lambda t: (cluster.vector[t], t))
+            return usable
+
         def index(cluster: _Story) -> None:
-            for term in cluster.vector:
-                if stats.df.get(term, 0) <= limit:
-                    for slot in slots(cluster):
-                        by_term[(term, slot)].add(cluster.story_id)
+            for term in key_terms(cluster):
+                for slot in slots(cluster):
+                    by_term[(term, slot)].add(cluster.story_id)
 
         def unindex(cluster: _Story) -> None:
-            for term in cluster.vector:
+            for term in key_terms(cluster):
                 for slot in slots(cluster):
                     bucket = by_term.get((term, slot))
                     if bucket is not None:
@@ -433,7 +445,7 @@ class StoryClusterer:
             neighbours: set[int] = set()
             near = slots(cluster)
             near = range(near.start - 1, near.stop + 1)
-            for term in cluster.vector:
+            for term in key_terms(cluster):
                 for slot in near:
                     bucket = by_term.get((term, slot))
                     if bucket is not None:

@@ -40,7 +40,7 @@ PLACES = ("Lisbon Oslo Tallinn Porto Gdansk Lyon Graz Bergen Turku Cork Bilbao M
 
 
 def _sentence(rng: random.Random, words: list[str], n: int) -> str:
-    # A few common words and a long tail of rare ones, as in real text.
+    # A few common words and a long tail of rarer ones.
     picks = (rng.choice(words) if rng.random() < 0.4 else rng.choice(VOCABULARY)
              for _ in range(n))
     return " ".join(picks).capitalize() + "."
