@@ -90,6 +90,7 @@ class _Stats:
 
 _MAX_NEIGHBOURS = 24  # candidate merges kept per story in the merge pass
 _KEY_TERMS = 24  # in a large window, a story's neighbours are found by its top terms only
+_MAX_CANDIDATES = 200  # in a large window, stories scored per look for neighbours
 _LARGE_WINDOW = 3000  # documents; below this every informative term is searched (exact)
 
 
@@ -442,15 +443,21 @@ class StoryClusterer:
 
         def push_neighbours(sid: int) -> None:
             cluster = clusters[sid]
-            neighbours: set[int] = set()
             near = slots(cluster)
             near = range(near.start - 1, near.stop + 1)
+            shared: dict[int, int] = defaultdict(int)
             for term in key_terms(cluster):
                 for slot in near:
                     bucket = by_term.get((term, slot))
                     if bucket is not None:
-                        neighbours |= bucket
-            neighbours.discard(sid)
+                        for other_id in bucket:
+                            shared[other_id] += 1
+            shared.pop(sid, None)
+            neighbours: Iterable[int] = shared
+            if large and len(shared) > _MAX_CANDIDATES:
+                # Score only the stories sharing the most key terms with this one.
+                neighbours = heapq.nlargest(_MAX_CANDIDATES, shared,
+                                            key=lambda o: (shared[o], -o))
             scored: list[tuple[float, _Story]] = []
             for other_id in neighbours:
                 other = clusters[other_id]
