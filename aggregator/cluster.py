@@ -147,7 +147,7 @@ class _Story:
     """A cluster being built in `merge_pass`: members, summed vector, its norm, measurements."""
 
     __slots__ = ("story_id", "members", "vector", "norm", "decimals", "key", "first_seen",
-                 "version", "earliest", "latest", "feeds")
+                 "version", "earliest", "latest", "feeds", "cached_terms", "cached_slots")
 
     def __init__(
         self, story_id: int, members: list[int], vector: Vector, decimals: frozenset[str],
@@ -158,6 +158,8 @@ class _Story:
         self.earliest = earliest  # publication times of the members, for the window check
         self.latest = latest
         self.feeds = feeds
+        self.cached_terms: list[str] | None = None  # merge_pass's key terms, computed once
+        self.cached_slots: range | None = None
         self.members = members
         self.vector = vector
         self.norm = _norm(vector)
@@ -405,9 +407,11 @@ class StoryClusterer:
         by_term: dict[tuple[str, int], set[int]] = defaultdict(set)
 
         def slots(cluster: _Story) -> range:
-            lo = int(cluster.earliest.timestamp() // slot_seconds)
-            hi = int(cluster.latest.timestamp() // slot_seconds)
-            return range(lo, min(hi, lo + 64) + 1)
+            if cluster.cached_slots is None:
+                lo = int(cluster.earliest.timestamp() // slot_seconds)
+                hi = int(cluster.latest.timestamp() // slot_seconds)
+                cluster.cached_slots = range(lo, min(hi, lo + 64) + 1)
+            return cluster.cached_slots
 
         large = stats.docs > _LARGE_WINDOW
 
@@ -415,10 +419,13 @@ class StoryClusterer:
             # A story is found through its most informative terms only: two stories that share
             # none of their top terms do not pass the threshold anyway, and indexing every term
             # makes candidates quadratic when a big window shares much vocabulary.
-            usable = [t for t in cluster.vector if stats.df.get(t, 0) <= limit]
-            if large and len(usable) > _KEY_TERMS:
-                usable = heapq.nlargest(_KEY_TERMS, usable, key=lambda t: (cluster.vector[t], t))
-            return usable
+            if cluster.cached_terms is None:
+                usable = [t for t in cluster.vector if stats.df.get(t, 0) <= limit]
+                if large and len(usable) > _KEY_TERMS:
+                    usable = heapq.nlargest(_KEY_TERMS, usable,
+                                            key=lambda t: (cluster.vector[t], t))
+                cluster.cached_terms = usable
+            return cluster.cached_terms
 
         def index(cluster: _Story) -> None:
             for term in key_terms(cluster):
