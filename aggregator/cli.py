@@ -220,6 +220,16 @@ def explain(obj: Context, entry_id: int, other_id: int | None) -> None:
             click.echo(f"  guard: {why.guard}")
 
 
+def _emit(data: bytes, output: Path | None) -> None:
+    """Bytes to stdout, or atomically to `output`."""
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        _write_file(output, data)
+        click.echo(f"wrote {output}", err=True)
+
+
 def _show_entry(store: Store, entry_id: int) -> Any:
     """Print an entry and why it is in its story; exit 1 when there is no such entry."""
     entry = store.entry(entry_id)
@@ -320,12 +330,7 @@ def export(obj: Context, fmt: str, output: Path | None, digest_name: str | None,
                 query=query or base.query, limit=limit or base.limit)
             with obj.open_store() as store:
                 data = render(build_digest(store, settings, utcnow()), fmt)
-        if output is None:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-        else:
-            _write_file(output, data)
-            click.echo(f"wrote {output}", err=True)
+        _emit(data, output)
 
 
 @feeds.command("import")
@@ -370,12 +375,7 @@ def datasette_metadata(obj: Context, output: Path | None) -> None:
         body = databases.get("aggregator") or next(iter(databases.values()), {})
         metadata["databases"] = {config.database.stem: body}
         data = (json.dumps(metadata, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-        if output is None:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-        else:
-            _write_file(output, data)
-            click.echo(f"wrote {output}", err=True)
+        _emit(data, output)
 
 
 @main.command()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +87,18 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None,
     sampler.join()
     seconds = time.perf_counter() - start
     return Run(seconds, sum(cpu.values()), peak / 1e6, proc.returncode, out, err)
+
+
+def run_check(check: Callable[[Path], int], prefix: str, argv: list[str] | None, doc: str) -> int:
+    """The outside checks' command line: `--keep DIR` keeps the work folder, else a temp one."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    args = parser.parse_args(argv)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        return check(args.keep)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        return check(Path(tmp))

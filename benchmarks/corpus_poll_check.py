@@ -12,16 +12,14 @@ process tree. Prints PASS/FAIL per expectation, then the figures; exits 1 when o
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from _common import PYTHON, need_shared, run_measured
+from _common import PYTHON, need_shared, run_check, run_measured
 
 TIME_LIMIT_S = 300
 MEMORY_LIMIT_MB = (1 << 30) / 1e6  # 1 GiB, in the MB run_measured reports
@@ -74,14 +72,7 @@ def toml_string(value: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
-    args = parser.parse_args(argv)
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        return check(args.keep)
-    with tempfile.TemporaryDirectory(prefix="corpus-poll-") as tmp:
-        return check(Path(tmp))
+    return run_check(check, "corpus-poll-", argv, __doc__ or "")
 
 
 def check(work: Path) -> int:

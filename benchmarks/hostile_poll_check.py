@@ -11,16 +11,14 @@ expectation, then the figures; exits 1 when any expectation fails.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
-from _common import PYTHON, Run, run_measured
+from _common import PYTHON, Run, run_check, run_measured
 
 from aggregator.config import DEFAULT_USER_AGENT
 
@@ -45,14 +43,7 @@ def poll(config: Path) -> Run:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
-    args = parser.parse_args(argv)
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        return check(args.keep)
-    with tempfile.TemporaryDirectory(prefix="hostile-poll-") as tmp:
-        return check(Path(tmp))
+    return run_check(check, "hostile-poll-", argv, __doc__ or "")
 
 
 def check(work: Path) -> int:
