@@ -89,7 +89,8 @@ jeden jeder jedes jener jenes jetzt kann kannst konnen konnt machen mein meine m
 nachdem nein nicht noch nun oder seid sein seine sich sie sind soll sollen sollst sollt sonst soweit
 sowie und uns unser unsere unter vom von vor wann warum was weiter weitere wenn wer werde werden
 werdet weshalb wie wieder wieso wir wird wirst wo woher wohin zu zum zur uber gegen beim zwei wurde
-wurden worden hat haben ohne seit sei mehr schon einen nur
+wurden worden hat haben ohne seit sei mehr schon einen nur wegen zwischen wahrend trotz laut rund
+etwa bereits dabei damit denn dann sowohl wobei bislang ab innerhalb ausserhalb
 """.split()
 # Counting and calendar words occur in stories of every kind ("at least two people", "at least two
 # years"); in a small window their IDF is as high as a name's, so they would carry false matches.
@@ -99,7 +100,8 @@ million millions billion first second third last next least many several much mo
 year years month months week weeks day days today yesterday tomorrow time
 monday tuesday wednesday thursday friday saturday sunday morning evening night
 un une deux trois quatre cinq dix premiere dernier annee annees mois semaine jour jours
-lundi mardi mercredi jeudi vendredi samedi dimanche hier aujourd demain
+lundi mardi mercredi jeudi vendredi samedi dimanche hier aujourd demain pendant malgre environ
+deja encore weekend wochenende
 eins zwei drei vier funf zehn erste ersten letzte letzten jahr jahre jahren monat woche tag tage
 tagen heute gestern morgen montag dienstag mittwoch donnerstag freitag samstag sonntag
 """.split()
