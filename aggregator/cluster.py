@@ -47,6 +47,7 @@ from aggregator.model import (
     Explanation,
     StoryMerge,
     StorySummary,
+    simhash_bands,
 )
 
 __all__ = [
@@ -245,7 +246,7 @@ class StoryClusterer:
             self._by_link[doc.link].append(eid)
         self._by_hash[doc.content_hash].append(eid)
         if doc.simhash is not None:
-            for i, value in enumerate(_bands(doc.simhash)):
+            for i, value in enumerate(simhash_bands(doc.simhash)):
                 self._by_band[i][value].append(eid)
         for term in set(doc.terms):
             self._postings[term].append(eid)
@@ -305,7 +306,7 @@ class StoryClusterer:
             found.update(self._by_link.get(doc.link, ()))
         found.update(self._by_hash.get(doc.content_hash, ()))
         if doc.simhash is not None:
-            for i, value in enumerate(_bands(doc.simhash)):
+            for i, value in enumerate(simhash_bands(doc.simhash)):
                 found.update(self._by_band[i].get(value, ()))
         found.discard(doc.entry_id)
         return found
@@ -649,10 +650,6 @@ class StoryClusterer:
             guard=guard,
             reason=reason,
         )
-
-
-def _bands(simhash: int) -> tuple[int, int, int, int]:
-    return (simhash & 0xFFFF, (simhash >> 16) & 0xFFFF, (simhash >> 32) & 0xFFFF, (simhash >> 48) & 0xFFFF)
 
 
 def summarise_story(story_id: int, members: Sequence[ClusterDoc], representative: str = "earliest") -> StorySummary:

@@ -115,12 +115,7 @@ def hamming(a: int, b: int) -> int:
 
 def bands(simhash: int) -> tuple[int, int, int, int]:
     """The four 16-bit bands of a simhash; band i holds bits 16*i .. 16*i+15."""
-    return (
-        simhash & 0xFFFF,
-        (simhash >> 16) & 0xFFFF,
-        (simhash >> 32) & 0xFFFF,
-        (simhash >> 48) & 0xFFFF,
-    )
+    return model.simhash_bands(simhash)
 
 
 def to_signed(u: int) -> int:

@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
+def simhash_bands(simhash: int) -> tuple[int, int, int, int]:
+    """The four 16-bit bands of an unsigned 64-bit simhash (band i holds bits 16*i..16*i+15).
+
+    Two simhashes within Hamming distance 3 agree on at least one band, so the band index
+    (store) and the in-memory candidates (cluster) find every near-duplicate up to k=3.
+    """
+    return (simhash & 0xFFFF, (simhash >> 16) & 0xFFFF, (simhash >> 32) & 0xFFFF,
+            (simhash >> 48) & 0xFFFF)
+
+
 @dataclass(frozen=True, slots=True)
 class FeedSettings:
     """One `[[feeds]]` entry of the config, validated."""

@@ -19,7 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from .errors import StoreError
-from .model import Entry, FeedSettings, FeedState, Fingerprint
+from .model import Entry, FeedSettings, FeedState, Fingerprint, simhash_bands
 
 BUSY_TIMEOUT_MS = 10_000
 U64 = 1 << 64
@@ -49,11 +49,6 @@ def i64_to_u64(value: int | None) -> int | None:
     if value is None:
         return None
     return value + U64 if value < 0 else value
-
-
-def simhash_bands(value: int) -> tuple[int, int, int, int]:
-    """Four 16-bit bands of an unsigned 64-bit simhash: two hashes within distance 3 share one."""
-    return tuple((value >> (16 * i)) & 0xFFFF for i in range(4))  # type: ignore[return-value]
 
 
 # Each migration runs in one transaction together with the user_version bump.
