@@ -72,6 +72,7 @@ whom why will with won would wouldn you your yours yourself yourselves via vs pe
 within without across along around toward towards onto
 says say said saying tells told according report reports reported new news latest update updates
 live video videos watch photo photos pictures here how what why breaking exclusive
+expected expects issued issue issues warned warns advised advise area areas
 """.split()
 _STOP_FR = """
 au aux avec ce ces cet cette dans de des du elle elles en et eux il ils je la le les leur leurs lui
