@@ -159,15 +159,18 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+               list: "an array", dict: "a table"}
+
+
 def _names(types: type | tuple[type, ...]) -> str:
-    words = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "an array", dict: "a table"}
+    """What a key must be: bool reads "true or false", the rest as `_TYPE_WORDS` says."""
+    words = {**_TYPE_WORDS, bool: "true or false"}
     return " or ".join(words.get(t, t.__name__) for t in _as_tuple(types))
 
 
 def _kind(value: object) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    return _TYPE_WORDS.get(type(value), type(value).__name__)
 
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:

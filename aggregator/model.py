@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
+
+
+def outlet_host(url: str | None) -> str:
+    """The host that counts as one outlet: lower-case, without a leading "www."."""
+    return (urlsplit(url or "").hostname or "").removeprefix("www.")
 
 
 def simhash_bands(simhash: int) -> tuple[int, int, int, int]:

@@ -14,14 +14,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import cluster as clustering
 from .config import Config
 from .errors import AggregatorError, ParseError
 from .fetch import Fetcher
 from .fingerprint import fingerprint
-from .model import FeedFailure, FetchResult, ProcessedFeed
+from .model import FeedFailure, FetchResult, ParsedFeed, ProcessedFeed, outlet_host
 from .normalise import canonical_url, normalise_entries, plain_title
 from .parse import parse_feed
 from .pool import WorkerPool
@@ -46,19 +45,13 @@ def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime,
         parsed = parse_feed(body, headers, url, max_bytes=max_bytes)
     except ParseError as exc:
         kind = "not_a_feed" if exc.message.lower().startswith("not a feed") else "parse"
-        return ProcessedFeed(feed=_empty_feed(), entries=(), failure=FeedFailure(kind, exc.message))
+        return ProcessedFeed(feed=ParsedFeed(), entries=(), failure=FeedFailure(kind, exc.message))
     entries = normalise_entries(parsed, url, now)
     pairs = tuple((e, fingerprint(e)) for e in entries)
     # The feed's own title is HTML as parsed; store it as plain text, its link canonical.
     feed = replace(parsed, entries=(), title=plain_title(parsed.title or "") or None,
                    link=canonical_url(parsed.link, url) if parsed.link else None)
     return ProcessedFeed(feed=feed, entries=pairs)
-
-
-def _empty_feed() -> Any:
-    from .model import ParsedFeed
-
-    return ParsedFeed()
 
 
 @dataclass
@@ -306,7 +299,7 @@ class _ClusterCycle:
     def place(self, entry_id: int, feed_id: int, feed_url: str, entry: Any, fp: Any) -> None:
         clusterer = self._ensure_window(entry.published)
         doc = clustering.ClusterDoc(
-            entry_id=entry_id, feed_id=feed_id, host=_host(entry.link or feed_url),
+            entry_id=entry_id, feed_id=feed_id, host=outlet_host(entry.link or feed_url),
             published=entry.published, link=entry.link, content_hash=fp.content_hash,
             simhash=fp.simhash, title=entry.title, terms=tuple(fp.terms),
             language=entry.language, story_id=None)
@@ -397,17 +390,13 @@ def _shift(when: datetime, delta: timedelta) -> datetime:
 
 def _doc(row: Any) -> clustering.ClusterDoc:
     return clustering.ClusterDoc(
-        entry_id=row["id"], feed_id=row["feed_id"], host=_host(row["link"] or row["feed_url"]),
+        entry_id=row["id"], feed_id=row["feed_id"], host=outlet_host(row["link"] or row["feed_url"]),
         published=from_db_time(row["published"]) or utcnow(), link=row["link"],
         content_hash=row["content_hash"], simhash=i64_to_u64(row["simhash"]),
         title=row["title"], terms=tuple((row["terms"] or "").split()),
         language=row["language"], story_id=row["story_id"],
         first_seen=from_db_time(row["first_seen"]), text_length=row["text_length"] or 0,
         match_rule=row["match_rule"])
-
-
-def _host(url: str | None) -> str:
-    return (urlsplit(url or "").hostname or "").removeprefix("www.")
 
 
 def explain_pair(store: Store, config: Config, a_id: int, b_id: int) -> Any:

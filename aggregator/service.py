@@ -210,29 +210,24 @@ def protect_since(config: Config, now: datetime) -> datetime:
 
 def config_changes(old: Config, new: Config) -> list[str]:
     """Human lines describing what a reload changes (feeds, digests, settings)."""
-    lines: list[str] = []
-    old_feeds = {f.url: f for f in old.feeds}
-    new_feeds = {f.url: f for f in new.feeds}
-    lines += [f"feed added: {url}" for url in new_feeds if url not in old_feeds]
-    lines += [f"feed removed: {url}" for url in old_feeds if url not in new_feeds]
-    for url, feed in new_feeds.items():
-        before = old_feeds.get(url)
-        if before is not None and before != feed:
-            lines.append(f"feed changed: {url} ({_diff(before, feed)})")
-    old_digests = {d.name: d for d in old.digests}
-    new_digests = {d.name: d for d in new.digests}
-    lines += [f"digest added: {name}" for name in new_digests if name not in old_digests]
-    lines += [f"digest removed: {name}" for name in old_digests if name not in new_digests]
-    for name, digest in new_digests.items():
-        was = old_digests.get(name)
-        if was is not None and was != digest:
-            lines.append(f"digest changed: {name} ({_diff(was, digest)})")
+    lines = _keyed_changes("feed", {f.url: f for f in old.feeds}, {f.url: f for f in new.feeds})
+    lines += _keyed_changes("digest", {d.name: d for d in old.digests},
+                            {d.name: d for d in new.digests})
     for section, attr in (("storage.database", "database"), ("storage.keep_days", "keep_days"),
                           ("fetch", "fetch"), ("schedule", "schedule"), ("cluster", "cluster")):
         a, b = getattr(old, attr), getattr(new, attr)
         if a != b:
             detail = _diff(a, b) if hasattr(a, "__dataclass_fields__") else f"{a} → {b}"
             lines.append(f"[{section}] changed ({detail})")
+    return lines
+
+
+def _keyed_changes(kind: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Lines for what was added, removed or changed between two keyed sets of settings."""
+    lines = [f"{kind} added: {key}" for key in new if key not in old]
+    lines += [f"{kind} removed: {key}" for key in old if key not in new]
+    lines += [f"{kind} changed: {key} ({_diff(old[key], item)})"
+              for key, item in new.items() if key in old and old[key] != item]
     return lines
 
 

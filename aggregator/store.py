@@ -19,7 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from .errors import StoreError
-from .model import Entry, FeedSettings, FeedState, Fingerprint, simhash_bands
+from .model import Entry, FeedSettings, FeedState, Fingerprint, outlet_host, simhash_bands
 
 BUSY_TIMEOUT_MS = 10_000
 U64 = 1 << 64
@@ -667,7 +667,7 @@ class Store:
             rep = members[0] if representative == "earliest" else max(
                 members, key=lambda m: (m["size"], -members.index(m)))
             feeds = {m["feed_id"] for m in members}
-            hosts = {_host(m["link"] or m["feed_url"]) for m in members}
+            hosts = {outlet_host(m["link"] or m["feed_url"]) for m in members}
             first = min(m["published"] for m in members)
             last = max(m["first_seen"] for m in members)
             grew = old is None or old["feed_count"] != len(feeds) or old["member_count"] != len(members)
@@ -900,12 +900,6 @@ def _read_only_place(path: Path) -> bool:
     if path.exists() and not os.access(path, os.W_OK):
         return True
     return not os.access(folder, os.W_OK)
-
-
-def _host(url: str | None) -> str:
-    from urllib.parse import urlsplit
-
-    return (urlsplit(url or "").hostname or "").removeprefix("www.")
 
 
 def _statements(script: str) -> list[str]:

@@ -11,48 +11,26 @@ and the PNG. Needs `chromium` on PATH (Debian: apt-get install chromium).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 from aggregator.export import FORMATS, render, render_html
-from aggregator.model import Digest, DigestStory, Source
+from aggregator.model import Digest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "tests" / "data" / "export" / "digest.json"
 
 
-def _when(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def load_digest(path: Path) -> Digest:
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    stories = tuple(
-        DigestStory(
-            story_id=s["story_id"],
-            title=s["title"],
-            link=s["link"],
-            summary=s["summary"],
-            first_seen=_when(s["first_seen"]),
-            updated=_when(s["updated"]),
-            sources=tuple(
-                Source(x["outlet"], x["title"], x["link"], _when(x["published"]))
-                for x in s["sources"]
-            ),
-            categories=tuple(s.get("categories", ())),
-            language=s.get("language"),
-        )
-        for s in raw["stories"]
-    )
-    return Digest(
-        raw["title"], _when(raw["generated_at"]), stories, raw.get("link"), raw.get("feed_url")
-    )
+    """The tests' fixture loader (one home for the digest JSON format)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_export import load_digest as load
+
+    return load(path.resolve())
 
 
 def main() -> int:

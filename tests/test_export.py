@@ -36,8 +36,9 @@ def when(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def load_digest(name: str) -> Digest:
-    raw = json.loads((DATA / name).read_text(encoding="utf-8"))
+def load_digest(source: str | Path) -> Digest:
+    """A Digest from a JSON fixture: a name under tests/data/export/, or any path."""
+    raw = json.loads((DATA / source).read_text(encoding="utf-8"))
     stories = tuple(
         DigestStory(
             story_id=s["story_id"],
@@ -50,8 +51,8 @@ def load_digest(name: str) -> Digest:
                 Source(src["outlet"], src["title"], src["link"], when(src["published"]))
                 for src in s["sources"]
             ),
-            categories=tuple(s["categories"]),
-            language=s["language"],
+            categories=tuple(s.get("categories", ())),
+            language=s.get("language"),
         )
         for s in raw["stories"]
     )
@@ -59,8 +60,8 @@ def load_digest(name: str) -> Digest:
         title=raw["title"],
         generated_at=when(raw["generated_at"]),
         stories=stories,
-        link=raw["link"],
-        feed_url=raw["feed_url"],
+        link=raw.get("link"),
+        feed_url=raw.get("feed_url"),
     )
 
 

@@ -21,6 +21,15 @@ from tests.httpserver import LoopbackServer, Response
 CLI = [sys.executable, "-m", "aggregator"]
 
 
+def loopback_config(tmp_path: Path, *urls: object) -> Path:
+    """A config polling `urls` into tmp_path/agg.db, with loopback targets allowed."""
+    config = tmp_path / "agg.toml"
+    feeds = "".join(f'[[feeds]]\nurl = "{url}"\n' for url in urls)
+    config.write_text('[storage]\ndatabase = "agg.db"\n[fetch]\nallow_private_networks = true\n'
+                      + feeds)
+    return config
+
+
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, "--config", str(config), *args], capture_output=True,
                           text=True, timeout=120)
@@ -65,15 +74,7 @@ def test_http_feed_uses_conditional_get_on_the_second_poll(tmp_path: Path,
         return Response(200, body, {"ETag": '"v1"', "Content-Type": "application/rss+xml"})
 
     server.route("/ledger.xml", ledger)
-    config = tmp_path / "agg.toml"
-    config.write_text(f"""
-[storage]
-database = "agg.db"
-[fetch]
-allow_private_networks = true
-[[feeds]]
-url = "{server.url('/ledger.xml')}"
-""")
+    config = loopback_config(tmp_path, server.url("/ledger.xml"))
     assert run_cli(config, "poll").returncode == 0
     second = run_cli(config, "poll", "--all")
     assert second.returncode == 0, second.stderr
@@ -83,26 +84,29 @@ url = "{server.url('/ledger.xml')}"
     assert "if-none-match" not in hits[0].headers
     assert hits[1].headers["if-none-match"] == '"v1"'
     assert hits[1].headers["user-agent"].startswith("aggregator/")
-    # A manual poll asks again, conditionally; a Cache-Control hint holds it back.
+    # A manual poll right after asks again, conditionally.
     assert run_cli(config, "poll").returncode == 0
     assert len(server.hits("/ledger.xml")) == 3
     assert server.hits("/ledger.xml")[2].headers["if-none-match"] == '"v1"'
 
 
+def test_cache_control_max_age_holds_back_a_manual_poll_but_not_poll_all(
+        tmp_path: Path, server: LoopbackServer) -> None:
+    body = (DATA / "feeds" / "ledger.xml").read_bytes()
+    server.serve("/cached.xml", body, 200, Cache_Control="max-age=3600")
+    server.serve("/plain.xml", body.replace(b"ledger-00", b"plain-00"), 200)
+    config = loopback_config(tmp_path, server.url("/cached.xml"), server.url("/plain.xml"))
+    assert run_cli(config, "poll").returncode == 0
+    assert run_cli(config, "poll").returncode == 0
+    assert (len(server.hits("/cached.xml")), len(server.hits("/plain.xml"))) == (1, 2)
+    assert run_cli(config, "poll", "--all").returncode == 0
+    assert len(server.hits("/cached.xml")) == 2
+
+
 def test_broken_feed_marks_the_feed_not_the_cycle(tmp_path: Path, feed_dir: Path,
                                                   server: LoopbackServer) -> None:
     server.serve("/broken.xml", b"<html><body>Oops</body></html>", 500)
-    config = tmp_path / "agg.toml"
-    config.write_text(f"""
-[storage]
-database = "agg.db"
-[fetch]
-allow_private_networks = true
-[[feeds]]
-url = "{server.url('/broken.xml')}"
-[[feeds]]
-url = "{feed_dir / 'ledger.xml'}"
-""")
+    config = loopback_config(tmp_path, server.url("/broken.xml"), feed_dir / "ledger.xml")
     result = run_cli(config, "poll", "--all")
     assert result.returncode == 0, result.stderr
     assert "1 failed" in result.stdout and "entries: 2 new" in result.stdout
@@ -138,10 +142,8 @@ def test_second_poll_is_conditional_and_skips_gone_throttled_and_moved(
     server.serve("/new.xml", other, 200)
     server.serve("/temp.xml", b"", 302, Location=server.url("/target.xml"))
     server.serve("/target.xml", body.replace(b"ledger-00", b"target-00"), 200)
-    config = tmp_path / "agg.toml"
-    feeds = "".join(f'[[feeds]]\nurl = "{server.url(p)}"\n' for p in
-                    ("/etag.xml", "/gone.xml", "/busy.xml", "/old.xml", "/temp.xml"))
-    config.write_text(f'[storage]\ndatabase = "agg.db"\n[fetch]\nallow_private_networks = true\n{feeds}')
+    config = loopback_config(tmp_path, *(server.url(p) for p in (
+        "/etag.xml", "/gone.xml", "/busy.xml", "/old.xml", "/temp.xml")))
     assert run_cli(config, "poll").returncode == 0
     second = run_cli(config, "poll")
     assert second.returncode == 0, second.stderr
