@@ -173,13 +173,15 @@ _feedparser_tuned = False
 
 
 def _tune_feedparser() -> None:
-    """Two changes to feedparser's parser class, made once per process (pinned 6.0.14;
-    tests/test_parse.py notices if either hook disappears):
+    """Changes to feedparser's parser classes, made once per process (pinned 6.0.14;
+    tests/test_parse.py notices if any hook disappears):
 
     - plain-text author fields are cut to `_MAX_AUTHOR_CHARS` before its email regex, which is
       quadratic in their length, runs on them;
     - RSS guids are kept exactly as given: feedparser would resolve a permalink guid such as
-      "item-7" against the feed URL, and an entry's identity must not depend on that.
+      "item-7" against the feed URL, and an entry's identity must not depend on that;
+    - the strict parser receives each run of text in one piece (`_coalesce_character_data`),
+      which makes parsing cheaper and changes no result.
     """
     global _feedparser_tuned
     if _feedparser_tuned:
@@ -196,7 +198,55 @@ def _tune_feedparser() -> None:
 
     mixin._sync_author_detail = _sync_author_detail
     mixin.can_be_relative_uri = frozenset(mixin.can_be_relative_uri) - {"id"}
+    _coalesce_character_data(feedparser.parsers.strict._StrictFeedParser)
     _feedparser_tuned = True
+
+
+def _coalesce_character_data(strict: Any) -> None:
+    """Hand feedparser's strict (SAX) parser each run of text once, not chunk by chunk.
+
+    expat reports text in many small pieces (each line, each entity reference), and every
+    piece cost a `handle_data` call that reads `contentparams['type']` through FeedParserDict's
+    slow Python lookups: 2.4 million calls, a third of the parse time, on 200 blog feeds.
+    Pieces are collected and passed on as one string just before the next element starts or
+    ends, or the document ends. The result is the same: only element events can change where
+    text goes or how it is escaped, and the only escaping (`xml.sax.saxutils.escape`, for
+    XHTML content) works character by character, so escaping the joined text equals joining
+    the escaped pieces.
+    """
+    init = strict.__init__
+    start_element = strict.startElementNS
+    end_element = strict.endElementNS
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        self._text_pieces = []
+        init(self, *args, **kwargs)
+
+    def characters(self: Any, text: str) -> None:
+        self._text_pieces.append(text)
+
+    def flush_text(self: Any) -> None:
+        pieces = self._text_pieces
+        if pieces:
+            self._text_pieces = []
+            self.handle_data(pieces[0] if len(pieces) == 1 else "".join(pieces))
+
+    def startElementNS(self: Any, name: Any, qname: Any, attrs: Any) -> None:  # noqa: N802
+        flush_text(self)
+        start_element(self, name, qname, attrs)
+
+    def endElementNS(self: Any, name: Any, qname: Any) -> None:  # noqa: N802
+        flush_text(self)
+        end_element(self, name, qname)
+
+    def endDocument(self: Any) -> None:  # noqa: N802
+        flush_text(self)
+
+    strict.__init__ = __init__
+    strict.characters = characters
+    strict.startElementNS = startElementNS
+    strict.endElementNS = endElementNS
+    strict.endDocument = endDocument
 
 
 def _transcode_bomless_utf16(
