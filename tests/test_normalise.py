@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from hypothesis import strategies as st
 
 from aggregator.model import ParsedFeed, RawEntry
 from aggregator.normalise import (
+    _VOLATILE,
+    _collapse,
+    _sanitised_plain_text,
     canonical_url,
     content_hash,
     normalise_entries,
@@ -210,3 +214,66 @@ def test_plain_text_is_clean_and_stable(fragment: str) -> None:
     text = plain_text(fragment)
     assert "\x00" not in text and text == text.strip()
     assert plain_text(sanitise_html(fragment)) == plain_text(sanitise_html(sanitise_html(fragment)))
+
+
+# Markup that html5ever parses in unusual ways, for the shortcut that reads sanitised HTML.
+_tricky_html = st.lists(
+    st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(
+            [
+                "<p>", "</p>", "<div>", "</div>", "<b>", "</b>", "<pre>\n", "</pre>", "<br/>",
+                "<table>", "<tr>", "<td>", "</td>", "</table>", "<li>", "<h2>", "<button>",
+                "<marquee>", "<select>", "<option>", "<textarea>", "<title>", "<svg>", "<xmp>",
+                "<a href='x'>", "</a>", '<p title="a>b <div> c">', '<abbr title="1 < 2">',
+                "<img alt='<p>' src='http://e/x.png'>", "<!--", "-->", "<![CDATA[", "]]>",
+                "&amp;", "&lt;", "&gt;", "&nbsp;", "&amp;lt;", "&copy;", "&", "<", ">", '"',
+                "\xa0", "\u0338", "e\u0301", "\r\n", "\x0c", "\x00", "\u2000", "\x85",
+            ]
+        ),
+    ),
+    max_size=25,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_tricky_html, st.sampled_from([None, "https://base.example.com/a/b"]))
+def test_plain_text_of_sanitised_html_needs_no_second_parse(fragment: str, base: str | None) -> None:
+    sanitised = sanitise_html(fragment, base)
+    assert _sanitised_plain_text(sanitised) == plain_text(sanitised)
+
+
+_WHITESPACE_RUN = re.compile(r"\s+")
+_ALL_WHITESPACE = [c for c in range(0x3001) if chr(c).isspace()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*map(chr, _ALL_WHITESPACE), "a", "é", "_", "\u200b"])))
+def test_collapse_is_the_whitespace_regex(text: str) -> None:
+    assert _collapse(text) == _WHITESPACE_RUN.sub(" ", text).strip()
+
+
+# The volatile-token pattern as first written; normalise holds a faster form of it.
+_VOLATILE_AS_WRITTEN = re.compile(
+    r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[ap]\.?m\.?)?\b"
+    r"|\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"
+    r"|\b\d{1,2}/\d{1,2}/\d{2,4}\b"
+    r"|\b\d+\s+(?:second|minute|hour|day)s?\s+ago\b",
+    re.IGNORECASE,
+)
+_time_text = st.lists(
+    st.sampled_from(
+        [
+            "1", "12", "2024", "0", "\u0663", ":", "-", "/", " ", "\n", "a", "p", "m", ".", "A",
+            "M", "T", "Z", "+", "x", "_", "\xe9", "seconds", "Minute", "HOURS", "day", "ago",
+            "\u017f", "10:42", "2024-05-01", "01/05/2024", "5 minutes ago", "at 9:30 p.m.",
+        ]
+    ),
+    max_size=20,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_time_text)
+def test_volatile_tokens_are_those_of_the_pattern_as_written(text: str) -> None:
+    assert _VOLATILE.sub("#", text) == _VOLATILE_AS_WRITTEN.sub("#", text)
