@@ -109,19 +109,15 @@ def _vector(terms: Iterable[str], stats: _Stats) -> Vector:
 
 
 def _dot(a: Vector, b: Vector) -> tuple[float, float]:
-    """Dot product of two vectors and the largest single-term contribution to it."""
-    if len(a) > len(b):
-        a, b = b, a
-    total = 0.0
-    top = 0.0
-    for term, weight in a.items():
-        other = b.get(term)
-        if other is not None:
-            part = weight * other
-            total += part
-            if part > top:
-                top = part
-    return total, top
+    """Dot product of two vectors and the largest single-term contribution to it.
+
+    The shared terms are found by a set intersection (C speed; most pairs share few terms) and
+    summed with fsum, exact whatever the order, so a score never depends on dict order."""
+    common = a.keys() & b.keys()
+    if not common:
+        return 0.0, 0.0
+    parts = [a[t] * b[t] for t in common]
+    return math.fsum(parts), max(parts)
 
 
 def _norm(v: Vector) -> float:
@@ -192,6 +188,7 @@ class StoryClusterer:
         self._added: list[int] = []
         self._assignments: dict[int, Assignment] = {}
         self._dirty: set[int] = set()
+        self._span = timedelta(hours=settings.window_hours)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -574,7 +571,7 @@ class StoryClusterer:
 
     def _windows_overlap(self, a: _Story, b: _Story) -> bool:
         """Two stories may merge only if some members are within the window of each other."""
-        span = timedelta(hours=self.settings.window_hours)
+        span = self._span
         # Differences, not sums: feeds carry dates near the ends of the calendar.
         return b.latest - a.earliest >= -span and a.latest - b.earliest >= -span
 

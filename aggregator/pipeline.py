@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,15 @@ from .config import Config
 from .errors import AggregatorError, ParseError
 from .fetch import Fetcher
 from .fingerprint import fingerprint
-from .model import FeedFailure, FetchResult, ParsedFeed, ProcessedFeed, outlet_host
+from .model import (
+    Entry,
+    FeedFailure,
+    FetchResult,
+    Fingerprint,
+    ParsedFeed,
+    ProcessedFeed,
+    outlet_host,
+)
 from .normalise import canonical_url, normalise_entries, plain_title
 from .parse import parse_feed
 from .pool import WorkerPool
@@ -167,7 +175,6 @@ class Poller:
         if processed.failure is not None:
             return self._record_failure(feed, result, processed.failure, now)
         parsed = processed.feed
-        new = updated = 0
         with self.store.transaction():
             recent = self.store.recent_published(feed.state.id)
             recent += [e.published for e, _ in processed.entries]
@@ -182,15 +189,7 @@ class Poller:
                 site_url=parsed.link, language=parsed.language, ttl=parsed.ttl,
                 parse_problem=parsed.problem)
             self._hold(feed, result, now, ttl=parsed.ttl, failed_until=None)
-            for entry, fp in processed.entries:
-                res = self.store.upsert_entry(feed.state.id, entry, fp, now)
-                if res.status == "new":
-                    new += 1
-                    cycle.place(res.entry_id, feed.state.id, result.final_url, entry, fp)
-                elif res.status == "updated":
-                    updated += 1
-                    if res.story_id is not None:
-                        cycle.touch(res.story_id)
+            new, updated = cycle.ingest(feed.state.id, result.final_url, processed.entries)
             cycle.refresh()
         log.info("%s: %d new, %d updated entries", url, new, updated)
         return FeedOutcome(url, "new" if new or updated else "unchanged", new, updated)
@@ -275,6 +274,7 @@ class _ClusterCycle:
         self.loaded: tuple[datetime, datetime] | None = None
         self.touched: set[int] = set()
         self.pending: list[datetime] = []  # publication times placed since the last refresh
+        self.bridges: list[tuple[int, int, int]] = []  # (absorbed, into, entry) to record
         self.grown: set[int] = set()
         self.created: set[int] = set()
 
@@ -296,7 +296,47 @@ class _ClusterCycle:
             self.loaded = (min(lo, self.loaded[0]), max(hi, self.loaded[1]))
         return self.clusterer
 
-    def place(self, entry_id: int, feed_id: int, feed_url: str, entry: Any, fp: Any) -> None:
+    def ingest(self, feed_id: int, feed_url: str,
+               pairs: Sequence[tuple[Entry, Fingerprint]]) -> tuple[int, int]:
+        """Store one feed's entries inside the caller's transaction: changed ones are updated in
+        place, new ones are placed in stories first and then inserted with their story and
+        evidence in one statement (no second write of each row). Returns (new, updated)."""
+        existing = self.store.existing_entries(feed_id, [entry.guid for entry, _ in pairs])
+        fresh: list[tuple[Entry, Fingerprint]] = []
+        updated = 0
+        for entry, fp in pairs:
+            row = existing.get(entry.guid)
+            if row is None:
+                fresh.append((entry, fp))
+                continue
+            res = self.store.update_entry(row, entry, fp, self.now)
+            if res.status == "updated":
+                updated += 1
+                if res.story_id is not None:
+                    self.touch(res.story_id)
+        if fresh:
+            first = self.store.next_entry_id()
+            for offset, (entry, fp) in enumerate(fresh):
+                self.place(first + offset, feed_id, feed_url, entry, fp, stored=False)
+            clusterer = self.clusterer
+            assert clusterer is not None  # place() made it
+            self.store.insert_entries(
+                feed_id, [(first + offset, entry, fp, clusterer.assignment(first + offset))
+                          for offset, (entry, fp) in enumerate(fresh)], self.now)
+            for bridge in self.bridges:
+                self._merge(bridge)
+            self.bridges.clear()
+        return len(fresh), updated
+
+    def _merge(self, bridge: tuple[int, int, int]) -> None:
+        absorbed, into, entry_id = bridge
+        self.store.merge_stories(absorbed, into, entry_id=entry_id,
+                                 reason=f"bridged by entry {entry_id}", now=self.now)
+
+    def place(self, entry_id: int, feed_id: int, feed_url: str, entry: Entry, fp: Fingerprint,
+              *, stored: bool = True) -> None:
+        """Put one entry in a story. A `stored` entry (crash recovery) gets its story written
+        now; a new one is inserted by `ingest` afterwards, with its final story."""
         clusterer = self._ensure_window(entry.published)
         doc = clustering.ClusterDoc(
             entry_id=entry_id, feed_id=feed_id, host=outlet_host(entry.link or feed_url),
@@ -310,15 +350,19 @@ class _ClusterCycle:
         candidates = [_doc(r) for r in rows]
         a = clusterer.add(doc, candidates)
         self.pending.append(entry.published)
-        for absorbed in a.absorbed:
-            self.store.merge_stories(absorbed, a.story_id, entry_id=entry_id,
-                                     reason=f"bridged by entry {entry_id}", now=self.now)
-            self.created.discard(absorbed)
-        self.store.assign_story(entry_id, a.story_id, rule=a.rule, distance=a.distance,
-                                score=a.score, matched_entry_id=a.matched_entry_id, now=self.now,
-                                new_story_title=entry.title if a.rule == "new" else None)
         if a.rule == "new":
             self.created.add(a.story_id)
+            if not stored:
+                self.store.create_story(a.story_id, entry.title, self.now)
+        for absorbed in a.absorbed:
+            # A new entry's merge record names it, so it is written once the entry is stored.
+            (self._merge if stored else self.bridges.append)((absorbed, a.story_id, entry_id))
+            self.created.discard(absorbed)
+        if stored:
+            self.store.assign_story(entry_id, a.story_id, rule=a.rule, distance=a.distance,
+                                    score=a.score, matched_entry_id=a.matched_entry_id,
+                                    now=self.now,
+                                    new_story_title=entry.title if a.rule == "new" else None)
         self.touch(a.story_id)
         self.grown.add(a.story_id)
 
@@ -346,8 +390,6 @@ class _ClusterCycle:
         rows = self.store.unclustered_entries()
         if not rows:
             return
-        from .model import Entry, Fingerprint
-
         with self.store.transaction():
             for r in rows:
                 published = from_db_time(r["published"]) or self.now
@@ -395,7 +437,8 @@ def _doc(row: Any) -> clustering.ClusterDoc:
         content_hash=row["content_hash"], simhash=i64_to_u64(row["simhash"]),
         title=row["title"], terms=tuple((row["terms"] or "").split()),
         language=row["language"], story_id=row["story_id"],
-        first_seen=from_db_time(row["first_seen"]), text_length=row["text_length"] or 0,
+        first_seen=from_db_time(row["first_seen"]),
+        text_length=(row["text_length"] or 0) if "text_length" in row.keys() else 0,
         match_rule=row["match_rule"])
 
 

@@ -19,10 +19,15 @@ from typing import Any
 import sqlite_utils
 
 from .errors import StoreError
-from .model import Entry, FeedSettings, FeedState, Fingerprint, outlet_host, simhash_bands
+from .model import Assignment, Entry, FeedSettings, FeedState, Fingerprint, outlet_host, simhash_bands
 
 BUSY_TIMEOUT_MS = 10_000
 U64 = 1 << 64
+_IN_CHUNK = 500  # values per `IN (...)` list: well under SQLite's variable limit
+# What clustering reads of a stored entry: never the (large) summary, content and text, not
+# even their length (length() reads a whole text value, overflow pages and all).
+_DOC_COLUMNS = ("e.id, e.feed_id, e.link, e.title, e.published, e.first_seen, e.content_hash,"
+                " e.simhash, e.terms, e.language, e.story_id, e.match_rule, f.url AS feed_url")
 
 
 def to_db_time(dt: datetime | None) -> str | None:
@@ -487,29 +492,79 @@ class Store:
 
     def upsert_entry(self, feed_id: int, entry: Entry, fp: Fingerprint, now: datetime,
                      *, max_changes: int = 5, settle_seconds: int = 86400) -> UpsertResult:
-        """Insert a new entry or update a changed one in place (never added twice).
+        """Insert a new entry (without a story) or update a changed one in place.
+
+        The poller uses `existing_entries` + `insert_entries` (a feed's new entries in one go,
+        with their stories); this one-entry form is for tools and tests.
+        """
+        row = self.existing_entries(feed_id, [entry.guid]).get(entry.guid)
+        if row is None:
+            entry_id = self.next_entry_id()
+            self.insert_entries(feed_id, [(entry_id, entry, fp, None)], now)
+            return UpsertResult(entry_id, "new", None)
+        return self.update_entry(row, entry, fp, now, max_changes=max_changes,
+                                 settle_seconds=settle_seconds)
+
+    def existing_entries(self, feed_id: int, guids: Sequence[str]) -> dict[str, sqlite3.Row]:
+        """The stored entries of one feed among `guids`, by guid (what `update_entry` needs)."""
+        found: dict[str, sqlite3.Row] = {}
+        unique = list(dict.fromkeys(guids))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start:start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for row in self.execute(
+                    "SELECT id, guid, content_hash, story_id, change_count, last_changed_at"
+                    f" FROM entries WHERE feed_id = ? AND guid IN ({marks})", (feed_id, *chunk)):
+                found[row["guid"]] = row
+        return found
+
+    def next_entry_id(self) -> int:
+        """The id the next inserted entry gets (inside the writer's transaction)."""
+        row = self.execute("SELECT COALESCE(MAX(id), 0) FROM entries").fetchone()
+        return int(row[0]) + 1
+
+    def insert_entries(
+        self, feed_id: int, items: Sequence[tuple[int, Entry, Fingerprint, Assignment | None]],
+        now: datetime,
+    ) -> None:
+        """Insert new entries of one feed with the ids given (ascending, from `next_entry_id`)
+        and, when known, their story and evidence: one statement for the rows, one for the
+        simhash bands. A story an entry names must exist (see `create_story`); an entry it
+        matched must be stored or come earlier in `items`."""
+        ts = to_db_time(now)
+        rows = []
+        bands: list[tuple[int, int, int]] = []
+        for entry_id, entry, fp, a in items:
+            rows.append((
+                entry_id, feed_id, entry.guid, entry.link, entry.title, entry.summary,
+                entry.content, entry.text, entry.author, entry.language,
+                json.dumps(list(entry.categories), ensure_ascii=False),
+                to_db_time(entry.published), to_db_time(entry.updated), ts, entry.content_hash,
+                u64_to_i64(fp.simhash), " ".join(fp.terms),
+                *((a.story_id, a.rule, a.distance, a.score, a.matched_entry_id)
+                  if a is not None else (None, None, None, None, None))))
+            if fp.simhash is not None:
+                bands += [(i, v, entry_id) for i, v in enumerate(simhash_bands(fp.simhash))]
+        try:
+            self.conn.executemany(
+                "INSERT INTO entries (id, feed_id, guid, link, title, summary, content, text,"
+                " author, language, categories, published, updated, first_seen, content_hash,"
+                " simhash, terms, story_id, match_rule, match_distance, match_score,"
+                " matched_entry_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?, ?, ?, ?)", rows)
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)",
+                bands)
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
+
+    def update_entry(self, row: sqlite3.Row, entry: Entry, fp: Fingerprint, now: datetime,
+                     *, max_changes: int = 5, settle_seconds: int = 86400) -> UpsertResult:
+        """Update a stored entry (`row` from `existing_entries`) in place if its content changed.
 
         An entry whose content changes on every poll (a timestamp in the body) is updated at
         most `max_changes` times quickly; after that at most once per `settle_seconds`.
         """
-        row = self.execute(
-            "SELECT id, content_hash, story_id, change_count, last_changed_at FROM entries"
-            " WHERE feed_id = ? AND guid = ?", (feed_id, entry.guid)).fetchone()
-        ts = to_db_time(now)
-        simhash = u64_to_i64(fp.simhash)
-        values = (entry.link, entry.title, entry.summary, entry.content, entry.text, entry.author,
-                  entry.language, json.dumps(list(entry.categories), ensure_ascii=False),
-                  to_db_time(entry.published), to_db_time(entry.updated), entry.content_hash,
-                  simhash, " ".join(fp.terms))
-        if row is None:
-            cur = self.execute(
-                "INSERT INTO entries (link, title, summary, content, text, author, language,"
-                " categories, published, updated, content_hash, simhash, terms, feed_id, guid,"
-                " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values, feed_id, entry.guid, ts))
-            entry_id = int(cur.lastrowid or 0)
-            self._write_bands(entry_id, fp.simhash)
-            return UpsertResult(entry_id, "new", None)
         if row["content_hash"] == entry.content_hash:
             return UpsertResult(row["id"], "unchanged", row["story_id"])
         last = from_db_time(row["last_changed_at"])
@@ -520,7 +575,10 @@ class Store:
             " author = ?, language = ?, categories = ?, published = ?, updated = ?,"
             " content_hash = ?, simhash = ?, terms = ?, last_changed_at = ?,"
             " change_count = change_count + 1 WHERE id = ?",
-            (*values, ts, row["id"]))
+            (entry.link, entry.title, entry.summary, entry.content, entry.text, entry.author,
+             entry.language, json.dumps(list(entry.categories), ensure_ascii=False),
+             to_db_time(entry.published), to_db_time(entry.updated), entry.content_hash,
+             u64_to_i64(fp.simhash), " ".join(fp.terms), to_db_time(now), row["id"]))
         self.execute("DELETE FROM simhash_bands WHERE entry_id = ?", (row["id"],))
         self._write_bands(row["id"], fp.simhash)
         return UpsertResult(row["id"], "updated", row["story_id"])
@@ -540,7 +598,7 @@ class Store:
         """Entries published since `since` that share at least one 16-bit band with `simhash`."""
         b = simhash_bands(simhash)
         return list(self.execute(
-            "SELECT e.*, length(e.text) AS text_length, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
             " WHERE e.id IN ("
             " SELECT entry_id FROM simhash_bands WHERE (band = 0 AND value = ?)"
             " OR (band = 1 AND value = ?) OR (band = 2 AND value = ?) OR (band = 3 AND value = ?))"
@@ -551,13 +609,13 @@ class Store:
                          *, exclude: int | None = None) -> list[sqlite3.Row]:
         """Entries (within the window) with the same canonical link or the same content hash."""
         rows = list(self.execute(
-            "SELECT e.*, length(e.text) AS text_length, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
             " WHERE e.content_hash = ? AND e.id != ? AND e.published >= ?"
             " AND e.story_id IS NOT NULL LIMIT 50",
             (content_hash, exclude or -1, to_db_time(since))))
         if link:
             rows += list(self.execute(
-                "SELECT e.*, length(e.text) AS text_length, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
                 " WHERE e.link = ? AND e.id != ? AND e.story_id IS NOT NULL LIMIT 50",
                 (link, exclude or -1)))
         return rows
@@ -568,10 +626,7 @@ class Store:
         lo = ">=" if include_since else ">"
         hi = "<=" if include_until else "<"
         return list(self.execute(
-            "SELECT e.id, e.feed_id, e.link, e.title, e.published, e.first_seen, e.content_hash,"
-            " e.simhash, e.terms, e.language, e.story_id, e.match_rule,"
-            " length(e.text) AS text_length, f.url AS feed_url"
-            " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
             f" WHERE e.published {lo} ? AND e.published {hi} ? AND e.story_id IS NOT NULL"
             " ORDER BY e.id", (to_db_time(since), to_db_time(until))))
 
@@ -612,6 +667,14 @@ class Store:
     def clear_merge_pending(self) -> None:
         self.execute("DELETE FROM meta WHERE key IN ('merge_pending_from', 'merge_pending_until')")
 
+    def create_story(self, story_id: int, title: str, now: datetime) -> None:
+        """A new story row, before its first entry is inserted; `refresh_stories` (in the same
+        transaction) fills in the representative, dates and counts."""
+        ts = to_db_time(now)
+        self.execute(
+            "INSERT INTO stories (id, title, representative_id, first_seen, last_seen,"
+            " updated_at) VALUES (?, ?, NULL, ?, ?, ?)", (story_id, title, ts, ts, ts))
+
     def assign_story(self, entry_id: int, story_id: int, *, rule: str, distance: int | None,
                      score: float | None, matched_entry_id: int | None, now: datetime,
                      new_story_title: str | None = None) -> None:
@@ -651,32 +714,47 @@ class Store:
 
     def refresh_stories(self, story_ids: Iterable[int], now: datetime,
                         representative: str = "earliest") -> None:
-        """Recompute counts, first/last seen, representative and title of the given stories."""
+        """Recompute counts, first/last seen, representative and title of the given stories
+        (a few statements per 500 stories); stories left without members are deleted."""
         ts = to_db_time(now)
-        for story_id in sorted(set(story_ids)):
-            members = list(self.execute(
-                "SELECT e.id, e.title, e.published, e.first_seen, e.feed_id, e.link,"
-                " length(e.text) AS size, f.url AS feed_url FROM entries e"
-                " JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?"
-                " ORDER BY e.published, e.id", (story_id,)))
-            if not members:
-                self.execute("DELETE FROM stories WHERE id = ?", (story_id,))
-                continue
-            old = self.execute("SELECT feed_count, member_count FROM stories WHERE id = ?",
-                               (story_id,)).fetchone()
-            rep = members[0] if representative == "earliest" else max(
-                members, key=lambda m: (m["size"], -members.index(m)))
-            feeds = {m["feed_id"] for m in members}
-            hosts = {outlet_host(m["link"] or m["feed_url"]) for m in members}
-            first = min(m["published"] for m in members)
-            last = max(m["first_seen"] for m in members)
-            grew = old is None or old["feed_count"] != len(feeds) or old["member_count"] != len(members)
-            self.execute(
-                "UPDATE stories SET title = ?, representative_id = ?, first_seen = ?,"
-                " last_seen = ?, member_count = ?, feed_count = ?, host_count = ?,"
-                " updated_at = CASE WHEN ? THEN ? ELSE updated_at END WHERE id = ?",
-                (rep["title"], rep["id"], first, max(last, first), len(members), len(feeds),
-                 len(hosts), grew, ts, story_id))
+        # Only "complete" needs each member's text length, and length() reads the whole text.
+        size = "length(e.text)" if representative == "complete" else "0"
+        ids = sorted(set(story_ids))
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start:start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            members: dict[int, list[sqlite3.Row]] = {}
+            for m in self.execute(
+                    f"SELECT e.id, e.story_id, e.title, e.published, e.first_seen, e.feed_id,"
+                    f" e.link, {size} AS size, f.url AS feed_url FROM entries e"
+                    f" JOIN feeds f ON f.id = e.feed_id WHERE e.story_id IN ({marks})"
+                    " ORDER BY e.story_id, e.published, e.id", chunk):
+                members.setdefault(m["story_id"], []).append(m)
+            old = {r[0]: (r[1], r[2]) for r in self.execute(
+                f"SELECT id, feed_count, member_count FROM stories WHERE id IN ({marks})", chunk)}
+            gone = [(sid,) for sid in chunk if sid not in members]
+            updates = []
+            for sid, rows in members.items():
+                # "earliest": the first by publication (then id); "complete": the longest text,
+                # ties to the earliest.
+                rep = rows[0] if representative == "earliest" else min(
+                    enumerate(rows), key=lambda pair: (-pair[1]["size"], pair[0]))[1]
+                feeds = {m["feed_id"] for m in rows}
+                hosts = {outlet_host(m["link"] or m["feed_url"]) for m in rows}
+                first = rows[0]["published"]
+                last = max(m["first_seen"] for m in rows)
+                grew = old.get(sid) != (len(feeds), len(rows))
+                updates.append((rep["title"], rep["id"], first, max(last, first), len(rows),
+                                len(feeds), len(hosts), grew, ts, sid))
+            try:
+                self.conn.executemany("DELETE FROM stories WHERE id = ?", gone)
+                self.conn.executemany(
+                    "UPDATE stories SET title = ?, representative_id = ?, first_seen = ?,"
+                    " last_seen = ?, member_count = ?, feed_count = ?, host_count = ?,"
+                    " updated_at = CASE WHEN ? THEN ? ELSE updated_at END WHERE id = ?",
+                    updates)
+            except sqlite3.Error as exc:
+                raise _store_error(self.path, exc) from exc
 
     def stories(self, *, since: datetime | None = None, min_sources: int = 1,
                 limit: int = 50) -> list[sqlite3.Row]:
