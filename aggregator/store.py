@@ -19,7 +19,15 @@ from typing import Any
 import sqlite_utils
 
 from .errors import StoreError
-from .model import Assignment, Entry, FeedSettings, FeedState, Fingerprint, outlet_host, simhash_bands
+from .model import (
+    Assignment,
+    Entry,
+    FeedSettings,
+    FeedState,
+    Fingerprint,
+    outlet_host,
+    simhash_bands,
+)
 
 BUSY_TIMEOUT_MS = 10_000
 U64 = 1 << 64
