@@ -242,3 +242,19 @@ def test_xhtml_content_split_by_expat_is_escaped_as_a_whole() -> None:
     )
     feed = parse_feed(body, {}, "http://e/")
     assert feed.entries[0].content == "<p>a &lt; b\n &amp; c &gt; d</p>\n  <p>e&amp;f</p>"
+
+
+def test_windows_1252_fixup_table_maps_every_character_as_feedparsers_dict() -> None:
+    import feedparser  # type: ignore[import-untyped]
+
+    from aggregator.parse import _cp1252_table
+
+    parse_feed(_rss(), {}, "http://e/")  # tunes feedparser
+    table = feedparser.mixin._cp1252
+    assert isinstance(table, tuple)  # the tuned table is in place
+    original = feedparser.html._cp1252  # the dict it replaces, still used by feedparser.html
+    assert table == _cp1252_table(original)
+    every = "".join(map(chr, range(0x110000)))
+    assert every.translate(table) == every.translate(original)
+    body = _rss("<title>a\u0080b\u0093c\u0081 \u00e9\U0001f600</title>")
+    assert parse_feed(body, {}, "http://e/").entries[0].title == "a\u20acb\u201cc\u0081 \u00e9\U0001f600"
