@@ -36,9 +36,11 @@ import heapq
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+import numpy as np
 
 from aggregator.model import (
     Assignment,
@@ -91,7 +93,7 @@ class _Stats:
 
 _MAX_NEIGHBOURS = 24  # candidate merges kept per story in the merge pass
 _KEY_TERMS = 24  # in a large window, a story's neighbours are found by its top terms only
-_MAX_CANDIDATES = 200  # in a large window, stories scored per look for neighbours
+_MAX_CANDIDATES = 48  # in a large window, stories scored per look for neighbours
 _LARGE_WINDOW = 3000  # documents; below this every informative term is searched (exact)
 
 
@@ -101,7 +103,8 @@ def _hamming(a: int, b: int) -> int:
 
 def _vector(terms: Iterable[str], stats: _Stats) -> Vector:
     """Unit-length IDF-weighted binary term vector."""
-    weights = {t: stats.idf(t) for t in set(terms)}
+    # First-occurrence order, not a set's: float sums must not depend on string hashing.
+    weights = {t: stats.idf(t) for t in dict.fromkeys(terms)}
     norm = math.sqrt(sum(w * w for w in weights.values()))
     if norm == 0.0:
         return {}
@@ -129,10 +132,9 @@ def _decimals(terms: Iterable[str]) -> frozenset[str]:
     return frozenset(t for t in terms if t.startswith("#") and "." in t)
 
 
-def _signature_decimals(members: Sequence[ClusterDoc]) -> frozenset[str]:
+def _signature(counts: Counter[str], members: int) -> frozenset[str]:
     """The measurements at least half of a story's members quote: what the story is about."""
-    counts = Counter(t for d in members for t in _decimals(d.terms))
-    return frozenset(t for t, c in counts.items() if 2 * c >= len(members))
+    return frozenset(t for t, c in counts.items() if 2 * c >= members)
 
 
 def _title_words(title: str) -> set[str]:
@@ -143,27 +145,103 @@ def _title_words(title: str) -> set[str]:
 class _Story:
     """A cluster being built in `merge_pass`: members, summed vector, its norm, measurements."""
 
-    __slots__ = ("story_id", "members", "vector", "norm", "decimals", "key", "first_seen",
-                 "version", "earliest", "latest", "feeds", "cached_terms", "cached_slots")
+    __slots__ = ("story_id", "members", "vector", "norm", "decimals", "decimal_counts", "key",
+                 "first_seen", "version", "earliest", "latest", "feeds", "cached_terms")
 
     def __init__(
-        self, story_id: int, members: list[int], vector: Vector, decimals: frozenset[str],
+        self, story_id: int, members: list[int], vector: Vector, decimal_counts: Counter[str],
         key: tuple[datetime, str], first_seen: datetime, earliest: datetime, latest: datetime,
         feeds: frozenset[int],
     ) -> None:
         self.story_id = story_id
+        self.decimal_counts = decimal_counts  # how many members quote each measurement
         self.earliest = earliest  # publication times of the members, for the window check
         self.latest = latest
         self.feeds = feeds
         self.cached_terms: list[str] | None = None  # merge_pass's key terms, computed once
-        self.cached_slots: range | None = None
         self.members = members
         self.vector = vector
         self.norm = _norm(vector)
-        self.decimals = decimals
+        self.decimals = _signature(decimal_counts, len(members))
         self.key = key
         self.first_seen = first_seen
         self.version = 0
+
+
+class _NeighbourIndex:
+    """Which stories a story could merge with: the key terms of every story at the start of a
+    merge pass as flat numpy arrays (term → story positions and weights), with an alias table
+    for stories merged since, and each story's time span for the window check.
+
+    Postings are gathered and summed in numpy, so looking for neighbours costs little per
+    posting even when a window of tens of thousands of stories shares much vocabulary, and the
+    arrays take a few bytes per posting instead of a Python set entry. A merged story is found
+    through its members' key terms (the alias table points them at it)."""
+
+    def __init__(self, stories: list[_Story], key_terms: Callable[[_Story], list[str]],
+                 span_seconds: float) -> None:
+        self._span = span_seconds
+        self._position = {s.story_id: i for i, s in enumerate(stories)}
+        self._story_ids = np.array([s.story_id for s in stories], dtype=np.int64)
+        self._alias = np.arange(len(stories), dtype=np.int64)
+        self._earliest = np.array([s.earliest.timestamp() for s in stories], dtype=np.float64)
+        self._latest = np.array([s.latest.timestamp() for s in stories], dtype=np.float64)
+        self._norm = np.array([s.norm for s in stories], dtype=np.float64)
+        term_ids: dict[str, int] = {}
+        tids: list[int] = []
+        positions: list[int] = []
+        weights: list[float] = []
+        for i, story in enumerate(stories):
+            for term in key_terms(story):
+                tids.append(term_ids.setdefault(term, len(term_ids)))
+                positions.append(i)
+                weights.append(story.vector[term])
+        order = np.argsort(np.array(tids, dtype=np.int64), kind="stable")
+        self._term_ids = term_ids
+        self._postings = np.array(positions, dtype=np.int64)[order]
+        self._weights = np.array(weights, dtype=np.float64)[order]
+        counts = np.bincount(np.array(tids, dtype=np.int64), minlength=len(term_ids))
+        self._start = np.concatenate(([0], np.cumsum(counts))).tolist()
+
+    def merged(self, source: _Story, into: _Story) -> None:
+        """`source` is now part of `into` (whose span and norm are the merged story's)."""
+        s, i = self._position[source.story_id], self._position[into.story_id]
+        self._alias[self._alias == s] = i
+        self._earliest[i] = into.earliest.timestamp()
+        self._latest[i] = into.latest.timestamp()
+        self._norm[i] = into.norm
+
+    def candidates(self, story: _Story, terms: list[str], limit: int | None) -> list[int]:
+        """Ids of the stories within the window of `story` that share one of `terms` with it;
+        with a `limit`, only that many: those with the highest cosine over the shared terms."""
+        parts: list[np.ndarray] = []
+        part_weights: list[np.ndarray] = []
+        for term in terms:
+            tid = self._term_ids.get(term)
+            if tid is None:
+                continue
+            lo, hi = self._start[tid], self._start[tid + 1]
+            parts.append(self._postings[lo:hi])
+            part_weights.append(self._weights[lo:hi] * story.vector[term])
+        if not parts:
+            return []
+        positions = self._alias[np.concatenate(parts)]
+        own = self._alias[self._position[story.story_id]]
+        # Differences, as in _windows_overlap: some feeds date entries near the calendar's ends.
+        keep = ((positions != own)
+                & (self._latest[positions] - story.earliest.timestamp() >= -self._span)
+                & (story.latest.timestamp() - self._earliest[positions] >= -self._span))
+        positions = positions[keep]
+        if not len(positions):
+            return []
+        unique, inverse = np.unique(positions, return_inverse=True)
+        if limit is not None and len(unique) > limit:
+            shared = np.bincount(inverse, weights=np.concatenate(part_weights)[keep])
+            estimate = shared / np.maximum(self._norm[unique], 1e-12)
+            # Highest estimate first, ties to the smaller story id: no dependence on positions.
+            best = np.lexsort((self._story_ids[unique], -estimate))[:limit]
+            unique = unique[best]
+        return [int(x) for x in self._story_ids[unique]]
 
 
 class StoryClusterer:
@@ -182,7 +260,6 @@ class StoryClusterer:
         self._by_link: dict[str, list[int]] = defaultdict(list)
         self._by_hash: dict[str, list[int]] = defaultdict(list)
         self._by_band: tuple[dict[int, list[int]], ...] = tuple(defaultdict(list) for _ in range(4))
-        self._postings: dict[str, list[int]] = defaultdict(list)
         self._df: Counter[str] = Counter()
         self._evidence_updates: dict[int, Assignment] = {}
         self._added: list[int] = []
@@ -246,7 +323,6 @@ class StoryClusterer:
             for i, value in enumerate(simhash_bands(doc.simhash)):
                 self._by_band[i][value].append(eid)
         for term in set(doc.terms):
-            self._postings[term].append(eid)
             self._df[term] += 1
 
     def _stats(self) -> _Stats:
@@ -396,27 +472,46 @@ class StoryClusterer:
         if not self._dirty:
             return []
         stats = self._stats()
-        vectors = {eid: _vector(doc.terms, stats) for eid, doc in self._docs.items()}
+        idf = {t: stats.idf(t) for t in stats.df}
+
+        norms: dict[int, float] = {}
+
+        def weights_of(eid: int) -> dict[str, float]:
+            weights = {}
+            for t in dict.fromkeys(self._docs[eid].terms):
+                w = idf.get(t)
+                if w is None:
+                    w = idf[t] = stats.idf(t)
+                weights[t] = w
+            return weights
+
+        def vector_of(eid: int) -> Vector:
+            # Built when needed, not kept for every document: a large window would hold them all.
+            weights = weights_of(eid)
+            norm = norms[eid] = math.sqrt(sum(w * w for w in weights.values()))
+            return {t: w / norm for t, w in weights.items()} if norm else {}
+
+        def similarity(eid: int, vector: Vector) -> float:
+            """dot(vector_of(eid), vector) without building the member's vector (the evidence
+            scans every member of a story at each merge: this keeps that cheap)."""
+            norm = norms.get(eid)
+            if norm is None:
+                vector_of(eid)
+                norm = norms[eid]
+            if not norm:
+                return 0.0
+            # Story terms are unique per document (fingerprint.story_terms).
+            return sum(vector.get(t, 0.0) * idf[t] for t in self._docs[eid].terms) / norm
+
         limit = stats.search_limit()
-        clusters: dict[int, _Story] = {}
-        # Candidates come from an index of (term, time slot): stories can only merge when their
-        # members are within the window of each other, so only neighbouring slots are looked at.
-        slot_seconds = max(3600.0, self.settings.window_hours * 3600.0)
-        by_term: dict[tuple[str, int], set[int]] = defaultdict(set)
-
-        def slots(cluster: _Story) -> range:
-            if cluster.cached_slots is None:
-                lo = int(cluster.earliest.timestamp() // slot_seconds)
-                hi = int(cluster.latest.timestamp() // slot_seconds)
-                cluster.cached_slots = range(lo, min(hi, lo + 64) + 1)
-            return cluster.cached_slots
-
         large = stats.docs > _LARGE_WINDOW
+        clusters: dict[int, _Story] = {}
 
         def key_terms(cluster: _Story) -> list[str]:
-            # A story is found through its most informative terms only: two stories that share
-            # none of their top terms do not pass the threshold anyway, and indexing every term
-            # makes candidates quadratic when a big window shares much vocabulary.
+            # A story is found through its informative terms (not the very common ones); in a
+            # large window through its most informative ones only: two stories that share none
+            # of their top terms do not pass the threshold anyway, and every term would make
+            # candidates quadratic when a big window shares much vocabulary.
             if cluster.cached_terms is None:
                 usable = [t for t in cluster.vector if stats.df.get(t, 0) <= limit]
                 if large and len(usable) > _KEY_TERMS:
@@ -425,44 +520,19 @@ class StoryClusterer:
                 cluster.cached_terms = usable
             return cluster.cached_terms
 
-        def index(cluster: _Story) -> None:
-            for term in key_terms(cluster):
-                for slot in slots(cluster):
-                    by_term[(term, slot)].add(cluster.story_id)
-
-        def unindex(cluster: _Story) -> None:
-            for term in key_terms(cluster):
-                for slot in slots(cluster):
-                    bucket = by_term.get((term, slot))
-                    if bucket is not None:
-                        bucket.discard(cluster.story_id)
-
         for sid, members in self._members.items():
-            if not members:
-                continue
-            cluster = self._build_story(sid, list(members), vectors)
-            clusters[sid] = cluster
-            index(cluster)
-
+            if members:
+                clusters[sid] = self._build_story(sid, list(members), vector_of)
+        index = _NeighbourIndex(list(clusters.values()), key_terms,
+                                self.settings.window_hours * 3600.0)
         heap: list[tuple[float, tuple[datetime, str], tuple[datetime, str], int, int, int, int]] = []
 
         def push_neighbours(sid: int) -> None:
             cluster = clusters[sid]
-            near = slots(cluster)
-            near = range(near.start - 1, near.stop + 1)
-            shared: dict[int, int] = defaultdict(int)
-            for term in key_terms(cluster):
-                for slot in near:
-                    bucket = by_term.get((term, slot))
-                    if bucket is not None:
-                        for other_id in bucket:
-                            shared[other_id] += 1
-            shared.pop(sid, None)
-            neighbours: Iterable[int] = shared
-            if large and len(shared) > _MAX_CANDIDATES:
-                # Score only the stories sharing the most key terms with this one.
-                neighbours = heapq.nlargest(_MAX_CANDIDATES, shared,
-                                            key=lambda o: (shared[o], -o))
+            # Small windows: every story sharing an informative term is scored (exact). Large
+            # ones: those whose key terms promise the highest cosine.
+            neighbours = index.candidates(cluster, key_terms(cluster),
+                                          _MAX_CANDIDATES if large else None)
             scored: list[tuple[float, _Story]] = []
             for other_id in neighbours:
                 other = clusters[other_id]
@@ -490,24 +560,22 @@ class StoryClusterer:
             if a is None or b is None or a.version != a_version or b.version != b_version:
                 continue
             into, source = (a, b) if (a.first_seen, a.story_id) <= (b.first_seen, b.story_id) else (b, a)
-            entry_id, matched = self._closest_pair(source, into, vectors)
+            entry_id, matched = self._closest_pair(source, into, vector_of, similarity)
             merges.append(StoryMerge(source.story_id, into.story_id, round(-neg, 4), "merge_pass",
                                      entry_id, matched))
-            self._reattach_founders(source, into, round(-neg, 4), vectors)
+            self._reattach_founders(source, into, round(-neg, 4), vector_of, similarity)
             self._merge_into(source.story_id, into.story_id)
             del clusters[source.story_id]
-            unindex(source)
-            unindex(into)
-            merged = self._build_story(into.story_id, into.members + source.members, vectors)
-            merged.version = into.version + 1
+            merged = self._combine(into, source)
             clusters[into.story_id] = merged
-            index(merged)
+            index.merged(source, merged)
             push_neighbours(into.story_id)
         self._dirty.clear()
         return merges
 
     def _reattach_founders(
-        self, source: _Story, into: _Story, score: float, vectors: dict[int, Vector]
+        self, source: _Story, into: _Story, score: float, vector_of: Callable[[int], Vector],
+        similarity: Callable[[int, Vector], float],
     ) -> None:
         """Entries that founded `source` (rule "new") now belong through a story match."""
         for eid in source.members:
@@ -515,7 +583,8 @@ class StoryClusterer:
             stored_rule = old.rule if old is not None else self._docs[eid].match_rule
             if stored_rule != "new":
                 continue
-            matched = max(into.members, key=lambda e: (_dot(vectors[eid], vectors[e])[0], -e))
+            founder = vector_of(eid)
+            matched = max(into.members, key=lambda e: (similarity(e, founder), -e))
             update = Assignment(into.story_id, "story_match", None, score, matched,
                                 old.absorbed if old is not None else ())
             if old is not None:
@@ -533,18 +602,34 @@ class StoryClusterer:
             return a
         return Assignment(story_id, a.rule, a.distance, a.score, a.matched_entry_id, a.absorbed)
 
-    def _build_story(self, sid: int, members: list[int], vectors: dict[int, Vector]) -> _Story:
+    def _build_story(self, sid: int, members: list[int],
+                     vector_of: Callable[[int], Vector]) -> _Story:
         vector: Vector = {}
         for eid in members:
-            for t, w in vectors[eid].items():
+            for t, w in vector_of(eid).items():
                 vector[t] = vector.get(t, 0.0) + w
         docs = [self._docs[e] for e in members]
-        decimals = _signature_decimals(docs)
+        decimal_counts = Counter(t for d in docs for t in _decimals(d.terms))
         key = min((d.published, d.content_hash) for d in docs)
         first_seen = min(d.first_seen or d.published for d in docs)
         published = [d.published for d in docs]
-        return _Story(sid, members, vector, decimals, key, first_seen, min(published),
+        return _Story(sid, members, vector, decimal_counts, key, first_seen, min(published),
                       max(published), frozenset(d.feed_id for d in docs))
+
+    def _combine(self, into: _Story, source: _Story) -> _Story:
+        """The story `into` becomes by absorbing `source`: centroids add up, no member is
+        recomputed (a big story absorbing many small ones stays linear)."""
+        vector = dict(into.vector)
+        for t, w in source.vector.items():
+            vector[t] = vector.get(t, 0.0) + w
+        members = into.members + source.members
+        merged = _Story(into.story_id, members, vector,
+                        into.decimal_counts + source.decimal_counts,
+                        min(into.key, source.key), min(into.first_seen, source.first_seen),
+                        min(into.earliest, source.earliest), max(into.latest, source.latest),
+                        into.feeds | source.feeds)
+        merged.version = into.version + 1
+        return merged
 
     def _cluster_score(self, a: _Story, b: _Story) -> float | None:
         """Centroid cosine of two stories when it passes the threshold and the guards."""
@@ -575,10 +660,13 @@ class StoryClusterer:
         # Differences, not sums: feeds carry dates near the ends of the calendar.
         return b.latest - a.earliest >= -span and a.latest - b.earliest >= -span
 
-    def _closest_pair(self, source: _Story, into: _Story, vectors: dict[int, Vector]) -> tuple[int, int]:
+    @staticmethod
+    def _closest_pair(source: _Story, into: _Story, vector_of: Callable[[int], Vector],
+                      similarity: Callable[[int, Vector], float]) -> tuple[int, int]:
         """The member of `source` closest to `into`'s centroid, and its closest member of `into`."""
-        entry_id = max(source.members, key=lambda e: (_dot(vectors[e], into.vector)[0], -e))
-        matched = max(into.members, key=lambda e: (_dot(vectors[entry_id], vectors[e])[0], -e))
+        entry_id = max(source.members, key=lambda e: (similarity(e, into.vector), -e))
+        entry = vector_of(entry_id)
+        matched = max(into.members, key=lambda e: (similarity(e, entry), -e))
         return entry_id, matched
 
     # -- explaining ----------------------------------------------------------------------------------
