@@ -63,22 +63,31 @@ _BAD_PERCENT = re.compile(r"%(?![0-9a-fA-F]{2})")
 # C0/C1 controls except tab/newline/carriage return, lone surrogates, non-characters.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 # Block-level tags: their boundaries become spaces in plain text ("<p>a</p><p>b</p>" → "a b").
-_BLOCK_TAG = re.compile(
-    r"<(?=/?(?:p|div|br|hr|li|ul|ol|dl|dt|dd|h[1-6]|tr|td|th|table|thead|tbody|tfoot|caption"
-    r"|blockquote|pre|section|article|aside|header|footer|nav|figure|figcaption|address|img"
-    r"|details|summary|main|option|title)\b)",
-    re.IGNORECASE,
+# fmt: off
+_BLOCK_TAG_NAMES = frozenset(
+    {
+        "p", "div", "br", "hr", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5",
+        "h6", "tr", "td", "th", "table", "thead", "tbody", "tfoot", "caption", "blockquote", "pre",
+        "section", "article", "aside", "header", "footer", "nav", "figure", "figcaption",
+        "address", "img", "details", "summary", "main", "option", "title",
+    }
 )
+# fmt: on
+_BLOCK_TAG = re.compile(r"<(?=/?(?:" + "|".join(sorted(_BLOCK_TAG_NAMES)) + r")\b)", re.IGNORECASE)
 # A tag as nh3 (html5ever) serialises it: a lower-case name, attributes with values in double
 # quotes (which may hold '<' and '>'); in its text '<' and '>' are always escaped.
-_SERIALISED_TAG = re.compile(r'</?[a-z][a-z0-9]*(?:\s+[^\s"\'<>/=]+(?:="[^"]*")?)*\s*/?>')
+_SERIALISED_TAG = re.compile(r'</?([a-z][a-z0-9]*)(?:\s+[^\s"\'<>/=]+(?:="[^"]*")?)*\s*/?>')
 # An <img> tag (bounded by the next '<' so a missing '>' cannot make this quadratic).
 _IMG_TAG = re.compile(r"<img\b[^<>]*>", re.IGNORECASE)
 _PIXEL_SIZE = re.compile(r"""\b(?:width|height)\s*=\s*["']?\s*[01](?:px)?\s*(?:["'\s/>])""", re.I)
+# Tracker image URLs: feeds.feedburner.com/~r/ and /~ff/, pixel.wp.com/, stats.wordpress.com/,
+# google-analytics.com/, pixel.quantserve.com/, doubleclick.net/, /pixel.gif, /tracking.gif,
+# /beacon.gif, /open.gif. Only searched for; the lookahead on the first characters lets most
+# positions fail at one test instead of ten (three times faster than the plain alternation).
 _TRACKER_SRC = re.compile(
-    r"(?:feeds\.feedburner\.com/~r/|feeds\.feedburner\.com/~ff/|pixel\.wp\.com/|stats\.wordpress\.com/"
-    r"|google-analytics\.com/|pixel\.quantserve\.com/|doubleclick\.net/|/pixel\.gif|/tracking\.gif"
-    r"|/beacon\.gif|/open\.gif)",
+    r"(?=[fpsgd/])(?:feeds\.feedburner\.com/~(?:r|ff)/|pixel\.(?:wp|quantserve)\.com/"
+    r"|stats\.wordpress\.com/|google-analytics\.com/|doubleclick\.net/"
+    r"|/(?:pixel|tracking|beacon|open)\.gif)",
     re.IGNORECASE,
 )
 _URL_ATTRIBUTES = frozenset({"href", "src", "cite", "longdesc", "usemap", "action"})
@@ -216,18 +225,26 @@ def plain_text(fragment: str) -> str:
 def _sanitised_plain_text(sanitised: str) -> str:
     """`plain_text` of `sanitise_html` output, without parsing it a second time.
 
-    Sanitised HTML is html5ever's serialisation: every '<' outside an attribute value opens a
-    tag, text holds only the entities &amp; &lt; &gt; &nbsp;, and there are no comments, scripts
-    or styles. Removing the tags and decoding the entities gives what nh3 gives. Anything else
-    (a '<' left over, e.g. after NFC merged a '>' with a combining character) goes through nh3.
-    The result is always the same as `plain_text(sanitised)`; tests check it on hostile input.
+    `sanitised` is html5ever's serialisation, already through `clean_string`: every '<'
+    outside an attribute value opens a tag, text holds only the entities &amp; &lt; &gt; &nbsp;,
+    and there are no comments, scripts or styles. Replacing each tag by what `plain_text` leaves
+    of it (a space for a block tag) and decoding the entities gives what nh3 gives. Anything
+    else (a '<' left over, e.g. after NFC merged a '>' with a combining character) goes through
+    nh3. The result is always `plain_text(sanitised)`; tests check it on hostile input.
     """
     if "<" not in sanitised and "&" not in sanitised:
         return _collapse(sanitised)
-    text = _SERIALISED_TAG.sub("", _BLOCK_TAG.sub(" <", sanitised))
+    text = _SERIALISED_TAG.sub(_tag_gap, sanitised)
     if "<" in text:
         return plain_text(sanitised)
-    return _collapse(clean_string(html.unescape(text)))
+    # Decoding those entities adds no control character, so of clean_string only NFC is left
+    # to do ("&gt;" next to a combining mark can compose).
+    return _collapse(unicodedata.normalize("NFC", html.unescape(text)))
+
+
+def _tag_gap(tag: re.Match[str]) -> str:
+    """What a serialised tag leaves in plain text: a space for a block tag, else nothing."""
+    return " " if tag.group(1) in _BLOCK_TAG_NAMES else ""
 
 
 def sanitise_html(fragment: str, base_url: str | None = None) -> str:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from aggregator.model import ParsedFeed, RawEntry
 from aggregator.normalise import (
+    _TRACKER_SRC,
     _VOLATILE,
     _collapse,
     _sanitised_plain_text,
@@ -277,3 +278,29 @@ _time_text = st.lists(
 @given(_time_text)
 def test_volatile_tokens_are_those_of_the_pattern_as_written(text: str) -> None:
     assert _VOLATILE.sub("#", text) == _VOLATILE_AS_WRITTEN.sub("#", text)
+
+
+# The tracker pattern as first written; normalise holds a faster form of it.
+_TRACKER_AS_WRITTEN = re.compile(
+    r"(?:feeds\.feedburner\.com/~r/|feeds\.feedburner\.com/~ff/|pixel\.wp\.com/|stats\.wordpress\.com/"
+    r"|google-analytics\.com/|pixel\.quantserve\.com/|doubleclick\.net/|/pixel\.gif|/tracking\.gif"
+    r"|/beacon\.gif|/open\.gif)",
+    re.IGNORECASE,
+)
+_tracker_text = st.lists(
+    st.sampled_from(
+        [
+            "feeds.feedburner.com/~r/", "FEEDS.FeedBurner.com/~ff/", "feeds.feedburner.com/~x/",
+            "pixel.wp.com/", "pixel.quantserve.com/", "stats.wordpreſs.com/", "doubleclick.net/",
+            "google-analytics.com/", "/pixel.gif", "/tracKing.gif", "/beacon.GIF", "/open.gif",
+            "/opengif", "pixel", ".gif", "/", "http://", "e.com", "?", "s", "x", "\u212a",
+        ]
+    ),
+    max_size=6,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_tracker_text)
+def test_tracker_urls_are_those_of_the_pattern_as_written(url: str) -> None:
+    assert bool(_TRACKER_SRC.search(url)) == bool(_TRACKER_AS_WRITTEN.search(url))
