@@ -258,3 +258,24 @@ def test_windows_1252_fixup_table_maps_every_character_as_feedparsers_dict() -> 
     assert every.translate(table) == every.translate(original)
     body = _rss("<title>a\u0080b\u0093c\u0081 \u00e9\U0001f600</title>")
     assert parse_feed(body, {}, "http://e/").entries[0].title == "a\u20acb\u201cc\u0081 \u00e9\U0001f600"
+
+
+def test_nested_xml_base_is_joined_per_element_with_the_remembered_join() -> None:
+    import feedparser  # type: ignore[import-untyped]
+
+    body = (
+        b'<?xml version="1.0" encoding="utf-8"?>'
+        b'<feed xmlns="http://www.w3.org/2005/Atom" xml:base="http://a.example/dir/">'
+        b"<title>t</title><id>urn:f</id>"
+        b'<entry xml:base="sub/"><id>urn:1</id><title>1</title><link href="x.html"/></entry>'
+        b'<entry><id>urn:2</id><title>2</title><link href="y.html"/></entry>'
+        b'<entry xml:base="sub/"><id>urn:3</id><title>3</title><link href="z.html"/></entry>'
+        b"</feed>"
+    )
+    feed = parse_feed(body, {}, "http://e/")
+    assert feedparser.mixin.make_safe_absolute_uri is not feedparser.urls.make_safe_absolute_uri
+    assert [e.link for e in feed.entries] == [
+        "http://a.example/dir/sub/x.html",
+        "http://a.example/dir/y.html",
+        "http://a.example/dir/sub/z.html",
+    ]
