@@ -181,9 +181,10 @@ def _tune_feedparser() -> None:
     - RSS guids are kept exactly as given: feedparser would resolve a permalink guid such as
       "item-7" against the feed URL, and an entry's identity must not depend on that;
     - the strict parser receives each run of text in one piece (`_coalesce_character_data`),
-      the Windows-1252 fix-up is a table lookup (`_cp1252_table`), and the xml:base of each
-      element is not re-joined when it is the same as its parent's
-      (`_last_call_remembered`): all three make parsing cheaper and change no result.
+      the Windows-1252 fix-up is a table lookup (`_cp1252_table`), the xml:base of each
+      element is not re-joined when it is the same as its parent's (`_last_call_remembered`),
+      and the parameters of the text construct being read are a dict with dict's own lookups
+      (`_plain_dict_content_params`): all four make parsing cheaper and change no result.
     """
     global _feedparser_tuned
     if _feedparser_tuned:
@@ -205,6 +206,7 @@ def _tune_feedparser() -> None:
     feedparser.mixin.make_safe_absolute_uri = _last_call_remembered(
         feedparser.mixin.make_safe_absolute_uri
     )
+    _plain_dict_content_params(mixin, feedparser.util.FeedParserDict)
     _feedparser_tuned = True
 
 
@@ -231,6 +233,35 @@ def _last_call_remembered(
         return result
 
     return remembered
+
+
+def _plain_dict_content_params(mixin: Any, feedparser_dict: type[dict[str, Any]]) -> None:
+    """feedparser's `contentparams` (type, mode, base64, src, value of the text construct being
+    read) with dict's C lookups instead of FeedParserDict's Python ones.
+
+    feedparser reads `contentparams['type']` and `['base64']` several times per element (about
+    400,000 Python-level lookups on 200 blog feeds) and deep-copies it into each `*_detail`.
+    FeedParserDict only differs from dict for its alias keys (`description`, `url`, `guid`, ...)
+    and `category`/`enclosures`/`license`/`updated`, none of which feedparser ever uses as a
+    content parameter, so dict's lookups give the same answers. The deep copy stored in the
+    result is a plain FeedParserDict with the same (immutable) values, as before.
+    """
+
+    class ContentParams(feedparser_dict):  # type: ignore[misc, valid-type]
+        get = dict.get
+        __getitem__ = dict.__getitem__
+        __setitem__ = dict.__setitem__
+
+        def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+            return feedparser_dict(self)
+
+    push_content = mixin.push_content
+
+    def push_content_as_dict(self: Any, *args: Any, **kwargs: Any) -> None:
+        push_content(self, *args, **kwargs)
+        self.contentparams = ContentParams(self.contentparams)
+
+    mixin.push_content = push_content_as_dict
 
 
 def _cp1252_table(mapping: Mapping[int, str]) -> tuple[int, ...]:

@@ -279,3 +279,26 @@ def test_nested_xml_base_is_joined_per_element_with_the_remembered_join() -> Non
         "http://a.example/dir/y.html",
         "http://a.example/dir/sub/z.html",
     ]
+
+
+def test_content_parameters_read_as_plain_dict_give_feedparsers_answers() -> None:
+    import base64
+
+    import feedparser  # type: ignore[import-untyped]
+
+    encoded = base64.b64encode(b"<p>decoded</p>").decode()
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><feed version="0.3" '
+        'xmlns="http://purl.org/atom/ns#"><title>t</title>'
+        "<entry><id>urn:1</id><title>1</title>"
+        f'<content type="text/html" mode="base64">{encoded}</content>'
+        '<summary type="text/plain">a &lt;b&gt;bold&lt;/b&gt; claim</summary></entry></feed>'
+    ).encode()
+    feed = parse_feed(body, {}, "http://e/")  # also tunes feedparser
+    assert feed.entries[0].content == "<p>decoded</p>"
+    assert feed.entries[0].summary == "a &lt;b&gt;bold&lt;/b&gt; claim"  # Atom text stays text
+    result = feedparser.parse(body, sanitize_html=False)
+    entry = result.entries[0]
+    assert type(entry.summary_detail) is feedparser.util.FeedParserDict
+    assert type(entry.content[0]) is feedparser.util.FeedParserDict
+    assert entry.content[0]["type"] == "text/html" and "base64" not in entry.content[0]
