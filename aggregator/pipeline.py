@@ -10,28 +10,26 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import cluster as clustering
 from .config import Config
-from .errors import AggregatorError, ParseError
+from .errors import AggregatorError
 from .fetch import Fetcher
-from .fingerprint import fingerprint
 from .model import (
     Entry,
     FeedFailure,
     FetchResult,
     Fingerprint,
-    ParsedFeed,
     ProcessedFeed,
     outlet_host,
 )
-from .normalise import canonical_url, normalise_entries, plain_title
-from .parse import parse_feed
 from .pool import WorkerPool
+from .process import process_body
 from .schedule import next_poll_at, retires
 from .store import DueFeed, Store, from_db_time, i64_to_u64
 
@@ -44,22 +42,6 @@ WORKER_RECYCLE = 256 << 20  # a worker that peaked above this (a giant feed) is 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime,
-                 max_bytes: int) -> ProcessedFeed:
-    """parse → normalise → fingerprint, in a worker process. Never raises for bad feeds."""
-    try:
-        parsed = parse_feed(body, headers, url, max_bytes=max_bytes)
-    except ParseError as exc:
-        kind = "not_a_feed" if exc.message.lower().startswith("not a feed") else "parse"
-        return ProcessedFeed(feed=ParsedFeed(), entries=(), failure=FeedFailure(kind, exc.message))
-    entries = normalise_entries(parsed, url, now)
-    pairs = tuple((e, fingerprint(e)) for e in entries)
-    # The feed's own title is HTML as parsed; store it as plain text, its link canonical.
-    feed = replace(parsed, entries=(), title=plain_title(parsed.title or "") or None,
-                   link=canonical_url(parsed.link, url) if parsed.link else None)
-    return ProcessedFeed(feed=feed, entries=pairs)
 
 
 @dataclass
@@ -341,7 +323,7 @@ class _ClusterCycle:
         doc = clustering.ClusterDoc(
             entry_id=entry_id, feed_id=feed_id, host=outlet_host(entry.link or feed_url),
             published=entry.published, link=entry.link, content_hash=fp.content_hash,
-            simhash=fp.simhash, title=entry.title, terms=tuple(fp.terms),
+            simhash=fp.simhash, title=entry.title, terms=_interned(fp.terms),
             language=entry.language, story_id=None)
         since = _shift(entry.published, -self.window)
         rows = self.store.exact_candidates(entry.link, fp.content_hash, since, exclude=entry_id)
@@ -430,12 +412,18 @@ def _shift(when: datetime, delta: timedelta) -> datetime:
         return datetime.min.replace(tzinfo=UTC) if delta < timedelta(0) else datetime.max.replace(tzinfo=UTC)
 
 
+def _interned(terms: Iterable[str]) -> tuple[str, ...]:
+    """A window holds tens of thousands of documents drawing on one vocabulary: one string
+    object per distinct term, not one per occurrence."""
+    return tuple(map(sys.intern, terms))
+
+
 def _doc(row: Any) -> clustering.ClusterDoc:
     return clustering.ClusterDoc(
         entry_id=row["id"], feed_id=row["feed_id"], host=outlet_host(row["link"] or row["feed_url"]),
         published=from_db_time(row["published"]) or utcnow(), link=row["link"],
         content_hash=row["content_hash"], simhash=i64_to_u64(row["simhash"]),
-        title=row["title"], terms=tuple((row["terms"] or "").split()),
+        title=row["title"], terms=_interned((row["terms"] or "").split()),
         language=row["language"], story_id=row["story_id"],
         first_seen=from_db_time(row["first_seen"]),
         text_length=(row["text_length"] or 0) if "text_length" in row.keys() else 0,
