@@ -52,7 +52,15 @@ _MAX_ENTITY_EXPANSION = 1024 * 1024
 _MAX_ENTITY_DECLARATIONS = 256
 
 _JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.\d+)?/?$")
-_CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+# A numeric character reference that may not be an XML character. The lookahead skips the ones
+# that always are: 32..9999 in decimal and 0x20..0xD7FF in hex, without leading zeros (nearly
+# every real one, &#8217; &#x2019;), so the Python check runs for the rare rest only.
+_CHARREF = re.compile(
+    rb"&#(?!(?:3[2-9]|[4-9][0-9]|[1-9][0-9]{2,3}"
+    rb"|[xX](?:[2-9a-fA-F][0-9a-fA-F]|[1-9a-fA-F][0-9a-fA-F]{2}|[1-9a-cA-C][0-9a-fA-F]{3}"
+    rb"|[dD][0-7][0-9a-fA-F]{2}));)"
+    rb"(?:[xX]([0-9a-fA-F]+)|([0-9]+));"
+)
 _FIRST_ELEMENT = re.compile(rb"<[A-Za-z_]")
 _ENTITY_DECL = re.compile(rb"<!ENTITY\s+(%\s+)?([\w.:-]+)\s+(\"[^\"]*\"|'[^']*'|[^>]*)>")
 _DOCTYPE = re.compile(rb"<!DOCTYPE(?:[^\[>]*\[.*?\]\s*>|[^>]*>)", re.DOTALL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
+import re
 import zlib
 from datetime import datetime
 from pathlib import Path
@@ -302,3 +303,38 @@ def test_content_parameters_read_as_plain_dict_give_feedparsers_answers() -> Non
     assert type(entry.summary_detail) is feedparser.util.FeedParserDict
     assert type(entry.content[0]) is feedparser.util.FeedParserDict
     assert entry.content[0]["type"] == "text/html" and "base64" not in entry.content[0]
+
+
+def _drop_every_invalid_charref(data: bytes) -> bytes:
+    """Reference: check every numeric character reference (parse skips the surely valid)."""
+
+    def keep(match: re.Match[bytes]) -> bytes:
+        digits = match.group(1) or match.group(2)
+        if len(digits.lstrip(b"0")) > 8:
+            return b""
+        code = int(digits, 16 if match.group(1) else 10)
+        valid = code in (9, 10, 13) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+        return match.group(0) if valid or 0x10000 <= code <= 0x10FFFF else b""
+
+    return re.sub(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));", keep, data)
+
+
+_charref_text = st.lists(
+    st.one_of(
+        st.integers(0, 0x11FFFF).map(lambda c: f"&#{c};"),
+        st.integers(0, 0x11FFFF).map(lambda c: f"&#x{c:x};"),
+        st.integers(0, 0x11FFFF).map(lambda c: f"&#X{c:04X};"),
+        st.integers(0, 0xFFFF).map(lambda c: f"&#00{c};"),
+        st.sampled_from(["&#", "&#x", ";", "&", "#", "1", "a", "&#xD7FF;", "&#xD800;", "&#31;"]),
+    ),
+    max_size=12,
+).map(lambda parts: "".join(parts).encode())
+
+
+@settings(max_examples=500, deadline=None)
+@given(_charref_text)
+def test_only_non_xml_charrefs_are_dropped(data: bytes) -> None:
+    from aggregator.parse import _drop_invalid_charrefs
+
+    problems: list[str] = []
+    assert _drop_invalid_charrefs(data, problems) == _drop_every_invalid_charref(data)
