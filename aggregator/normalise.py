@@ -383,10 +383,12 @@ def _normalise_entry(
     summary_text = _sanitised_plain_text(summary)
     content_text = _sanitised_plain_text(content)
     if content_text.startswith(summary_text):
-        body_text = content_text  # the summary is the content's lead: say it once
+        parts = (title, content_text)  # the summary is the content's lead: say it once
     else:
-        body_text = f"{summary_text} {content_text}"
-    text = _collapse(f"{title} {body_text}")[:MAX_TEXT_CHARS]
+        parts = (title, summary_text, content_text)
+    # Each part is already collapsed, so joining the non-empty ones with a space is what
+    # collapsing their concatenation would give, without another pass over the text.
+    text = " ".join(part for part in parts if part)[:MAX_TEXT_CHARS]
     published = _utc(raw.published, now) or _utc(raw.updated, now) or now
     categories = tuple(dict.fromkeys(c for c in (_short(c, 100) for c in raw.categories) if c))
     return Entry(

@@ -304,3 +304,19 @@ _tracker_text = st.lists(
 @given(_tracker_text)
 def test_tracker_urls_are_those_of_the_pattern_as_written(url: str) -> None:
     assert bool(_TRACKER_SRC.search(url)) == bool(_TRACKER_AS_WRITTEN.search(url))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_tricky_html, _tricky_html, _tricky_html)
+def test_entry_text_is_title_summary_and_content_text_collapsed(
+    title: str, summary: str, content: str
+) -> None:
+    raw = RawEntry(guid="g", link=None, title=title, summary=summary, content=content)
+    entry = normalise_entries(ParsedFeed(entries=(raw,)), "http://e.example/", NOW)[0]
+    summary_text = plain_text(entry.summary)
+    content_text = plain_text(entry.content)
+    if content_text.startswith(summary_text):
+        body = content_text
+    else:
+        body = f"{summary_text} {content_text}"
+    assert entry.text == _collapse(f"{entry.title} {body}")
