@@ -91,7 +91,7 @@ class _Stats:
         return max(_SEARCH_DF_FLOOR, _SEARCH_DF_SHARE * self.docs)
 
 
-_MAX_NEIGHBOURS = 24  # candidate merges kept per story in the merge pass
+_MAX_NEIGHBOURS = 8  # candidate merges kept per story in the merge pass
 _KEY_TERMS = 24  # in a large window, a story's neighbours are found by its top terms only
 _MAX_CANDIDATES = 48  # in a large window, stories scored per look for neighbours
 _LARGE_WINDOW = 3000  # documents; below this every informative term is searched (exact)
@@ -166,6 +166,11 @@ class _Story:
         self.key = key
         self.first_seen = first_seen
         self.version = 0
+
+
+def _current(clusters: dict[int, _Story], story_id: int, version: int) -> bool:
+    story = clusters.get(story_id)
+    return story is not None and story.version == version
 
 
 class _NeighbourIndex:
@@ -570,6 +575,12 @@ class StoryClusterer:
             clusters[into.story_id] = merged
             index.merged(source, merged)
             push_neighbours(into.story_id)
+            if len(heap) > 4 * len(clusters) + 1024:
+                # Entries of stories merged since are only skipped when popped; in a large
+                # window they would pile up (millions of tuples): drop them now and then.
+                heap[:] = [h for h in heap if _current(clusters, h[3], h[4])
+                        and _current(clusters, h[5], h[6])]
+                heapq.heapify(heap)
         self._dirty.clear()
         return merges
 
