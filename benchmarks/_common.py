@@ -30,42 +30,53 @@ def need_shared(*parts: str) -> Path:
 class Run:
     seconds: float
     cpu_seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # summed RSS: pages shared by the processes count once per process
     returncode: int
     stdout: str
     stderr: str
+    peak_pss_mb: float = 0.0  # summed PSS: each shared page split among its sharers
 
 
 def run_measured(cmd: list[str], *, env: dict[str, str] | None = None,
                  timeout: float = 1800) -> Run:
-    """Run `cmd`, sampling the summed RSS of its whole process tree every 20 ms."""
+    """Run `cmd`, sampling the summed RSS and PSS of its whole process tree every 20 ms.
+
+    RSS summed over processes counts the interpreter and the shared libraries once per process
+    (a worker pool looks several times its real size); PSS (proportional set size, from
+    /proc/PID/smaps_rollup) splits each shared page among the processes sharing it, so the sum
+    is what the tree really occupies."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
     peak = 0
+    peak_pss = 0
     cpu: dict[int, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_pss
         try:
             root = psutil.Process(proc.pid)
         except psutil.NoSuchProcess:
             return
         while not stop.is_set():
             total = 0
+            total_pss = 0
             try:
                 procs = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 break
             for p in procs:
                 try:
-                    total += p.memory_info().rss
+                    info = p.memory_full_info()
+                    total += info.rss
+                    total_pss += getattr(info, "pss", info.rss)
                     t = p.cpu_times()
                     cpu[p.pid] = t.user + t.system
-                except psutil.NoSuchProcess:
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             peak = max(peak, total)
+            peak_pss = max(peak_pss, total_pss)
             stop.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -86,7 +97,7 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None,
     stop.set()
     sampler.join()
     seconds = time.perf_counter() - start
-    return Run(seconds, sum(cpu.values()), peak / 1e6, proc.returncode, out, err)
+    return Run(seconds, sum(cpu.values()), peak / 1e6, proc.returncode, out, err, peak_pss / 1e6)
 
 
 def run_check(check: Callable[[Path], int], prefix: str, argv: list[str] | None, doc: str) -> int:

@@ -37,8 +37,8 @@ def main() -> None:
             n = sqlite3.connect(db).execute("SELECT count(*) FROM entries").fetchone()[0]
             results["aggregator"].append((run.seconds, n, run.peak_rss_mb, run.cpu_seconds))
             print(f"round {rnd + 1} aggregator: {n} entries in {run.seconds:.1f} s "
-                  f"({n / run.seconds:.0f}/s), CPU {run.cpu_seconds:.1f} s, peak {run.peak_rss_mb:.0f} MB",
-                  flush=True)
+                  f"({n / run.seconds:.0f}/s), CPU {run.cpu_seconds:.1f} s, peak {run.peak_pss_mb:.0f} MB PSS "
+                  f"({run.peak_rss_mb:.0f} MB RSS)", flush=True)
             if args.no_reader:
                 continue
             rdb = tmpdir / f"reader{rnd}.sqlite"
@@ -49,8 +49,8 @@ def main() -> None:
             n = int(run.stdout.strip().splitlines()[-1])
             results["reader"].append((run.seconds, n, run.peak_rss_mb, run.cpu_seconds))
             print(f"round {rnd + 1} reader:     {n} entries in {run.seconds:.1f} s "
-                  f"({n / run.seconds:.0f}/s), CPU {run.cpu_seconds:.1f} s, peak {run.peak_rss_mb:.0f} MB",
-                  flush=True)
+                  f"({n / run.seconds:.0f}/s), CPU {run.cpu_seconds:.1f} s, peak {run.peak_pss_mb:.0f} MB PSS "
+                  f"({run.peak_rss_mb:.0f} MB RSS)", flush=True)
     agg = statistics.median(n / s for s, n, _m, _c in results["aggregator"])
     print(f"\naggregator median: {agg:.0f} entries/s over {len(files)} feeds")
     if results["reader"]:

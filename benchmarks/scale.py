@@ -89,8 +89,8 @@ def main() -> None:
         stories = conn.execute("SELECT count(*) FROM stories").fetchone()[0]
         print(run.stdout.strip())
         print(f"{args.feeds} feeds on {args.hosts} hosts, {entries} entries, {stories} stories")
-        print(f"wall {run.seconds:.1f} s, CPU {run.cpu_seconds:.1f} s, "
-              f"peak memory (process tree) {run.peak_rss_mb:.0f} MB")
+        print(f"wall {run.seconds:.1f} s, CPU {run.cpu_seconds:.1f} s, peak memory of the process "
+              f"tree: {run.peak_pss_mb:.0f} MB PSS ({run.peak_rss_mb:.0f} MB summed RSS)")
         print(f"requests served: {hosts.requests}; most in flight on one host: "
               f"{max(hosts.peak.values())} (limit: per_host = 2)")
 
