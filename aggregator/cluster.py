@@ -239,10 +239,13 @@ class _NeighbourIndex:
         positions = positions[keep]
         if not len(positions):
             return []
-        unique, inverse = np.unique(positions, return_inverse=True)
+        # Summed per story by bincount over all positions (every weight is positive, so the
+        # stories present are the non-zero sums): cheaper than sorting the postings.
+        shared = np.bincount(positions, weights=np.concatenate(part_weights)[keep],
+                             minlength=len(self._alias))
+        unique = np.flatnonzero(shared)
         if limit is not None and len(unique) > limit:
-            shared = np.bincount(inverse, weights=np.concatenate(part_weights)[keep])
-            estimate = shared / np.maximum(self._norm[unique], 1e-12)
+            estimate = shared[unique] / np.maximum(self._norm[unique], 1e-12)
             # Highest estimate first, ties to the smaller story id: no dependence on positions.
             best = np.lexsort((self._story_ids[unique], -estimate))[:limit]
             unique = unique[best]
