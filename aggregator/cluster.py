@@ -36,7 +36,7 @@ import heapq
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -95,6 +95,7 @@ _MAX_NEIGHBOURS = 8  # candidate merges kept per story in the merge pass
 _KEY_TERMS = 24  # in a large window, a story's neighbours are found by its top terms only
 _MAX_CANDIDATES = 48  # in a large window, stories scored per look for neighbours
 _LARGE_WINDOW = 3000  # documents; below this every informative term is searched (exact)
+_STEP = 1024  # merge_steps pauses after this many stories built, or an eighth as many pushes
 
 
 def _hamming(a: int, b: int) -> int:
@@ -477,6 +478,17 @@ class StoryClusterer:
         the surviving id is the older story (earliest first_seen, ties to the smaller id).
         Entries that founded a story that was merged away get story_match evidence (see
         `assignment`)."""
+        steps = self.merge_steps()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def merge_steps(self) -> Generator[None, None, list[StoryMerge]]:
+        """`merge_pass` as a generator that pauses every few hundred steps (its return value is
+        the merges): a daemon drives it from its event loop, which keeps answering the
+        watchdog and signals while a large window (minutes at 50,000 entries) is merged."""
         if not self._dirty:
             return []
         stats = self._stats()
@@ -531,6 +543,8 @@ class StoryClusterer:
         for sid, members in self._members.items():
             if members:
                 clusters[sid] = self._build_story(sid, list(members), vector_of)
+                if len(clusters) % _STEP == 0:
+                    yield
         index = _NeighbourIndex(list(clusters.values()), key_terms,
                                 self.settings.window_hours * 3600.0)
         heap: list[tuple[float, tuple[datetime, str], tuple[datetime, str], int, int, int, int]] = []
@@ -558,8 +572,10 @@ class StoryClusterer:
                 heapq.heappush(heap, (-score, a.key, b.key, a.story_id, a.version,
                                       b.story_id, b.version))
 
-        for sid in sorted(self._dirty, key=lambda s: clusters[s].key):
+        for n, sid in enumerate(sorted(self._dirty, key=lambda s: clusters[s].key), 1):
             push_neighbours(sid)
+            if n % (_STEP // 8) == 0:
+                yield
 
         merges: list[StoryMerge] = []
         while heap:
@@ -578,6 +594,8 @@ class StoryClusterer:
             clusters[into.story_id] = merged
             index.merged(source, merged)
             push_neighbours(into.story_id)
+            if len(merges) % (_STEP // 8) == 0:
+                yield
             if len(heap) > 4 * len(clusters) + 1024:
                 # Entries of stories merged since are only skipped when popped; in a large
                 # window they would pile up (millions of tuples): drop them now and then.

@@ -106,23 +106,26 @@ class Poller:
         summary = CycleSummary(due=len(due))
         cycle = _ClusterCycle(self.store, self.config, now)
         cycle.recover()
-        limit = asyncio.Semaphore(max(1, self.config.fetch.concurrency))
 
-        async def one(feed: DueFeed) -> None:
-            async with limit:
+        queue = iter(due)
+
+        async def runner() -> None:
+            # `concurrency` runners share one iterator: 10,000 due feeds do not become 10,000
+            # waiting tasks (tens of MB) before the first request.
+            for feed in queue:
                 outcome = await self._poll_feed(feed, now, cycle)
-            _count(summary, outcome)
-            if progress is not None:
-                progress(outcome)
+                _count(summary, outcome)
+                if progress is not None:
+                    progress(outcome)
 
         try:
             async with asyncio.TaskGroup() as group:
-                for feed in due:
-                    group.create_task(one(feed))
+                for _ in range(min(len(due), max(1, self.config.fetch.concurrency))):
+                    group.create_task(runner())
         except BaseExceptionGroup as eg:
             # A store error ends the cycle (and the process): the other feeds were cancelled.
             raise _first_error(eg) from None
-        cycle.finish()
+        await cycle.finish()
         summary.new_stories = len(cycle.created)
         summary.grown_stories = len(cycle.grown - cycle.created)
         return summary
@@ -383,10 +386,18 @@ class _ClusterCycle:
                 self.place(r["id"], r["feed_id"], r["feed_url"], entry, fp)
             self.refresh()
 
-    def finish(self) -> None:
+    async def finish(self) -> None:
+        """The merge pass, yielding to the event loop between its steps, then its writes."""
         if self.clusterer is None:
             return
-        merges = self.clusterer.merge_pass()
+        steps = self.clusterer.merge_steps()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                merges = done.value
+                break
+            await asyncio.sleep(0)
         with self.store.transaction():
             self.store.clear_merge_pending()
             for m in merges:

@@ -263,3 +263,38 @@ def test_story_summary_picks_the_representative() -> None:
     assert summarise_story(9, docs, "complete").representative_id == 3
     with pytest.raises(ValueError):
         summarise_story(9, docs, "loudest")
+
+
+def test_merge_steps_pause_in_a_big_window_and_merge_as_merge_pass_does() -> None:
+    """The daemon drives the merge pass step by step from its event loop (watchdog pings and
+    signals in between); stepping must not change a single merge."""
+    from datetime import timedelta
+
+    docs = []
+    for block in range(60):  # 60 copies of the fixture with their own words, ten days apart
+        for key in MONOLINGUAL:
+            n = len(docs) + 1
+            doc = make_doc(key, n)
+            docs.append(replace(doc, story_id=n, published=doc.published + timedelta(days=10 * block),
+                                link=f"{doc.link}?block={block}",
+                                content_hash=f"{doc.content_hash}-{block}",
+                                terms=tuple(f"{t}~{block}" for t in doc.terms)))
+
+    def loaded() -> StoryClusterer:
+        clusterer = StoryClusterer(ClusterSettings(), len(docs) + 1)
+        clusterer.load(docs)
+        clusterer.touch(d.entry_id for d in docs)
+        return clusterer
+
+    whole = loaded().merge_pass()
+    steps = loaded().merge_steps()
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+            pauses += 1
+        except StopIteration as done:
+            stepped = done.value
+            break
+    assert whole and stepped == whole
+    assert pauses >= 5
