@@ -297,6 +297,11 @@ class StoryClusterer:
         """`touch` every story with a member published in [since, until]."""
         self.touch({self._story_of[e] for e, d in self._docs.items() if since <= d.published <= until})
 
+    @property
+    def documents(self) -> int:
+        """How many documents (entries) the clusterer holds."""
+        return len(self._docs)
+
     def story_of(self, entry_id: int) -> int:
         """The story an entry in memory currently belongs to."""
         return self._story_of[entry_id]

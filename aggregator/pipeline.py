@@ -38,6 +38,7 @@ log = logging.getLogger("aggregator")
 PARSE_TIMEOUT = 120.0  # seconds one feed body may take (a 100,000-item feed needs ~30 s)
 WORKER_MEMORY = 1 << 30  # address-space cap per worker: a memory bomb fails that feed only
 WORKER_RECYCLE = 256 << 20  # a worker that peaked above this (a giant feed) is replaced
+RELEASE_WORKERS_AT = 20_000  # documents in the clustering window: workers stop for the merge
 
 
 def utcnow() -> datetime:
@@ -125,6 +126,10 @@ class Poller:
         except BaseExceptionGroup as eg:
             # A store error ends the cycle (and the process): the other feeds were cancelled.
             raise _first_error(eg) from None
+        if cycle.window_size() >= RELEASE_WORKERS_AT:
+            # The workers idle through the merge pass while it holds a big window: let their
+            # memory go (the next cycle starts them again).
+            self.pool.release_idle()
         await cycle.finish()
         summary.new_stories = len(cycle.created)
         summary.grown_stories = len(cycle.grown - cycle.created)
@@ -385,6 +390,10 @@ class _ClusterCycle:
                                  tuple(r["terms"].split()))
                 self.place(r["id"], r["feed_id"], r["feed_url"], entry, fp)
             self.refresh()
+
+    def window_size(self) -> int:
+        """Documents in the clustering window held in memory."""
+        return self.clusterer.documents if self.clusterer is not None else 0
 
     async def finish(self) -> None:
         """The merge pass, yielding to the event loop between its steps, then its writes."""

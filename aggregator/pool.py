@@ -197,7 +197,11 @@ class WorkerPool:
             with self._lock:
                 if self._closed:
                     raise RuntimeError("pool is closed")
-                worker = self._idle.pop()
+                # Workers released by `release_idle` are started again on demand.
+                worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                worker = _Worker(self._context, self._max_memory)
+            with self._lock:
                 self._busy.add(worker)
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self._threads, worker.call, fn, args)
@@ -230,6 +234,16 @@ class WorkerPool:
         with self._lock:
             if not self._closed:
                 self._idle.append(_Worker(self._context, self._max_memory))
+
+    def release_idle(self) -> int:
+        """Stop the idle workers and return how many; `run` starts new ones when needed.
+
+        Frees their memory while the parent works alone for a while (a large merge pass)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.stop(kill=False)
+        return len(idle)
 
     def close(self) -> None:
         """Stop every worker (busy ones are killed); safe to call twice."""

@@ -163,3 +163,21 @@ def test_worker_bloated_by_a_big_task_is_replaced_and_small_tasks_keep_their_wor
     assert first == same
     assert fresh != first
     assert recycled == 1 and workers == 1
+
+
+def test_released_idle_workers_end_and_the_next_task_starts_a_fresh_one() -> None:
+    async def go() -> tuple[list[int], int, list[int], int, int]:
+        with WorkerPool(2) as pool:
+            first = await pool.run(worker_pid, timeout=30)
+            before = pool.pids
+            released = pool.release_idle()
+            after_release = pool.pids
+            again = await pool.run(worker_pid, timeout=30)
+            return before, released, after_release, first, again
+
+    before, released, after_release, first, again = asyncio.run(go())
+    assert released == 2 and len(before) == 2 and first in before
+    assert after_release == []
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in before)
+    assert again not in before
