@@ -35,6 +35,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -133,8 +134,14 @@ def _decimals(terms: Iterable[str]) -> frozenset[str]:
     return frozenset(t for t in terms if t.startswith("#") and "." in t)
 
 
+_NO_COUNTS: Counter[str] = Counter()  # shared by the many stories quoting no measurement
+_NO_DECIMALS: frozenset[str] = frozenset()
+
+
 def _signature(counts: Counter[str], members: int) -> frozenset[str]:
     """The measurements at least half of a story's members quote: what the story is about."""
+    if not counts:
+        return _NO_DECIMALS
     return frozenset(t for t, c in counts.items() if 2 * c >= members)
 
 
@@ -144,29 +151,47 @@ def _title_words(title: str) -> set[str]:
 
 
 class _Story:
-    """A cluster being built in `merge_pass`: members, summed vector, its norm, measurements."""
+    """A cluster being built in `merge_pass`: members, summed vector, its norm, measurements.
 
-    __slots__ = ("story_id", "members", "vector", "norm", "decimals", "decimal_counts", "key",
-                 "first_seen", "version", "earliest", "latest", "feeds", "cached_terms")
+    The centroid is kept compact, as its terms and an array of weights (a window of 50,000
+    entries has tens of thousands of stories: a dict of float objects each would be ~2 KB);
+    `vector` builds the dict when one is needed."""
+
+    __slots__ = ("story_id", "members", "terms", "weights", "norm", "decimals",
+                 "decimal_counts", "key", "first_seen", "version", "earliest", "latest", "feeds")
 
     def __init__(
         self, story_id: int, members: list[int], vector: Vector, decimal_counts: Counter[str],
         key: tuple[datetime, str], first_seen: datetime, earliest: datetime, latest: datetime,
-        feeds: frozenset[int],
+        feeds: frozenset[int], terms: tuple[str, ...] | None = None,
     ) -> None:
         self.story_id = story_id
+        # `terms`: the vector's keys in order when the caller has them (a document's own tuple).
+        self.terms = terms if terms is not None else tuple(vector)
+        self.weights = array("d", vector.values())
         self.decimal_counts = decimal_counts  # how many members quote each measurement
         self.earliest = earliest  # publication times of the members, for the window check
         self.latest = latest
         self.feeds = feeds
-        self.cached_terms: list[str] | None = None  # merge_pass's key terms, computed once
         self.members = members
-        self.vector = vector
         self.norm = _norm(vector)
         self.decimals = _signature(decimal_counts, len(members))
         self.key = key
         self.first_seen = first_seen
         self.version = 0
+
+    @property
+    def vector(self) -> Vector:
+        return dict(zip(self.terms, self.weights, strict=True))
+
+
+def _dot_story(a: Vector, b: _Story) -> tuple[float, float]:
+    """`_dot(a, b.vector)` without building b's dict."""
+    get = a.get
+    parts = [w * x for t, w in zip(b.terms, b.weights, strict=True) if (x := get(t)) is not None]
+    if not parts:
+        return 0.0, 0.0
+    return math.fsum(parts), max(parts)
 
 
 def _current(clusters: dict[int, _Story], story_id: int, version: int) -> bool:
@@ -184,7 +209,8 @@ class _NeighbourIndex:
     arrays take a few bytes per posting instead of a Python set entry. A merged story is found
     through its members' key terms (the alias table points them at it)."""
 
-    def __init__(self, stories: list[_Story], key_terms: Callable[[_Story], list[str]],
+    def __init__(self, stories: list[_Story],
+                 key_terms: Callable[[_Story], list[tuple[str, float]]],
                  span_seconds: float) -> None:
         self._span = span_seconds
         self._position = {s.story_id: i for i, s in enumerate(stories)}
@@ -198,10 +224,10 @@ class _NeighbourIndex:
         positions: list[int] = []
         weights: list[float] = []
         for i, story in enumerate(stories):
-            for term in key_terms(story):
+            for term, weight in key_terms(story):
                 tids.append(term_ids.setdefault(term, len(term_ids)))
                 positions.append(i)
-                weights.append(story.vector[term])
+                weights.append(weight)
         order = np.argsort(np.array(tids, dtype=np.int64), kind="stable")
         self._term_ids = term_ids
         self._postings = np.array(positions, dtype=np.int64)[order]
@@ -217,18 +243,19 @@ class _NeighbourIndex:
         self._latest[i] = into.latest.timestamp()
         self._norm[i] = into.norm
 
-    def candidates(self, story: _Story, terms: list[str], limit: int | None) -> list[int]:
+    def candidates(self, story: _Story, terms: list[tuple[str, float]],
+                   limit: int | None) -> list[int]:
         """Ids of the stories within the window of `story` that share one of `terms` with it;
         with a `limit`, only that many: those with the highest cosine over the shared terms."""
         parts: list[np.ndarray] = []
         part_weights: list[np.ndarray] = []
-        for term in terms:
+        for term, weight in terms:
             tid = self._term_ids.get(term)
             if tid is None:
                 continue
             lo, hi = self._start[tid], self._start[tid + 1]
             parts.append(self._postings[lo:hi])
-            part_weights.append(self._weights[lo:hi] * story.vector[term])
+            part_weights.append(self._weights[lo:hi] * weight)
         if not parts:
             return []
         positions = self._alias[np.concatenate(parts)]
@@ -532,18 +559,18 @@ class StoryClusterer:
         large = stats.docs > _LARGE_WINDOW
         clusters: dict[int, _Story] = {}
 
-        def key_terms(cluster: _Story) -> list[str]:
+        def key_terms(cluster: _Story) -> list[tuple[str, float]]:
             # A story is found through its informative terms (not the very common ones); in a
             # large window through its most informative ones only: two stories that share none
             # of their top terms do not pass the threshold anyway, and every term would make
             # candidates quadratic when a big window shares much vocabulary.
-            if cluster.cached_terms is None:
-                usable = [t for t in cluster.vector if stats.df.get(t, 0) <= limit]
-                if large and len(usable) > _KEY_TERMS:
-                    usable = heapq.nlargest(_KEY_TERMS, usable,
-                                            key=lambda t: (cluster.vector[t], t))
-                cluster.cached_terms = usable
-            return cluster.cached_terms
+            # Not kept: computed for the index and again when the story looks for neighbours
+            # (cheap), instead of held for tens of thousands of stories.
+            usable = [(t, w) for t, w in zip(cluster.terms, cluster.weights, strict=True)
+                      if stats.df.get(t, 0) <= limit]
+            if large and len(usable) > _KEY_TERMS:
+                usable = heapq.nlargest(_KEY_TERMS, usable, key=lambda tw: (tw[1], tw[0]))
+            return usable
 
         for sid, members in self._members.items():
             if members:
@@ -561,9 +588,10 @@ class StoryClusterer:
             neighbours = index.candidates(cluster, key_terms(cluster),
                                           _MAX_CANDIDATES if large else None)
             scored: list[tuple[float, _Story]] = []
+            own = cluster.vector
             for other_id in neighbours:
                 other = clusters[other_id]
-                score = self._cluster_score(cluster, other)
+                score = self._cluster_score(cluster, other, own)
                 if score is not None:
                     scored.append((score, other))
             # Only the best few: the heap stays linear in the number of stories even when a
@@ -641,23 +669,29 @@ class StoryClusterer:
 
     def _build_story(self, sid: int, members: list[int],
                      vector_of: Callable[[int], Vector]) -> _Story:
-        vector: Vector = {}
-        for eid in members:
-            for t, w in vector_of(eid).items():
-                vector[t] = vector.get(t, 0.0) + w
         docs = [self._docs[e] for e in members]
-        decimal_counts = Counter(t for d in docs for t in _decimals(d.terms))
+        terms = None
+        if len(members) == 1:
+            vector = vector_of(members[0])
+            if len(vector) == len(docs[0].terms):  # its terms, in order: share the tuple
+                terms = docs[0].terms
+        else:
+            vector = {}
+            for eid in members:
+                for t, w in vector_of(eid).items():
+                    vector[t] = vector.get(t, 0.0) + w
+        decimal_counts = Counter(t for d in docs for t in _decimals(d.terms)) or _NO_COUNTS
         key = min((d.published, d.content_hash) for d in docs)
         first_seen = min(d.first_seen or d.published for d in docs)
         published = [d.published for d in docs]
         return _Story(sid, members, vector, decimal_counts, key, first_seen, min(published),
-                      max(published), frozenset(d.feed_id for d in docs))
+                      max(published), frozenset(d.feed_id for d in docs), terms)
 
     def _combine(self, into: _Story, source: _Story) -> _Story:
         """The story `into` becomes by absorbing `source`: centroids add up, no member is
         recomputed (a big story absorbing many small ones stays linear)."""
-        vector = dict(into.vector)
-        for t, w in source.vector.items():
+        vector = into.vector
+        for t, w in zip(source.terms, source.weights, strict=True):
             vector[t] = vector.get(t, 0.0) + w
         members = into.members + source.members
         merged = _Story(into.story_id, members, vector,
@@ -668,8 +702,9 @@ class StoryClusterer:
         merged.version = into.version + 1
         return merged
 
-    def _cluster_score(self, a: _Story, b: _Story) -> float | None:
-        """Centroid cosine of two stories when it passes the threshold and the guards."""
+    def _cluster_score(self, a: _Story, b: _Story, a_vector: Vector | None = None) -> float | None:
+        """Centroid cosine of two stories when it passes the threshold and the guards
+        (`a_vector`: `a.vector` when the caller has it already)."""
         if not a.norm or not b.norm:
             return None
         # The cheap guards first: most neighbours by term are out of the window or one outlet.
@@ -681,7 +716,7 @@ class StoryClusterer:
             # links them.
             return None
         norms = a.norm * b.norm
-        dot, top = _dot(a.vector, b.vector)
+        dot, top = _dot_story(a.vector if a_vector is None else a_vector, b)
         score = dot / norms
         if score < self.settings.story_threshold:
             return None
@@ -701,7 +736,8 @@ class StoryClusterer:
     def _closest_pair(source: _Story, into: _Story, vector_of: Callable[[int], Vector],
                       similarity: Callable[[int, Vector], float]) -> tuple[int, int]:
         """The member of `source` closest to `into`'s centroid, and its closest member of `into`."""
-        entry_id = max(source.members, key=lambda e: (similarity(e, into.vector), -e))
+        centroid = into.vector
+        entry_id = max(source.members, key=lambda e: (similarity(e, centroid), -e))
         entry = vector_of(entry_id)
         matched = max(into.members, key=lambda e: (similarity(e, entry), -e))
         return entry_id, matched
