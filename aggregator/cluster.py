@@ -36,10 +36,11 @@ import heapq
 import math
 import re
 from array import array
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 
@@ -72,6 +73,7 @@ _SEARCH_DF_FLOOR = 20
 _TITLE_WORD = re.compile(r"[^\W_]+")
 
 Vector = dict[str, float]
+K = TypeVar("K")
 # The single-term guard: without its strongest unit a match must keep this share of the threshold.
 _GUARD_SHARE = 0.5
 
@@ -94,7 +96,7 @@ class _Stats:
 
 _MAX_NEIGHBOURS = 8  # candidate merges kept per story in the merge pass
 _KEY_TERMS = 24  # in a large window, a story's neighbours are found by its top terms only
-_MAX_CANDIDATES = 48  # in a large window, stories scored per look for neighbours
+_MAX_CANDIDATES = 24  # in a large window, stories scored per look for neighbours
 _LARGE_WINDOW = 3000  # documents; below this every informative term is searched (exact)
 _STEP = 1024  # merge_steps pauses after this many stories built, or an eighth as many pushes
 
@@ -194,6 +196,26 @@ def _dot_story(a: Vector, b: _Story) -> tuple[float, float]:
     return math.fsum(parts), max(parts)
 
 
+def _put(table: dict[K, int | list[int]], key: K, entry_id: int) -> None:
+    held = table.get(key)
+    if held is None:
+        table[key] = entry_id
+    elif isinstance(held, int):
+        table[key] = [held, entry_id]
+    else:
+        held.append(entry_id)
+
+
+def _get(table: dict[K, int | list[int]], key: K, into: set[int]) -> None:
+    held = table.get(key)
+    if held is None:
+        return
+    if isinstance(held, int):
+        into.add(held)
+    else:
+        into.update(held)
+
+
 def _current(clusters: dict[int, _Story], story_id: int, version: int) -> bool:
     story = clusters.get(story_id)
     return story is not None and story.version == version
@@ -220,19 +242,24 @@ class _NeighbourIndex:
         self._latest = np.array([s.latest.timestamp() for s in stories], dtype=np.float64)
         self._norm = np.array([s.norm for s in stories], dtype=np.float64)
         term_ids: dict[str, int] = {}
-        tids: list[int] = []
-        positions: list[int] = []
-        weights: list[float] = []
+        # Typed arrays while collecting: a million postings as Python ints and floats would be
+        # ~40 MB for a moment; as machine numbers they are 20 bytes each.
+        tids = array("q")
+        positions = array("q")
+        weights = array("d")
         for i, story in enumerate(stories):
             for term, weight in key_terms(story):
                 tids.append(term_ids.setdefault(term, len(term_ids)))
                 positions.append(i)
                 weights.append(weight)
-        order = np.argsort(np.array(tids, dtype=np.int64), kind="stable")
+        tid_array = np.frombuffer(tids, dtype=np.int64) if tids else np.zeros(0, np.int64)
+        order = np.argsort(tid_array, kind="stable")
         self._term_ids = term_ids
-        self._postings = np.array(positions, dtype=np.int64)[order]
-        self._weights = np.array(weights, dtype=np.float64)[order]
-        counts = np.bincount(np.array(tids, dtype=np.int64), minlength=len(term_ids))
+        self._postings = (np.frombuffer(positions, dtype=np.int64)[order] if positions
+                          else np.zeros(0, np.int64))
+        self._weights = (np.frombuffer(weights, dtype=np.float64)[order] if weights
+                         else np.zeros(0, np.float64))
+        counts = np.bincount(tid_array, minlength=len(term_ids))
         self._start = np.concatenate(([0], np.cumsum(counts))).tolist()
 
     def merged(self, source: _Story, into: _Story) -> None:
@@ -293,9 +320,11 @@ class StoryClusterer:
         self._story_of: dict[int, int] = {}
         self._members: dict[int, list[int]] = {}
         self._first_seen: dict[int, datetime] = {}
-        self._by_link: dict[str, list[int]] = defaultdict(list)
-        self._by_hash: dict[str, list[int]] = defaultdict(list)
-        self._by_band: tuple[dict[int, list[int]], ...] = tuple(defaultdict(list) for _ in range(4))
+        # Lookup tables for near-duplicates: key -> entry id, or a list of ids once a key is
+        # shared (most keys never are; a list each would cost ~90 bytes per key).
+        self._by_link: dict[str, int | list[int]] = {}
+        self._by_hash: dict[str, int | list[int]] = {}
+        self._by_band: tuple[dict[int, int | list[int]], ...] = ({}, {}, {}, {})
         self._df: Counter[str] = Counter()
         self._evidence_updates: dict[int, Assignment] = {}
         self._added: list[int] = []
@@ -358,11 +387,11 @@ class StoryClusterer:
         if story_id not in self._first_seen or seen < self._first_seen[story_id]:
             self._first_seen[story_id] = seen
         if doc.link:
-            self._by_link[doc.link].append(eid)
-        self._by_hash[doc.content_hash].append(eid)
+            _put(self._by_link, doc.link, eid)
+        _put(self._by_hash, doc.content_hash, eid)
         if doc.simhash is not None:
             for i, value in enumerate(simhash_bands(doc.simhash)):
-                self._by_band[i][value].append(eid)
+                _put(self._by_band[i], value, eid)
         for term in set(doc.terms):
             self._df[term] += 1
 
@@ -417,11 +446,11 @@ class StoryClusterer:
     def _near_duplicate_candidates(self, doc: ClusterDoc) -> set[int]:
         found: set[int] = set()
         if doc.link:
-            found.update(self._by_link.get(doc.link, ()))
-        found.update(self._by_hash.get(doc.content_hash, ()))
+            _get(self._by_link, doc.link, found)
+        _get(self._by_hash, doc.content_hash, found)
         if doc.simhash is not None:
             for i, value in enumerate(simhash_bands(doc.simhash)):
-                found.update(self._by_band[i].get(value, ()))
+                _get(self._by_band[i], value, found)
         found.discard(doc.entry_id)
         return found
 

@@ -329,10 +329,10 @@ class _ClusterCycle:
         now; a new one is inserted by `ingest` afterwards, with its final story."""
         clusterer = self._ensure_window(entry.published)
         doc = clustering.ClusterDoc(
-            entry_id=entry_id, feed_id=feed_id, host=outlet_host(entry.link or feed_url),
+            entry_id=entry_id, feed_id=feed_id, host=_shared(outlet_host(entry.link or feed_url)),
             published=entry.published, link=entry.link, content_hash=fp.content_hash,
             simhash=fp.simhash, title=entry.title, terms=_interned(fp.terms),
-            language=entry.language, story_id=None)
+            language=_shared(entry.language), story_id=None)
         since = _shift(entry.published, -self.window)
         rows = self.store.exact_candidates(entry.link, fp.content_hash, since, exclude=entry_id)
         if fp.simhash is not None:
@@ -438,16 +438,22 @@ def _interned(terms: Iterable[str]) -> tuple[str, ...]:
     return tuple(map(sys.intern, terms))
 
 
+def _shared(value: str | None) -> str | None:
+    """Hosts, languages and rules repeat across a window's documents: one object each."""
+    return None if value is None else sys.intern(value)
+
+
 def _doc(row: Any) -> clustering.ClusterDoc:
     return clustering.ClusterDoc(
-        entry_id=row["id"], feed_id=row["feed_id"], host=outlet_host(row["link"] or row["feed_url"]),
+        entry_id=row["id"], feed_id=row["feed_id"],
+        host=_shared(outlet_host(row["link"] or row["feed_url"])),
         published=from_db_time(row["published"]) or utcnow(), link=row["link"],
         content_hash=row["content_hash"], simhash=i64_to_u64(row["simhash"]),
         title=row["title"], terms=_interned((row["terms"] or "").split()),
-        language=row["language"], story_id=row["story_id"],
+        language=_shared(row["language"]), story_id=row["story_id"],
         first_seen=from_db_time(row["first_seen"]),
         text_length=(row["text_length"] or 0) if "text_length" in row.keys() else 0,
-        match_rule=row["match_rule"])
+        match_rule=_shared(row["match_rule"]))
 
 
 def explain_pair(store: Store, config: Config, a_id: int, b_id: int) -> Any:
