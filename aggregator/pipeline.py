@@ -112,7 +112,7 @@ class Poller:
 
         async def runner() -> None:
             # `concurrency` runners share one iterator: 10,000 due feeds do not become 10,000
-            # waiting tasks (tens of MB) before the first request.
+            # waiting tasks before the first request.
             for feed in queue:
                 outcome = await self._poll_feed(feed, now, cycle)
                 _count(summary, outcome)
