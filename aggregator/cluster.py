@@ -105,25 +105,24 @@ def _hamming(a: int, b: int) -> int:
     return ((a ^ b) & _U64).bit_count()
 
 
-def _vector(terms: Iterable[str], stats: _Stats) -> Vector:
+def _vector(terms: Iterable[str], idf: Callable[[str], float]) -> Vector:
     """Unit-length IDF-weighted binary term vector."""
     # First-occurrence order, not a set's: float sums must not depend on string hashing.
-    weights = {t: stats.idf(t) for t in dict.fromkeys(terms)}
+    weights = {t: idf(t) for t in dict.fromkeys(terms)}
     norm = math.sqrt(sum(w * w for w in weights.values()))
     if norm == 0.0:
         return {}
     return {t: w / norm for t, w in weights.items()}
 
 
-def _dot(a: Vector, b: Vector) -> tuple[float, float]:
-    """Dot product of two vectors and the largest single-term contribution to it.
-
-    The shared terms are found by a set intersection (C speed; most pairs share few terms) and
-    summed with fsum, exact whatever the order, so a score never depends on dict order."""
-    common = a.keys() & b.keys()
-    if not common:
+def _dot(a: Vector, b: Iterable[tuple[str, float]]) -> tuple[float, float]:
+    """Dot product of a vector and another one given as (term, weight) pairs, and the largest
+    single-term contribution to it. Summed with fsum, exact whatever the order, so a score
+    never depends on which side is iterated."""
+    get = a.get
+    parts = [w * x for t, w in b if (x := get(t)) is not None]
+    if not parts:
         return 0.0, 0.0
-    parts = [a[t] * b[t] for t in common]
     return math.fsum(parts), max(parts)
 
 
@@ -184,16 +183,11 @@ class _Story:
 
     @property
     def vector(self) -> Vector:
-        return dict(zip(self.terms, self.weights, strict=True))
+        return dict(self.pairs())
 
-
-def _dot_story(a: Vector, b: _Story) -> tuple[float, float]:
-    """`_dot(a, b.vector)` without building b's dict."""
-    get = a.get
-    parts = [w * x for t, w in zip(b.terms, b.weights, strict=True) if (x := get(t)) is not None]
-    if not parts:
-        return 0.0, 0.0
-    return math.fsum(parts), max(parts)
+    def pairs(self) -> Iterable[tuple[str, float]]:
+        """The centroid as (term, weight) pairs, without building a dict."""
+        return zip(self.terms, self.weights, strict=True)
 
 
 def _put(table: dict[K, int | list[int]], key: K, entry_id: int) -> None:
@@ -252,13 +246,11 @@ class _NeighbourIndex:
                 tids.append(term_ids.setdefault(term, len(term_ids)))
                 positions.append(i)
                 weights.append(weight)
-        tid_array = np.frombuffer(tids, dtype=np.int64) if tids else np.zeros(0, np.int64)
+        tid_array = np.array(tids, dtype=np.int64)
         order = np.argsort(tid_array, kind="stable")
         self._term_ids = term_ids
-        self._postings = (np.frombuffer(positions, dtype=np.int64)[order] if positions
-                          else np.zeros(0, np.int64))
-        self._weights = (np.frombuffer(weights, dtype=np.float64)[order] if weights
-                         else np.zeros(0, np.float64))
+        self._postings = np.array(positions, dtype=np.int64)[order]
+        self._weights = np.array(weights, dtype=np.float64)[order]
         counts = np.bincount(tid_array, minlength=len(term_ids))
         self._start = np.concatenate(([0], np.cumsum(counts))).tolist()
 
@@ -553,36 +545,24 @@ class StoryClusterer:
         if not self._dirty:
             return []
         stats = self._stats()
+        # Every window term's IDF once (each document's terms are in `stats.df`).
         idf = {t: stats.idf(t) for t in stats.df}
-
         norms: dict[int, float] = {}
-
-        def weights_of(eid: int) -> dict[str, float]:
-            weights = {}
-            for t in dict.fromkeys(self._docs[eid].terms):
-                w = idf.get(t)
-                if w is None:
-                    w = idf[t] = stats.idf(t)
-                weights[t] = w
-            return weights
 
         def vector_of(eid: int) -> Vector:
             # Built when needed, not kept for every document: a large window would hold them all.
-            weights = weights_of(eid)
-            norm = norms[eid] = math.sqrt(sum(w * w for w in weights.values()))
-            return {t: w / norm for t, w in weights.items()} if norm else {}
+            return _vector(self._docs[eid].terms, idf.__getitem__)
 
         def similarity(eid: int, vector: Vector) -> float:
             """dot(vector_of(eid), vector) without building the member's vector (the evidence
             scans every member of a story at each merge: this keeps that cheap)."""
+            terms = self._docs[eid].terms  # unique per document (fingerprint.story_terms)
             norm = norms.get(eid)
             if norm is None:
-                vector_of(eid)
-                norm = norms[eid]
+                norm = norms[eid] = math.sqrt(sum(idf[t] * idf[t] for t in terms))
             if not norm:
                 return 0.0
-            # Story terms are unique per document (fingerprint.story_terms).
-            return sum(vector.get(t, 0.0) * idf[t] for t in self._docs[eid].terms) / norm
+            return sum(vector.get(t, 0.0) * idf[t] for t in terms) / norm
 
         limit = stats.search_limit()
         large = stats.docs > _LARGE_WINDOW
@@ -595,8 +575,7 @@ class StoryClusterer:
             # candidates quadratic when a big window shares much vocabulary.
             # Not kept: computed for the index and again when the story looks for neighbours
             # (cheap), instead of held for tens of thousands of stories.
-            usable = [(t, w) for t, w in zip(cluster.terms, cluster.weights, strict=True)
-                      if stats.df.get(t, 0) <= limit]
+            usable = [(t, w) for t, w in cluster.pairs() if stats.df.get(t, 0) <= limit]
             if large and len(usable) > _KEY_TERMS:
                 usable = heapq.nlargest(_KEY_TERMS, usable, key=lambda tw: (tw[1], tw[0]))
             return usable
@@ -720,7 +699,7 @@ class StoryClusterer:
         """The story `into` becomes by absorbing `source`: centroids add up, no member is
         recomputed (a big story absorbing many small ones stays linear)."""
         vector = into.vector
-        for t, w in zip(source.terms, source.weights, strict=True):
+        for t, w in source.pairs():
             vector[t] = vector.get(t, 0.0) + w
         members = into.members + source.members
         merged = _Story(into.story_id, members, vector,
@@ -745,7 +724,7 @@ class StoryClusterer:
             # links them.
             return None
         norms = a.norm * b.norm
-        dot, top = _dot_story(a.vector if a_vector is None else a_vector, b)
+        dot, top = _dot(a.vector if a_vector is None else a_vector, b.pairs())
         score = dot / norms
         if score < self.settings.story_threshold:
             return None
@@ -783,8 +762,8 @@ class StoryClusterer:
         distance = (
             _hamming(a.simhash, b.simhash) if a.simhash is not None and b.simhash is not None else None
         )
-        va, vb = _vector(a.terms, stats), _vector(b.terms, stats)
-        dot, top = _dot(va, vb)
+        va, vb = _vector(a.terms, stats.idf), _vector(b.terms, stats.idf)
+        dot, top = _dot(va, vb.items())
         shared = tuple(sorted(set(va) & set(vb), key=lambda t: (-va[t] * vb[t], t)))
         guard = None
         if dot >= self.settings.story_threshold:
