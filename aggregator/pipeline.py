@@ -345,8 +345,11 @@ class _ClusterCycle:
             if not stored:
                 self.store.create_story(a.story_id, entry.title, self.now)
         for absorbed in a.absorbed:
-            # A new entry's merge record names it, so it is written once the entry is stored.
-            (self._merge if stored else self.bridges.append)((absorbed, a.story_id, entry_id))
+            bridge = (absorbed, a.story_id, entry_id)
+            if stored:
+                self._merge(bridge)
+            else:  # the merge record names the entry: written once `ingest` has stored it
+                self.bridges.append(bridge)
             self.created.discard(absorbed)
         if stored:
             self.store.assign_story(entry_id, a.story_id, rule=a.rule, distance=a.distance,

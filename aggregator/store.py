@@ -544,25 +544,18 @@ class Store:
         bands: list[tuple[int, int, int]] = []
         for entry_id, entry, fp, a in items:
             rows.append((
-                entry_id, feed_id, entry.guid, entry.link, entry.title, entry.summary,
-                entry.content, entry.text, entry.author, entry.language,
-                json.dumps(list(entry.categories), ensure_ascii=False),
-                to_db_time(entry.published), to_db_time(entry.updated), ts, entry.content_hash,
-                u64_to_i64(fp.simhash), " ".join(fp.terms),
+                entry_id, feed_id, entry.guid, ts, *_entry_values(entry, fp),
                 *((a.story_id, a.rule, a.distance, a.score, a.matched_entry_id)
                   if a is not None else (None, None, None, None, None))))
-            if fp.simhash is not None:
-                bands += [(i, v, entry_id) for i, v in enumerate(simhash_bands(fp.simhash))]
+            bands += _band_rows(entry_id, fp.simhash)
+        columns = ", ".join(_ENTRY_COLUMNS)
+        marks = ", ".join("?" * (len(_ENTRY_COLUMNS) + 9))
         try:
             self.conn.executemany(
-                "INSERT INTO entries (id, feed_id, guid, link, title, summary, content, text,"
-                " author, language, categories, published, updated, first_seen, content_hash,"
-                " simhash, terms, story_id, match_rule, match_distance, match_score,"
-                " matched_entry_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?, ?, ?, ?)", rows)
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)",
-                bands)
+                f"INSERT INTO entries (id, feed_id, guid, first_seen, {columns}, story_id,"
+                " match_rule, match_distance, match_score, matched_entry_id)"
+                f" VALUES ({marks})", rows)
+            self.conn.executemany(_INSERT_BANDS, bands)
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
 
@@ -578,28 +571,17 @@ class Store:
         last = from_db_time(row["last_changed_at"])
         if row["change_count"] >= max_changes and last and (now - last).total_seconds() < settle_seconds:
             return UpsertResult(row["id"], "unchanged", row["story_id"])
+        assignments = ", ".join(f"{c} = ?" for c in _ENTRY_COLUMNS)
         self.execute(
-            "UPDATE entries SET link = ?, title = ?, summary = ?, content = ?, text = ?,"
-            " author = ?, language = ?, categories = ?, published = ?, updated = ?,"
-            " content_hash = ?, simhash = ?, terms = ?, last_changed_at = ?,"
+            f"UPDATE entries SET {assignments}, last_changed_at = ?,"
             " change_count = change_count + 1 WHERE id = ?",
-            (entry.link, entry.title, entry.summary, entry.content, entry.text, entry.author,
-             entry.language, json.dumps(list(entry.categories), ensure_ascii=False),
-             to_db_time(entry.published), to_db_time(entry.updated), entry.content_hash,
-             u64_to_i64(fp.simhash), " ".join(fp.terms), to_db_time(now), row["id"]))
+            (*_entry_values(entry, fp), to_db_time(now), row["id"]))
         self.execute("DELETE FROM simhash_bands WHERE entry_id = ?", (row["id"],))
-        self._write_bands(row["id"], fp.simhash)
-        return UpsertResult(row["id"], "updated", row["story_id"])
-
-    def _write_bands(self, entry_id: int, simhash: int | None) -> None:
-        if simhash is None:
-            return
         try:
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)",
-                [(i, v, entry_id) for i, v in enumerate(simhash_bands(simhash))])
+            self.conn.executemany(_INSERT_BANDS, _band_rows(row["id"], fp.simhash))
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
+        return UpsertResult(row["id"], "updated", row["story_id"])
 
     def simhash_candidates(self, simhash: int, since: datetime, *, exclude: int | None = None,
                            limit: int = 200) -> list[sqlite3.Row]:
@@ -948,6 +930,25 @@ class Store:
     def optimize(self) -> None:
         """PRAGMA optimize: refresh the planner's statistics where they have gone stale."""
         self.execute("PRAGMA optimize")
+
+
+# The columns an entry's content fills, in `_entry_values` order (insert and update alike).
+_ENTRY_COLUMNS = ("link", "title", "summary", "content", "text", "author", "language",
+                  "categories", "published", "updated", "content_hash", "simhash", "terms")
+_INSERT_BANDS = "INSERT OR IGNORE INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)"
+
+
+def _entry_values(entry: Entry, fp: Fingerprint) -> tuple[Any, ...]:
+    return (entry.link, entry.title, entry.summary, entry.content, entry.text, entry.author,
+            entry.language, json.dumps(list(entry.categories), ensure_ascii=False),
+            to_db_time(entry.published), to_db_time(entry.updated), entry.content_hash,
+            u64_to_i64(fp.simhash), " ".join(fp.terms))
+
+
+def _band_rows(entry_id: int, simhash: int | None) -> list[tuple[int, int, int]]:
+    if simhash is None:
+        return []
+    return [(i, v, entry_id) for i, v in enumerate(simhash_bands(simhash))]
 
 
 _FTS_TOKEN = re.compile(r"\w+", re.UNICODE)
