@@ -282,7 +282,10 @@ def _cp1252_table(mapping: Mapping[int, str]) -> tuple[int, ...]:
     2.5 times faster. Code points above U+FFFF are "not mapped", as they were with the dict, so
     the result is the same for every string.
     """
-    return tuple(ord(mapping[code]) if code in mapping else code for code in range(0x10000))
+    table = list(range(0x10000))
+    for code, char in mapping.items():
+        table[code] = ord(char)
+    return tuple(table)
 
 
 def _coalesce_character_data(strict: Any) -> None:
