@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -56,31 +55,65 @@ def snapshot(db: Path) -> dict[str, object]:
         conn.close()
 
 
+def _committed_entries(db: Path) -> int:
+    """Entries committed so far, read the way any outside reader would (0 before the schema)."""
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # no schema yet, or a writer holds the file for a moment
+        return 0
+
+
+def _kill_when_committed(proc: subprocess.Popen[bytes], db: Path, target: int,
+                         deadline: float = 240) -> bool:
+    """SIGKILL `proc` as soon as at least `target` entries are committed; False if it ended first.
+
+    The kill point is a row count the test observes, not a sleep, so a slow or loaded machine
+    changes only how long the wait takes, never where the kill lands."""
+    give_up = time.monotonic() + deadline
+    while proc.poll() is None:
+        if _committed_entries(db) >= target:
+            proc.send_signal(signal.SIGKILL)
+            return True
+        if time.monotonic() > give_up:
+            proc.kill()
+            raise AssertionError(f"no {target} entries committed within {deadline} s")
+        time.sleep(0.005)
+    return False
+
+
 @pytest.mark.slow
 def test_kill_9_during_ingest_loses_nothing_and_ends_like_a_clean_run(tmp_path: Path) -> None:
-    feeds = write_feeds(tmp_path / "feeds", 300, 12, seed=7)
+    per_feed, n_feeds = 12, 300
+    feeds = write_feeds(tmp_path / "feeds", n_feeds, per_feed, seed=7)
     clean_cfg = tmp_path / "clean.toml"
     clean_cfg.write_text(config_for(feeds, tmp_path / "clean.db"))
     assert poll(clean_cfg).returncode == 0
     clean = snapshot(tmp_path / "clean.db")
+    assert len(clean["entries"]) == n_feeds * per_feed
 
+    crash_db = tmp_path / "crash.db"
     crash_cfg = tmp_path / "crash.toml"
-    crash_cfg.write_text(config_for(feeds, tmp_path / "crash.db"))
-    rng = random.Random(42)
-    kills = 0
-    for _ in range(6):
+    crash_cfg.write_text(config_for(feeds, crash_db))
+    # Six kills, each once a few more feeds' entries have been committed than before: the
+    # first lands inside the first feeds' transactions, the last with most of the feeds stored.
+    # Each later run re-polls every feed and must skip what is stored and add the rest.
+    for step in (1, 30, 80, 140, 200, 260):
         proc = subprocess.Popen([*CLI, "--config", str(crash_cfg), "poll", "--all"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.4, 2.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        killed = _kill_when_committed(proc, crash_db, step * per_feed)
         proc.wait(timeout=60)
-        snapshot(tmp_path / "crash.db")  # consistent after every kill
-    assert kills >= 3, "the poll finished before most kills: make the workload bigger"
+        assert killed, f"the poll ended before {step} feeds were stored"
+        snapshot(crash_db)  # consistent after every kill
+        assert _committed_entries(crash_db) < n_feeds * per_feed, "the kill came too late"
     final = poll(crash_cfg)
     assert final.returncode == 0, final.stderr
-    crashed = snapshot(tmp_path / "crash.db")
+    crashed = snapshot(crash_db)
     assert crashed["entries"] == clean["entries"]
     assert crashed["stories"] == clean["stories"]
     assert crashed["partition"] == clean["partition"]
