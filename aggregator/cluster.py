@@ -5,12 +5,20 @@ Two tiers, both inside a time window:
 1. Near-duplicates (copies): the same canonical URL, the same content hash, or simhashes within
    Hamming distance k. Near-duplicates always share a story; when an entry is a copy of entries
    in two stories, the stories merge (the entry *bridges* them).
-2. Stories (different write-ups of one event): TF-IDF cosine between an entry and a story's
-   centroid (the sum of its members' unit term vectors), with IDF from the window's document
-   frequencies smoothed by a prior so that small windows behave. A match must not rest on a
-   single term (the *leave-one-out* guard: "FC Magdeburg" and "Magdeburg attack" share only
-   "magdeburg") and two small stories that both quote measurements must share one of them
-   (the *numbers* guard: a 6.1 and a 5.3 earthquake are two events).
+2. Stories (different write-ups of one happening), precision first. Each entry is a unit
+   TF-IDF vector of its story terms (IDF from the window's document frequencies smoothed by a
+   prior so that small windows behave), headline terms weighted twice, and without what its
+   outlet repeats: terms on a quarter or more of one feed's window entries, and a leading
+   rubric ("Guerre en Ukraine :") the feed puts on two or more headlines (`_Boilerplate`).
+   Two entries match (the *pair rule*) when their cosine reaches `story_threshold` and the
+   match does not rest on one unit (the *leave-one-out* guard; a name phrase counts together
+   with its own words: "FC Magdeburg" and "Magdeburg attack" share only "magdeburg"). Two
+   stories merge when at least half of their same-language member pairs match by the pair
+   rule (*half-agreement linkage*): a newcomer must agree with most of a story, not with a
+   sum of centroids that drifts toward generic terms as the story grows, so stories do not
+   chain. Stories whose members quote measurements must share one (the *numbers* guard: a
+   6.1 and a 5.3 earthquake are two events), and a story told by one outlet (host) never
+   merges with another story of that outlet alone.
 
 How the pieces fit within one poll cycle, and why the result depends neither on the order feeds
 are polled nor on where a crash cut a cycle:
@@ -20,8 +28,8 @@ are polled nor on where a crash cut a cycle:
   whichever of the pair arrives second; an entry that copies members of two stories bridges
   them) or starts a new story. The partition after all adds is the connected components of the
   near-duplicate relation over the stored stories: the same for every order.
-* `merge_pass()` at the end of the cycle does all story matching: agglomerative centroid
-  clustering, with the IDF of the whole window, of every story touched this cycle (or `touch`ed
+* `merge_pass()` at the end of the cycle does all story matching: agglomerative
+  half-agreement clustering, with the IDF of the whole window, of every story touched this cycle (or `touch`ed
   after a crash) against its neighbours, best pair first, ties broken by content rather than
   ids. A deterministic function of that partition, so order-independent too; and a cycle cut
   short before its merge pass ends, after `touch_range` over its entries, exactly where an
@@ -98,7 +106,77 @@ _MAX_NEIGHBOURS = 8  # candidate merges kept per story in the merge pass
 _KEY_TERMS = 24  # in a large window, a story's neighbours are found by its top terms only
 _MAX_CANDIDATES = 24  # in a large window, stories scored per look for neighbours
 _LARGE_WINDOW = 3000  # documents; below this every informative term is searched (exact)
+_MAX_PAIRS = 400  # member pairs scored one by one when two stories are compared; above, the mean
 _STEP = 1024  # merge_steps pauses after this many stories built, or an eighth as many pushes
+
+
+# Headline words weigh this much more than words of the summary or text: a headline names the
+# happening, a summary's lead often repeats the outlet's context.
+_TITLE_WEIGHT = 2.0
+# A term on at least this share of one feed's window entries (a feed with at least
+# _FEED_MIN_DOCS there) is that feed's boilerplate: its name, a programme, a recurring rubric.
+_FEED_SHARE = 0.25
+_FEED_MIN_DOCS = 6
+# A leading headline label ("Guerre en Ukraine :") one feed uses this often is a rubric, not news.
+_RUBRIC_REPEATS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Boilerplate:
+    """What each feed repeats across its own entries in the window, and so carries no evidence
+    that two entries report one happening: frequent terms per feed and recurring rubrics."""
+
+    feed_terms: dict[int, frozenset[str]]
+    rubrics: frozenset[tuple[int, tuple[str, ...]]]
+
+    @classmethod
+    def of(cls, docs: Iterable[ClusterDoc]) -> _Boilerplate:
+        by_feed: dict[int, list[ClusterDoc]] = {}
+        for doc in docs:
+            by_feed.setdefault(doc.feed_id, []).append(doc)
+        feed_terms: dict[int, frozenset[str]] = {}
+        rubrics: set[tuple[int, tuple[str, ...]]] = set()
+        for feed_id in sorted(by_feed):
+            feed_docs = by_feed[feed_id]
+            labels = Counter(d.terms[:d.rubric_terms] for d in feed_docs if d.rubric_terms)
+            rubrics.update((feed_id, label) for label, n in labels.items()
+                           if n >= _RUBRIC_REPEATS)
+            if len(feed_docs) >= _FEED_MIN_DOCS:
+                counts = Counter(t for d in feed_docs for t in d.terms)
+                floor = _FEED_SHARE * len(feed_docs)
+                common = frozenset(t for t, n in counts.items() if n >= floor)
+                if common:
+                    feed_terms[feed_id] = common
+        return cls(feed_terms, frozenset(rubrics))
+
+    def noise(self, doc: ClusterDoc) -> tuple[frozenset[str], int]:
+        """The terms of `doc` that are its feed's boilerplate, and how many leading terms are a
+        recurring rubric."""
+        rubric = doc.rubric_terms
+        if rubric and (doc.feed_id, doc.terms[:rubric]) not in self.rubrics:
+            rubric = 0
+        return self.feed_terms.get(doc.feed_id, _NO_TERMS), rubric
+
+
+_NO_TERMS: frozenset[str] = frozenset()
+_NO_BOILERPLATE = _Boilerplate({}, frozenset())
+
+
+def _doc_vector(doc: ClusterDoc, idf: Callable[[str], float],
+                boilerplate: _Boilerplate = _NO_BOILERPLATE) -> Vector:
+    """Unit-length vector of one entry: IDF-weighted terms, headline terms weighted up, its
+    feed's boilerplate and a recurring rubric left out."""
+    common, rubric = boilerplate.noise(doc)
+    weights: dict[str, float] = {}
+    for i, term in enumerate(doc.terms):
+        if i < rubric or term in weights or term in common:
+            continue
+        weight = idf(term)
+        weights[term] = weight * _TITLE_WEIGHT if i < doc.title_terms else weight
+    norm = math.sqrt(sum(w * w for w in weights.values()))
+    if norm == 0.0:
+        return {}
+    return {t: w / norm for t, w in weights.items()}
 
 
 def _hamming(a: int, b: int) -> int:
@@ -124,6 +202,23 @@ def _dot(a: Vector, b: Iterable[tuple[str, float]]) -> tuple[float, float]:
     if not parts:
         return 0.0, 0.0
     return math.fsum(parts), max(parts)
+
+
+def _pair_match(a: Vector, b: Vector) -> tuple[float, float]:
+    """Cosine of two entry vectors and the share carried by their strongest single unit: a
+    term, or a name phrase ("kunstliche_intelligenz") together with its own words, which would
+    otherwise pass for three independent pieces of evidence."""
+    if len(a) > len(b):
+        a, b = b, a
+    parts = {t: w * x for t, w in a.items() if (x := b.get(t)) is not None}
+    if not parts:
+        return 0.0, 0.0
+    strongest = max(parts.values())
+    for term, weight in parts.items():
+        if "_" in term:
+            unit = weight + math.fsum(parts.get(word, 0.0) for word in set(term.split("_")))
+            strongest = max(strongest, unit)
+    return math.fsum(parts.values()), strongest
 
 
 def _norm(v: Vector) -> float:
@@ -164,7 +259,7 @@ class _Story:
     def __init__(
         self, story_id: int, members: list[int], vector: Vector, decimal_counts: Counter[str],
         key: tuple[datetime, str], first_seen: datetime, earliest: datetime, latest: datetime,
-        feeds: frozenset[int], terms: tuple[str, ...] | None = None,
+        feeds: frozenset[int | str], terms: tuple[str, ...] | None = None,
     ) -> None:
         self.story_id = story_id
         # `terms`: the vector's keys in order when the caller has them (a document's own tuple).
@@ -188,6 +283,12 @@ class _Story:
     def pairs(self) -> Iterable[tuple[str, float]]:
         """The centroid as (term, weight) pairs, without building a dict."""
         return zip(self.terms, self.weights, strict=True)
+
+
+def _outlet(doc: ClusterDoc) -> int | str:
+    """Who published an entry: its host (one outlet's section feeds are one outlet), else its
+    feed."""
+    return doc.host or doc.feed_id
 
 
 def _put(table: dict[K, int | list[int]], key: K, entry_id: int) -> None:
@@ -234,7 +335,8 @@ class _NeighbourIndex:
         self._alias = np.arange(len(stories), dtype=np.int64)
         self._earliest = np.array([s.earliest.timestamp() for s in stories], dtype=np.float64)
         self._latest = np.array([s.latest.timestamp() for s in stories], dtype=np.float64)
-        self._norm = np.array([s.norm for s in stories], dtype=np.float64)
+        # Average-link scores divide by the product of sizes: the estimate divides by the size.
+        self._size = np.array([len(s.members) for s in stories], dtype=np.float64)
         term_ids: dict[str, int] = {}
         # Typed arrays while collecting: a million postings as Python ints and floats would be
         # ~40 MB for a moment; as machine numbers they are 20 bytes each.
@@ -260,7 +362,7 @@ class _NeighbourIndex:
         self._alias[self._alias == s] = i
         self._earliest[i] = into.earliest.timestamp()
         self._latest[i] = into.latest.timestamp()
-        self._norm[i] = into.norm
+        self._size[i] = len(into.members)
 
     def candidates(self, story: _Story, terms: list[tuple[str, float]],
                    limit: int | None) -> list[int]:
@@ -292,7 +394,7 @@ class _NeighbourIndex:
                              minlength=len(self._alias))
         unique = np.flatnonzero(shared)
         if limit is not None and len(unique) > limit:
-            estimate = shared[unique] / np.maximum(self._norm[unique], 1e-12)
+            estimate = shared[unique] / self._size[unique]
             # Highest estimate first, ties to the smaller story id: no dependence on positions.
             best = np.lexsort((self._story_ids[unique], -estimate))[:limit]
             unique = unique[best]
@@ -323,6 +425,7 @@ class StoryClusterer:
         self._assignments: dict[int, Assignment] = {}
         self._dirty: set[int] = set()
         self._span = timedelta(hours=settings.window_hours)
+        self._vector_of: Callable[[int], Vector] | None = None  # set during a merge pass
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -547,22 +650,17 @@ class StoryClusterer:
         stats = self._stats()
         # Every window term's IDF once (each document's terms are in `stats.df`).
         idf = {t: stats.idf(t) for t in stats.df}
-        norms: dict[int, float] = {}
+        boilerplate = _Boilerplate.of(self._docs.values())
 
         def vector_of(eid: int) -> Vector:
             # Built when needed, not kept for every document: a large window would hold them all.
-            return _vector(self._docs[eid].terms, idf.__getitem__)
+            return _doc_vector(self._docs[eid], idf.__getitem__, boilerplate)
+
+        self._vector_of = vector_of
 
         def similarity(eid: int, vector: Vector) -> float:
-            """dot(vector_of(eid), vector) without building the member's vector (the evidence
-            scans every member of a story at each merge: this keeps that cheap)."""
-            terms = self._docs[eid].terms  # unique per document (fingerprint.story_terms)
-            norm = norms.get(eid)
-            if norm is None:
-                norm = norms[eid] = math.sqrt(sum(idf[t] * idf[t] for t in terms))
-            if not norm:
-                return 0.0
-            return sum(vector.get(t, 0.0) * idf[t] for t in terms) / norm
+            """Cosine of a member's vector and `vector` (the evidence picks the closest member)."""
+            return _dot(vector, vector_of(eid).items())[0]
 
         limit = stats.search_limit()
         large = stats.docs > _LARGE_WINDOW
@@ -644,6 +742,7 @@ class StoryClusterer:
                         and _current(clusters, h[5], h[6])]
                 heapq.heapify(heap)
         self._dirty.clear()
+        self._vector_of = None
         return merges
 
     def _reattach_founders(
@@ -693,7 +792,7 @@ class StoryClusterer:
         first_seen = min(d.first_seen or d.published for d in docs)
         published = [d.published for d in docs]
         return _Story(sid, members, vector, decimal_counts, key, first_seen, min(published),
-                      max(published), frozenset(d.feed_id for d in docs), terms)
+                      max(published), frozenset(map(_outlet, docs)), terms)
 
     def _combine(self, into: _Story, source: _Story) -> _Story:
         """The story `into` becomes by absorbing `source`: centroids add up, no member is
@@ -711,26 +810,69 @@ class StoryClusterer:
         return merged
 
     def _cluster_score(self, a: _Story, b: _Story, a_vector: Vector | None = None) -> float | None:
-        """Centroid cosine of two stories when it passes the threshold and the guards
-        (`a_vector`: `a.vector` when the caller has it already)."""
+        """The score with which two stories merge, or None: half-agreement linkage (see the
+        module docstring) with its guards (`a_vector`: `a.vector` when the caller has it)."""
         if not a.norm or not b.norm:
             return None
         # The cheap guards first: most neighbours by term are out of the window or one outlet.
         if not self._windows_overlap(a, b):
             return None
         if len(a.feeds | b.feeds) < 2:
-            # Stories told by one feed alone do not merge by similarity: an outlet's own items
-            # on a topic (a live blog, a series, boilerplate) stay apart until another outlet
-            # links them.
+            # Stories told by one outlet alone do not merge by similarity: an outlet's own items
+            # on a topic (a live blog, a series, boilerplate, the same programme in several of
+            # its section feeds) stay apart until another outlet links them.
             return None
-        norms = a.norm * b.norm
+        # Half-agreement linkage: two stories merge when at least half of the pairs of their
+        # members match by the pair rule (cosine >= threshold, not resting on one term), so a
+        # story joins another only when it agrees with most of its members, not with a sum
+        # that drifts toward generic terms as the story grows (chaining). The centroids are
+        # sums of unit vectors: their dot product over the pair count is the mean pair cosine,
+        # and at least half the pairs at the threshold needs a mean of half of it.
+        threshold = self.settings.story_threshold
+        pairs = len(a.members) * len(b.members)
         dot, top = _dot(a.vector if a_vector is None else a_vector, b.pairs())
-        score = dot / norms
-        if score < self.settings.story_threshold:
+        mean = dot / pairs
+        if mean < threshold * _GUARD_SHARE:
             return None
-        if self._guard(dot, top, norms, a.decimals, b.decimals) is not None:
+        if a.decimals and b.decimals and not a.decimals & b.decimals:
+            return None  # the numbers guard: both quote measurements and none agree
+        if pairs > _MAX_PAIRS or self._vector_of is None:
+            # Very large merges: the mean must pass (strict).
+            if mean < threshold or self._guard(dot, top, float(pairs), a.decimals,
+                                                b.decimals) is not None:
+                return None
+            return mean
+        if pairs == 1:  # two single entries: the centroids are their vectors
+            cosine, strongest = _pair_match(a.vector if a_vector is None else a_vector, b.vector)
+            if cosine >= threshold and cosine - strongest >= threshold * _GUARD_SHARE:
+                return cosine
             return None
-        return score
+        vector_of, docs = self._vector_of, self._docs
+        left = [(vector_of(e), docs[e].language) for e in a.members]
+        agreeing: list[float] = []
+        across: list[float] = []
+        comparable = 0
+        for e in b.members:
+            vb, language = vector_of(e), docs[e].language
+            for va, other_language in left:
+                cosine, strongest = _pair_match(va, vb)
+                passes = cosine >= threshold and cosine - strongest >= threshold * _GUARD_SHARE
+                # Words are evidence only within one language: a pair in two languages (both
+                # known) neither counts for nor against the merge, unless no pair shares one.
+                if language and other_language and language != other_language:
+                    if passes:
+                        across.append(cosine)
+                    continue
+                comparable += 1
+                if passes:
+                    agreeing.append(cosine)
+        if not comparable:
+            agreeing, comparable = across, pairs
+        need = (comparable + 1) // 2
+        if len(agreeing) < need:
+            return None
+        agreeing.sort(reverse=True)
+        return agreeing[need - 1]  # the weakest of the agreeing half
 
 
 
@@ -758,17 +900,19 @@ class StoryClusterer:
         Uses the IDF of the window in memory. `joined` says whether they share a story when both
         are in memory, otherwise whether a rule joins them directly."""
         stats = self._stats()
+        boilerplate = _Boilerplate.of(self._docs.values())
         dup = self.near_duplicate(a, b)
         distance = (
             _hamming(a.simhash, b.simhash) if a.simhash is not None and b.simhash is not None else None
         )
-        va, vb = _vector(a.terms, stats.idf), _vector(b.terms, stats.idf)
-        dot, top = _dot(va, vb.items())
+        va = _doc_vector(a, stats.idf, boilerplate)
+        vb = _doc_vector(b, stats.idf, boilerplate)
+        dot, top = _pair_match(va, vb)
         shared = tuple(sorted(set(va) & set(vb), key=lambda t: (-va[t] * vb[t], t)))
         guard = None
         if dot >= self.settings.story_threshold:
             guard = self._guard(dot, top, 1.0, _decimals(a.terms), _decimals(b.terms))
-            if guard is None and a.feed_id == b.feed_id:
+            if guard is None and _outlet(a) == _outlet(b):
                 guard = "same_outlet"
         together = (
             a.entry_id in self._story_of
@@ -789,7 +933,7 @@ class StoryClusterer:
         else:
             rule = None
             if guard == "same_outlet":
-                reason = ("refused: both come from one feed; an outlet's own items join a story"
+                reason = ("refused: both come from one outlet; its own items join a story"
                           " only through another outlet's report")
             elif guard == "single_term":
                 reason = f"refused: the match rests on one term ({shared[0]})"
@@ -804,8 +948,8 @@ class StoryClusterer:
                 reason += "; together through other members of the story"
         both_known = a.entry_id in self._story_of and b.entry_id in self._story_of
         if both_known and not together and rule is not None:
-            reason += ("; yet they are in different stories: the pair matches but their stories"
-                       " as a whole (centroids) do not" if rule == "story_match" else
+            reason += ("; yet they are in different stories: the pair matches but fewer than"
+                       " half of their stories' member pairs do" if rule == "story_match" else
                        "; yet they are in different stories (recorded before this rule applied)")
         return Explanation(
             joined=together if both_known else rule is not None,

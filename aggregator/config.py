@@ -55,7 +55,7 @@ class ClusterOptions:
     window: int = 72 * 3600  # seconds: entries further apart never share a new story
     simhash_k: int = 3
     representative: str = "earliest"
-    story_threshold: float = 0.15  # TF-IDF cosine for different write-ups to join one story
+    story_threshold: float = 0.2  # average-link TF-IDF cosine for write-ups to join one story
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +220,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         window=cluster_t.duration("window", 72 * 3600) or 72 * 3600,
         simhash_k=cluster_t.take("simhash_k", int, 3),
         representative=cluster_t.take("representative", str, "earliest"),
-        story_threshold=float(cluster_t.take("story_threshold", (int, float), 0.15)),
+        story_threshold=float(cluster_t.take("story_threshold", (int, float), 0.2)),
     )
     if not 0 < cluster.story_threshold <= 1:
         raise cluster_t.error("story_threshold", "must be a number above 0 and at most 1")

@@ -52,9 +52,11 @@ MAX_SIMHASH_TOKENS = 20_000
 LEAD_TOKENS = 60
 
 _SIMHASH_TOKEN = re.compile(r"[^\W_]+")
-# A number (with decimal or thousands separators) or a run of letters/digits. Apostrophes and
-# hyphens split words: "Fed's" -> "Fed", "s"; "l'UNRWA" -> "l", "UNRWA".
-_TERM_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W_]+")
+# A number (with decimal or thousands separators), a hyphenated word, or a run of letters/digits.
+# Apostrophes split words: "Fed's" -> "Fed", "s"; "l'UNRWA" -> "l", "UNRWA".
+# Hyphenated words stay one term: "Val-de-Marne", "Proche-Orient", "Île-de-France" name one
+# place; as two or three terms they would pass for independent evidence.
+_TERM_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:-[^\W\d_]+)+|[^\W_]+")
 _THOUSANDS = re.compile(r"\d{1,3}(?:([.,])\d{3})(?:\1\d{3})*")
 
 # Stop-words: function words of English, French and German, plus a handful of words that appear in
@@ -197,6 +199,30 @@ def story_terms(title: str, text: str = "", lead_tokens: int = LEAD_TOKENS) -> t
                 if phrase not in seen:
                     seen[phrase] = None
     return tuple(seen)
+
+
+# A rubric: a short label before a colon, pipe or dash at the start of a headline ("Guerre en
+# Ukraine : ...", "Budget 2025 | ..."). Up to six words; the separator must have a space after it.
+_RUBRIC = re.compile(r"^\s*([^:|\u2013\u2014]{2,60}?)\s*(?::|\||\s[\u2013\u2014-])\s")
+
+
+def title_layout(title: str) -> tuple[int, int]:
+    """How the first story terms of an entry came from its title: (title terms, rubric terms).
+
+    `story_terms` puts the title's words first, so `terms[:title]` are the headline's words and
+    `terms[:rubric]` those of a leading label such as "Guerre en Ukraine :" (0 when there is
+    none). The story tier weighs headline words above the text's and treats a label that one
+    outlet puts on many headlines as that outlet's boilerplate."""
+    seen = dict.fromkeys(t for t in map(_term, _TERM_TOKEN.findall(title)) if t is not None)
+    rubric = 0
+    match = _RUBRIC.match(title)
+    if match and len(match.group(1).split()) <= 6:
+        words = dict.fromkeys(
+            t for t in map(_term, _TERM_TOKEN.findall(match.group(1))) if t is not None)
+        rubric = len(words)
+        if list(seen)[:rubric] != list(words):  # cannot happen; keep the contract safe
+            rubric = 0
+    return len(seen), rubric
 
 
 def _fold(text: str) -> str:

@@ -210,7 +210,7 @@ class ClusterSettings:
 
     window_hours: float = 72.0  # entries older than this (by published) are not matched
     simhash_k: int = 3  # near-duplicate when Hamming distance <= k (bands find all up to 3)
-    story_threshold: float = 0.15  # cosine (TF-IDF) of an entry/story to a story centroid
+    story_threshold: float = 0.2  # average-link cosine (TF-IDF) between two stories' members
     min_shared_terms: int = 2  # a story match needs this many shared terms (names count once)
     idf_prior_docs: int = 50  # pseudo-documents smoothing IDF so tiny windows behave
     representative: str = "earliest"  # "earliest" or "complete" (longest text)
@@ -234,6 +234,8 @@ class ClusterDoc:
     first_seen: datetime | None = None  # when we first stored it; defaults to `published`
     text_length: int = 0  # len(Entry.text); used by representative="complete"
     match_rule: str | None = None  # stored evidence rule (entries.match_rule) of a loaded entry
+    title_terms: int = 0  # terms[:title_terms] come from the headline (fingerprint.title_layout)
+    rubric_terms: int = 0  # terms[:rubric_terms] are a leading label ("Guerre en Ukraine :")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import cluster as clustering
+from . import fingerprint
 from .config import Config
 from .errors import AggregatorError
 from .fetch import Fetcher
@@ -332,7 +333,8 @@ class _ClusterCycle:
             entry_id=entry_id, feed_id=feed_id, host=_shared(outlet_host(entry.link or feed_url)),
             published=entry.published, link=entry.link, content_hash=fp.content_hash,
             simhash=fp.simhash, title=entry.title, terms=_interned(fp.terms),
-            language=_shared(entry.language), story_id=None)
+            language=_shared(entry.language), story_id=None,
+            **_layout(entry.title))
         since = _shift(entry.published, -self.window)
         rows = self.store.exact_candidates(entry.link, fp.content_hash, since, exclude=entry_id)
         if fp.simhash is not None:
@@ -456,7 +458,13 @@ def _doc(row: Any) -> clustering.ClusterDoc:
         language=_shared(row["language"]), story_id=row["story_id"],
         first_seen=from_db_time(row["first_seen"]),
         text_length=(row["text_length"] or 0) if "text_length" in row.keys() else 0,
-        match_rule=_shared(row["match_rule"]))
+        match_rule=_shared(row["match_rule"]), **_layout(row["title"] or ""))
+
+
+def _layout(title: str) -> dict[str, int]:
+    """Which of an entry's story terms come from its headline and from a leading rubric."""
+    title_terms, rubric_terms = fingerprint.title_layout(title)
+    return {"title_terms": title_terms, "rubric_terms": rubric_terms}
 
 
 def explain_pair(store: Store, config: Config, a_id: int, b_id: int) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import random
 import sqlite3
 import subprocess
@@ -41,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 from aggregator import cluster, fingerprint, model  # noqa: E402
 
 DEFAULT_CSV = ROOT.parent / "shared" / "labelled" / "uci-news-5k.csv"
+DEFAULT_FR = ROOT.parent / "shared" / "labelled" / "fr-2024-10-28.jsonl"
+FR_DAY = datetime(2024, 10, 28, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Row:
     story: str
     host: str
     published: datetime
+    summary: str = ""
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -61,6 +65,22 @@ def read_rows(path: Path) -> list[Row]:
                 datetime.fromtimestamp(int(r["TIMESTAMP"]) / 1000, UTC))
             for r in csv.DictReader(fh)
         ]
+
+
+def read_labelled_day(path: Path, day: datetime = FR_DAY) -> list[Row]:
+    """A hand-labelled day (JSON lines in feed order, no dates): each outlet's items are spread
+    evenly over the day, newest first, as a feed lists them."""
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    by_outlet: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for rec in records:
+        by_outlet[rec["outlet"]].append(rec)
+    rows = []
+    for outlet, items in by_outlet.items():
+        for i, rec in enumerate(items):
+            published = day + timedelta(days=1) * (1 - (i + 0.5) / len(items))
+            rows.append(Row(rec["id"], rec["title"], rec["link"], outlet, rec["story"], outlet,
+                            published.replace(microsecond=0), rec.get("summary") or ""))
+    return rows
 
 
 # -- scoring --------------------------------------------------------------------------------------
@@ -106,9 +126,11 @@ def report(label: str, pred: Sequence[object], gold: Sequence[object], seconds: 
 
 def entry_of(row: Row) -> model.Entry:
     """The Entry the normaliser would make of an RSS item with only title, link and pubDate."""
-    text = " ".join(row.title.split())
+    title = " ".join(row.title.split())
+    summary = " ".join(row.summary.split())
+    text = f"{title} {summary}".strip()
     return model.Entry(
-        guid=row.id, link=row.url, title=text, summary="", content="", text=text,
+        guid=row.id, link=row.url, title=title, summary=summary, content="", text=text,
         published=row.published, updated=None, author=None, language="en",
         content_hash=hashlib.sha256(text.encode()).hexdigest(),
     )
@@ -125,7 +147,9 @@ def run_direct(rows: list[Row], settings: model.ClusterSettings, cycle: timedelt
         docs.append(model.ClusterDoc(
             entry_id=0, feed_id=feed_ids[r.publisher], host=r.host, published=e.published,
             link=e.link, content_hash=fp.content_hash, simhash=fp.simhash, title=e.title,
-            terms=fp.terms, language=e.language, story_id=None, text_length=len(e.text)))
+            terms=fp.terms, language=e.language, story_id=None, text_length=len(e.text),
+            **dict(zip(("title_terms", "rubric_terms"), fingerprint.title_layout(e.title),
+                       strict=True))))
     row_of: dict[int, str] = {}  # entry_id -> row ID (the guid)
     start = min(d.published for d in docs)
     period = cycle or timedelta(days=36500)
@@ -196,6 +220,8 @@ def write_feeds(rows: list[Row], directory: Path) -> list[Path]:
             parts.append(
                 f'<item><guid isPermaLink="false">{escape(r.id)}</guid>'
                 f"<title>{escape(r.title)}</title><link>{escape(r.url)}</link>"
+                + (f"<description>{escape(r.summary)}</description>" if r.summary else "")
+                +
                 f"<pubDate>{format_datetime(r.published, usegmt=True)}</pubDate></item>")
         parts.append("</channel></rss>\n")
         path = directory / f"publisher-{n:04d}.xml"
@@ -240,21 +266,37 @@ def parse_period(text: str | None) -> timedelta | None:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    ap.add_argument("--fr", type=Path, default=DEFAULT_FR, help="the hand-labelled French day")
+    ap.add_argument("--set", choices=["all", "uci", "fr"], default="all", help="which labelled sets")
     ap.add_argument("--direct", action="store_true", help="fingerprint + clusterer in process")
     ap.add_argument("--cycles", help="direct: one poll cycle per period, e.g. 30m, 1h, 6h")
     ap.add_argument("--orders", type=int, default=0, help="direct: also run N shuffled feed orders")
     ap.add_argument("--threshold", type=float, help="override story_threshold")
     ap.add_argument("--aggregator", default=str(ROOT / ".venv" / "bin" / "aggregator"))
     ap.add_argument("--keep", type=Path, help="pipeline: keep feeds, config and database here")
+    ap.add_argument("--show", type=int, default=0, help="print the N largest predicted stories")
     args = ap.parse_args(argv)
-    if not args.csv.exists():
-        print(f"skipped: {args.csv} not found (needs ../shared)", file=sys.stderr)
-        return 0
-    rows = read_rows(args.csv)
-    gold_of = {r.id: r.story for r in rows}
+    sets = []
+    if args.set in ("all", "fr"):
+        sets.append(("fr-2024-10-28", args.fr, read_labelled_day))
+    if args.set in ("all", "uci"):
+        sets.append(("uci-5k", args.csv, read_rows))
     settings = model.ClusterSettings()
     if args.threshold is not None:
         settings = replace(settings, story_threshold=args.threshold)
+    for name, path, reader in sets:
+        if not path.exists():
+            print(f"{name}: skipped, {path} not found (needs ../shared)", file=sys.stderr)
+            continue
+        rows = reader(path)
+        evaluate(name, rows, args, settings)
+    return 0
+
+
+def evaluate(name: str, rows: list[Row], args: argparse.Namespace,
+             settings: model.ClusterSettings) -> None:
+    gold_of = {r.id: r.story for r in rows}
+    by_id = {r.id: r for r in rows}
 
     def score(label: str, story_of: dict[str, int], seconds: float) -> dict[str, int]:
         ids = sorted(gold_of)
@@ -262,14 +304,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:
             print(f"  warning: {len(missing)} rows have no entry (first: {missing[:5]})")
         ids = [i for i in ids if i in story_of]
-        report(label, [story_of[i] for i in ids], [gold_of[i] for i in ids], seconds)
+        report(f"{name}, {label}", [story_of[i] for i in ids], [gold_of[i] for i in ids], seconds)
+        show(story_of)
         return story_of
+
+    def show(story_of: dict[str, int]) -> None:
+        groups: dict[int, list[str]] = defaultdict(list)
+        for rid, sid in story_of.items():
+            groups[sid].append(rid)
+        seed = "nato-confirms-dprk-troops-russia"
+        if seed in gold_of.values():
+            gold_ids = {i for i, g in gold_of.items() if g == seed}
+            holders = Counter(story_of[i] for i in gold_ids if i in story_of)
+            sid, held = holders.most_common(1)[0]
+            intruders = len([i for i in groups[sid] if gold_of[i] != seed])
+            print(f"  seed story {seed}: {held} of {len(gold_ids)} items together,"
+                  f" {intruders} intruders")
+        for sid, members in sorted(groups.items(), key=lambda kv: -len(kv[1]))[:args.show]:
+            stories = Counter(gold_of[m] for m in members)
+            print(f"  story {sid}: {len(members)} members, gold {dict(stories.most_common(4))}")
+            for m in members:
+                print(f"      [{gold_of[m][:24]:24}] {by_id[m].publisher[:18]:18} {by_id[m].title[:90]}")
 
     if not args.direct:
         t0 = time.perf_counter()
         score("aggregator poll --all", run_pipeline(rows, args.aggregator, args.keep),
               time.perf_counter() - t0)
-        return 0
+        return
     cycle = parse_period(args.cycles)
     label = f"direct, {'one cycle' if cycle is None else 'cycles of ' + args.cycles}"
     t0 = time.perf_counter()
@@ -280,7 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                       run_direct(rows, settings, cycle, seed), time.perf_counter() - t0)
         same = _same_partition(base, other)
         print(f"  same partition as the unshuffled run: {same}")
-    return 0
 
 
 def _same_partition(a: dict[str, int], b: dict[str, int]) -> bool:

@@ -39,7 +39,9 @@ def make_doc(key: str, entry_id: int) -> ClusterDoc:
         entry_id=entry_id, feed_id=FEEDS[item["feed"]], host=item["link"].split("/")[2],
         published=entry.published, link=entry.link, content_hash=fp.content_hash,
         simhash=fp.simhash, title=entry.title, terms=fp.terms, language=entry.language,
-        story_id=None, text_length=len(text))
+        story_id=None, text_length=len(text),
+        **dict(zip(("title_terms", "rubric_terms"), fingerprint.title_layout(entry.title),
+                   strict=True)))
 
 
 def run_cycle(keys: list[str], stored: dict[int, ClusterDoc] | None = None,
@@ -298,3 +300,71 @@ def test_merge_steps_pause_in_a_big_window_and_merge_as_merge_pass_does() -> Non
             break
     assert whole and stepped == whole
     assert pauses >= 5
+
+
+def _written(entry_id: int, host: str, title: str, summary: str = "",
+             published: str = "2024-10-28T12:00:00+00:00") -> ClusterDoc:
+    """A doc built as the pipeline builds one, from an outlet's headline and summary."""
+    text = f"{title} {summary}".strip()
+    entry = Entry(
+        guid=str(entry_id), link=f"https://{host}/{entry_id}", title=title, summary=summary,
+        content="", text=text, published=datetime.fromisoformat(published), updated=None,
+        author=None, language="fr", content_hash=hashlib.sha256(text.encode()).hexdigest())
+    fp = fingerprint.fingerprint(entry)
+    title_terms, rubric_terms = fingerprint.title_layout(title)
+    return ClusterDoc(
+        entry_id=entry_id, feed_id=sum(map(ord, host)), host=host, published=entry.published,
+        link=entry.link, content_hash=fp.content_hash, simhash=fp.simhash, title=title,
+        terms=fp.terms, language="fr", story_id=None, text_length=len(text),
+        title_terms=title_terms, rubric_terms=rubric_terms)
+
+
+def _stories(docs: list[ClusterDoc]) -> set[frozenset[int]]:
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    for doc in docs:
+        clusterer.add(doc, ())
+    clusterer.merge_pass()
+    return {frozenset(m) for m in clusterer.stories().values()}
+
+
+def test_an_outlets_recurring_rubric_is_not_evidence_of_one_happening() -> None:
+    # One outlet files unrelated war news under the same label; another outlet reports one of
+    # the happenings. Only that happening may join: the label alone links nothing.
+    docs = [
+        _written(1, "lexpress.fr", "Guerre en Ukraine : Moscou revendique une avancée à Donetsk"),
+        _written(2, "lexpress.fr", "Guerre en Ukraine : l'alcool russe visé par des drones"),
+        _written(3, "lexpress.fr", "Guerre en Ukraine : Izioum renaît de ses cendres"),
+        _written(4, "lefigaro.fr", "Guerre en Ukraine : Moscou revendique une avancée à Donetsk",
+                 "L'armée russe dit avoir pris un village près de Pokrovsk."),
+        _written(5, "la-croix.fr", "Guerre en Ukraine : le pape appelle à la paix"),
+    ]
+    stories = _stories(docs)
+    assert frozenset({1, 4}) in stories  # the same happening, told by two outlets
+    assert {2} in [set(s) for s in stories] and {3} in [set(s) for s in stories]
+    assert frozenset({5}) in stories  # the rubric word "Ukraine" alone joins nothing
+
+
+def test_a_chain_of_partial_overlaps_does_not_collapse_into_one_story() -> None:
+    # Each headline shares two rare names with the next one only: centroid linkage let such a
+    # chain grow into one story; a story joins another only when most member pairs agree.
+    names = ["Zorvan", "Kelbrin", "Maduvek", "Tarsolo", "Ubrecht", "Vinsaldo", "Quarnel"]
+    docs = [_written(i + 1, f"outlet{i}.example", f"{names[i]} et {names[i + 1]} signent")
+            for i in range(len(names) - 1)]
+    stories = _stories(docs)
+    assert max(len(s) for s in stories) < len(docs)
+    assert max(len(s) for s in stories) <= 3
+
+
+def test_hyphenated_names_are_one_story_term() -> None:
+    terms = fingerprint.story_terms("Val-de-Marne : un foyer évacué en Île-de-France")
+    assert "val-de-marne" in terms and "ile-de-france" in terms
+    assert not {"val", "marne", "ile", "france"} & set(terms)
+
+
+def test_one_outlets_section_feeds_count_as_one_outlet() -> None:
+    # The same programme in two section feeds of one broadcaster is not two outlets agreeing.
+    a = _written(1, "www.deutschlandfunk.de", "Künstliche Intelligenz - Der Stromhunger der KI")
+    b = replace(_written(2, "www.deutschlandfunk.de",
+                         "Künstliche Intelligenz - Neue Möglichkeiten der KI im Sport"),
+                feed_id=a.feed_id + 1)
+    assert len(_stories([a, b])) == 2

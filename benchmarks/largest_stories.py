@@ -1,0 +1,124 @@
+"""The largest stories of three real days, from a real poll, for a person to read.
+
+For each day the raw feeds are polled as file:// feeds with `aggregator poll --all` into a
+temporary database, and the N largest stories (by members) are printed with every member's
+title and outlet, so anyone can check that each story reports one happening:
+
+* news-en-2020: each outlet's first snapshot dated 2020-08-05 or 2020-08-06 (20 feeds);
+* news-de-2024-12-21: the 13 German feeds of that day;
+* fr-2024-10-28: the hand-labelled French day (its records written as one RSS file per outlet,
+  as benchmarks/cluster_eval.py does), with each member's gold label beside it.
+
+    .venv/bin/python benchmarks/largest_stories.py            # 10 per day
+    .venv/bin/python benchmarks/largest_stories.py --top 20 --day de
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import cluster_eval  # noqa: E402
+
+
+def english_day(directory: Path) -> list[Path]:
+    corpus = SHARED / "corpora" / "news-en-2020"
+    feeds = []
+    for outlet in sorted(p for p in corpus.iterdir() if p.is_dir()):
+        snapshots = sorted(p for p in outlet.iterdir()
+                           if p.name.startswith(("20200805", "20200806")))
+        if snapshots:
+            target = directory / f"{outlet.name}.xml"
+            shutil.copyfile(snapshots[0], target)
+            feeds.append(target)
+    return feeds
+
+
+def german_day(directory: Path) -> list[Path]:
+    corpus = SHARED / "corpora" / "news-de-2024-12-21"
+    return sorted(p for p in corpus.iterdir() if p.suffix in (".xml", ".rss", ".atom", ".json"))
+
+
+def french_day(directory: Path) -> list[Path]:
+    rows = cluster_eval.read_labelled_day(SHARED / "labelled" / "fr-2024-10-28.jsonl")
+    return cluster_eval.write_feeds(rows, directory)
+
+
+DAYS = {"en": ("news-en-2020, 2020-08-05/06", english_day),
+        "de": ("news-de-2024-12-21", german_day),
+        "fr": ("fr-2024-10-28 (labelled)", french_day)}
+
+
+def largest(database: Path, top: int) -> list[tuple[int, list[tuple[str, str, str]]]]:
+    with sqlite3.connect(database) as conn:
+        ids = [r[0] for r in conn.execute(
+            "SELECT story_id FROM entries GROUP BY story_id"
+            " ORDER BY count(*) DESC, count(DISTINCT feed_id) DESC, story_id LIMIT ?", (top,))]
+        out = []
+        for sid in ids:
+            members = conn.execute(
+                "SELECT coalesce(f.title, e.link, f.url), e.title, e.guid FROM entries e"
+                " JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ? ORDER BY e.published",
+                (sid,)).fetchall()
+            out.append((sid, [(_outlet(str(a)), str(b), str(c)) for a, b, c in members]))
+        return out
+
+
+def _outlet(name: str) -> str:
+    """A feed's title, or the host of the entry's link."""
+    if "://" in name and not name.startswith("file:"):
+        return urlsplit(name).hostname or name
+    return name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--day", choices=["all", *DAYS], default="all")
+    ap.add_argument("--aggregator", default=str(ROOT / ".venv" / "bin" / "aggregator"))
+    args = ap.parse_args(argv)
+    if not SHARED.exists():
+        print(f"skipped: {SHARED} not found (the corpora live there)")
+        return 0
+    gold: dict[str, str] = {}
+    labelled = SHARED / "labelled" / "fr-2024-10-28.jsonl"
+    if labelled.exists():
+        gold = {r.id: r.story for r in cluster_eval.read_labelled_day(labelled)}
+    for key, (label, build) in DAYS.items():
+        if args.day not in ("all", key):
+            continue
+        with tempfile.TemporaryDirectory(prefix="largest-") as tmp:
+            directory = Path(tmp)
+            feeds = build(directory)
+            database = directory / "day.db"
+            config = cluster_eval.write_config(directory, feeds, database)
+            subprocess.run([args.aggregator, "--config", str(config), "poll", "--all"],
+                           check=True, stdout=subprocess.DEVNULL)
+            with sqlite3.connect(database) as conn:
+                entries, stories = conn.execute(
+                    "SELECT count(*), count(DISTINCT story_id) FROM entries").fetchone()
+            print(f"== {label}: {len(feeds)} feeds, {entries} entries, {stories} stories")
+            for rank, (sid, members) in enumerate(largest(database, args.top), 1):
+                outlets = len({m[0] for m in members})
+                print(f"  #{rank} story {sid}: {len(members)} members, {outlets} outlets")
+                for outlet, title, guid in members:
+                    tag = f"[{gold[guid][:26]:26}] " if key == "fr" and guid in gold else ""
+                    print(f"      {tag}{outlet[:22]:22} {' '.join(title.split())[:100]}")
+            print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
