@@ -183,16 +183,6 @@ def _hamming(a: int, b: int) -> int:
     return ((a ^ b) & _U64).bit_count()
 
 
-def _vector(terms: Iterable[str], idf: Callable[[str], float]) -> Vector:
-    """Unit-length IDF-weighted binary term vector."""
-    # First-occurrence order, not a set's: float sums must not depend on string hashing.
-    weights = {t: idf(t) for t in dict.fromkeys(terms)}
-    norm = math.sqrt(sum(w * w for w in weights.values()))
-    if norm == 0.0:
-        return {}
-    return {t: w / norm for t, w in weights.items()}
-
-
 def _dot(a: Vector, b: Iterable[tuple[str, float]]) -> tuple[float, float]:
     """Dot product of a vector and another one given as (term, weight) pairs, and the largest
     single-term contribution to it. Summed with fsum, exact whatever the order, so a score
@@ -291,6 +281,11 @@ def _outlet(doc: ClusterDoc) -> int | str:
     return doc.host or doc.feed_id
 
 
+def _reversed_key(key: tuple[datetime, str]) -> tuple[float, tuple[int, ...]]:
+    """A story key ordered backwards, so `nlargest` prefers the earlier key on equal scores."""
+    return (-key[0].timestamp(), tuple(-ord(c) for c in key[1]))
+
+
 def _put(table: dict[K, int | list[int]], key: K, entry_id: int) -> None:
     held = table.get(key)
     if held is None:
@@ -332,6 +327,11 @@ class _NeighbourIndex:
         self._span = span_seconds
         self._position = {s.story_id: i for i, s in enumerate(stories)}
         self._story_ids = np.array([s.story_id for s in stories], dtype=np.int64)
+        # Ties are broken by content (each story's key: earliest publication, content hash), not
+        # by story ids, which depend on the order entries arrived in and on where a crash cut.
+        by_key = sorted(range(len(stories)), key=lambda i: stories[i].key)
+        self._rank = np.empty(len(stories), dtype=np.int64)
+        self._rank[by_key] = np.arange(len(stories), dtype=np.int64)
         self._alias = np.arange(len(stories), dtype=np.int64)
         self._earliest = np.array([s.earliest.timestamp() for s in stories], dtype=np.float64)
         self._latest = np.array([s.latest.timestamp() for s in stories], dtype=np.float64)
@@ -363,6 +363,7 @@ class _NeighbourIndex:
         self._earliest[i] = into.earliest.timestamp()
         self._latest[i] = into.latest.timestamp()
         self._size[i] = len(into.members)
+        self._rank[i] = min(self._rank[i], self._rank[s])  # the merged story's key is the min
 
     def candidates(self, story: _Story, terms: list[tuple[str, float]],
                    limit: int | None) -> list[int]:
@@ -395,8 +396,8 @@ class _NeighbourIndex:
         unique = np.flatnonzero(shared)
         if limit is not None and len(unique) > limit:
             estimate = shared[unique] / self._size[unique]
-            # Highest estimate first, ties to the smaller story id: no dependence on positions.
-            best = np.lexsort((self._story_ids[unique], -estimate))[:limit]
+            # Highest estimate first, ties to the earlier story key: no dependence on ids.
+            best = np.lexsort((self._rank[unique], -estimate))[:limit]
             unique = unique[best]
         return [int(x) for x in self._story_ids[unique]]
 
@@ -498,7 +499,8 @@ class StoryClusterer:
     def near_duplicate(self, a: ClusterDoc, b: ClusterDoc) -> tuple[str, int | None] | None:
         """The near-duplicate rule joining two entries and its distance, or None.
 
-        Same canonical URL; else same content hash; else simhash within k and within the window.
+        Same canonical URL; else same content hash (within one feed, with agreeing headlines);
+        else simhash within k and within the window.
         Two entries of one feed with different URLs and no simhash (short texts) are a recurring
         heading ("Morning briefing"), not a copy, so they never match on content.
         """
@@ -510,6 +512,10 @@ class StoryClusterer:
         if recurring:
             return None
         if a.content_hash == b.content_hash and a.content_hash:
+            # One feed's items with one text but different headline numbers or words are the
+            # episodes of a programme ("Maranatha 8/3/2020", "... 8/4/2020"), not a copy.
+            if a.feed_id == b.feed_id and not self._titles_agree(a, b):
+                return None
             return ("content_hash", None)
         if a.simhash is not None and b.simhash is not None and self._in_window(a, b):
             distance = _hamming(a.simhash, b.simhash)
@@ -705,7 +711,7 @@ class StoryClusterer:
             # others are pushed again from their own side or after a merge).
             if len(scored) > _MAX_NEIGHBOURS:
                 scored = heapq.nlargest(_MAX_NEIGHBOURS, scored,
-                                        key=lambda pair: (pair[0], -pair[1].story_id))
+                                        key=lambda pair: (pair[0], _reversed_key(pair[1].key)))
             for score, other in scored:
                 a, b = (cluster, other) if cluster.key <= other.key else (other, cluster)
                 heapq.heappush(heap, (-score, a.key, b.key, a.story_id, a.version,

@@ -55,7 +55,7 @@ class ClusterOptions:
     window: int = 72 * 3600  # seconds: entries further apart never share a new story
     simhash_k: int = 3
     representative: str = "earliest"
-    story_threshold: float = 0.2  # average-link TF-IDF cosine for write-ups to join one story
+    story_threshold: float = 0.2  # pair rule: TF-IDF cosine two write-ups need (half-agreement)
 
 
 @dataclass(frozen=True, slots=True)

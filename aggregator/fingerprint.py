@@ -96,17 +96,21 @@ wurden worden hat haben ohne seit sei mehr schon einen nur wegen zwischen wahren
 etwa bereits dabei damit denn dann sowohl wobei bislang ab innerhalb ausserhalb
 """.split()
 # Counting and calendar words occur in stories of every kind ("at least two people", "at least two
-# years"); in a small window their IDF is as high as a name's, so they would carry false matches.
+# years", "Midday: August 5"); in a small window their IDF is as high as a name's, so they would
+# carry false matches. Months too, except French "mars", which is also a planet.
 _STOP_COMMON = """
 one two three four five six seven eight nine ten dozen dozens hundred hundreds thousand thousands
 million millions billion first second third last next least many several much more most still
 year years month months week weeks day days today yesterday tomorrow time
 monday tuesday wednesday thursday friday saturday sunday morning evening night
+january february march april may june july august september october november december
 un une deux trois quatre cinq dix premiere dernier annee annees mois semaine jour jours
 lundi mardi mercredi jeudi vendredi samedi dimanche hier aujourd demain pendant malgre environ
+janvier fevrier avril mai juin juillet aout septembre octobre novembre decembre
 deja encore weekend wochenende
 eins zwei drei vier funf zehn erste ersten letzte letzten jahr jahre jahren monat woche tag tage
 tagen heute gestern morgen montag dienstag mittwoch donnerstag freitag samstag sonntag
+januar februar marz juni juli oktober dezember
 """.split()
 STOP_WORDS: frozenset[str] = frozenset(_STOP_EN + _STOP_FR + _STOP_DE + _STOP_COMMON)
 

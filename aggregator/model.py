@@ -210,8 +210,7 @@ class ClusterSettings:
 
     window_hours: float = 72.0  # entries older than this (by published) are not matched
     simhash_k: int = 3  # near-duplicate when Hamming distance <= k (bands find all up to 3)
-    story_threshold: float = 0.2  # average-link cosine (TF-IDF) between two stories' members
-    min_shared_terms: int = 2  # a story match needs this many shared terms (names count once)
+    story_threshold: float = 0.2  # pair rule: TF-IDF cosine of two entries (half-agreement linkage)
     idf_prior_docs: int = 50  # pseudo-documents smoothing IDF so tiny windows behave
     representative: str = "earliest"  # "earliest" or "complete" (longest text)
 

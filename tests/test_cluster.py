@@ -368,3 +368,16 @@ def test_one_outlets_section_feeds_count_as_one_outlet() -> None:
                          "Künstliche Intelligenz - Neue Möglichkeiten der KI im Sport"),
                 feed_id=a.feed_id + 1)
     assert len(_stories([a, b])) == 2
+
+
+def test_episodes_of_a_programme_with_one_description_are_not_copies() -> None:
+    blurb = ("Daily devotional programme with music, prayer and a short message for viewers "
+             "from our studio; subscribe to the channel for every new episode and share it")
+    a = _written(1, "www.youtube.com", "Hilari Henriques | Maranatha 8/3/2020", blurb)
+    b = _written(2, "www.youtube.com", "Hilari Henriques | Maranatha 8/4/2020", blurb)
+    b = replace(b, feed_id=a.feed_id, content_hash=a.content_hash)  # one feed, one text hash
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    assert clusterer.near_duplicate(a, b) is None
+    assert len(_stories([a, b])) == 2
+    same_day = replace(b, entry_id=3, title=a.title)  # the same episode again is a copy
+    assert clusterer.near_duplicate(a, same_day) == ("content_hash", None)
