@@ -13,10 +13,11 @@ Two tiers, both inside a time window:
    Two entries match (the *pair rule*) when their cosine reaches `story_threshold` and the
    match does not rest on one unit (the *leave-one-out* guard; a name phrase counts together
    with its own words: "FC Magdeburg" and "Magdeburg attack" share only "magdeburg"). Two
-   stories merge when at least half of their same-language member pairs match by the pair
-   rule (*half-agreement linkage*): a newcomer must agree with most of a story, not with a
-   sum of centroids that drifts toward generic terms as the story grows, so stories do not
-   chain. Stories whose members quote measurements must share one (the *numbers* guard: a
+   stories merge when at least half of the same-language pairs between their *cores* (each
+   story's four members closest to its centroid; all of a smaller story) match by the pair
+   rule (*half-agreement linkage*): a newcomer must agree with most of a story's core, not
+   with a sum of centroids that drifts toward generic terms as the story grows, so stories
+   do not chain, and a big story is not held back by its peripheral members. Stories whose members quote measurements must share one (the *numbers* guard: a
    6.1 and a 5.3 earthquake are two events), and a story told by one outlet (host) never
    merges with another story of that outlet alone.
 
@@ -106,6 +107,7 @@ _MAX_NEIGHBOURS = 8  # candidate merges kept per story in the merge pass
 _KEY_TERMS = 24  # in a large window, a story's neighbours are found by its top terms only
 _MAX_CANDIDATES = 24  # in a large window, stories scored per look for neighbours
 _LARGE_WINDOW = 3000  # documents; below this every informative term is searched (exact)
+_CORE = 4  # members of a story that speak for it in the linkage (its most central ones)
 _MAX_PAIRS = 400  # member pairs scored one by one when two stories are compared; above, the mean
 _STEP = 1024  # merge_steps pauses after this many stories built, or an eighth as many pushes
 
@@ -244,7 +246,8 @@ class _Story:
     `vector` builds the dict when one is needed."""
 
     __slots__ = ("story_id", "members", "terms", "weights", "norm", "decimals",
-                 "decimal_counts", "key", "first_seen", "version", "earliest", "latest", "feeds")
+                 "decimal_counts", "key", "first_seen", "version", "earliest", "latest", "feeds",
+                 "core")
 
     def __init__(
         self, story_id: int, members: list[int], vector: Vector, decimal_counts: Counter[str],
@@ -265,6 +268,7 @@ class _Story:
         self.key = key
         self.first_seen = first_seen
         self.version = 0
+        self.core: tuple[int, ...] | None = None  # its most central members, when computed
 
     @property
     def vector(self) -> Vector:
@@ -836,6 +840,7 @@ class StoryClusterer:
         # and at least half the pairs at the threshold needs a mean of half of it.
         threshold = self.settings.story_threshold
         pairs = len(a.members) * len(b.members)
+        core_pairs = len(self._core(a)) * len(self._core(b))
         dot, top = _dot(a.vector if a_vector is None else a_vector, b.pairs())
         mean = dot / pairs
         if mean < threshold * _GUARD_SHARE:
@@ -854,11 +859,11 @@ class StoryClusterer:
                 return cosine
             return None
         vector_of, docs = self._vector_of, self._docs
-        left = [(vector_of(e), docs[e].language) for e in a.members]
+        left = [(vector_of(e), docs[e].language) for e in self._core(a)]
         agreeing: list[float] = []
         across: list[float] = []
         comparable = 0
-        for e in b.members:
+        for e in self._core(b):
             vb, language = vector_of(e), docs[e].language
             for va, other_language in left:
                 cosine, strongest = _pair_match(va, vb)
@@ -873,7 +878,7 @@ class StoryClusterer:
                 if passes:
                     agreeing.append(cosine)
         if not comparable:
-            agreeing, comparable = across, pairs
+            agreeing, comparable = across, core_pairs
         need = (comparable + 1) // 2
         if len(agreeing) < need:
             return None
@@ -881,6 +886,20 @@ class StoryClusterer:
         return agreeing[need - 1]  # the weakest of the agreeing half
 
 
+
+    def _core(self, story: _Story) -> tuple[int, ...]:
+        """The members closest to the story's centroid (all of a small story)."""
+        if story.core is None:
+            if len(story.members) <= _CORE or self._vector_of is None:
+                story.core = tuple(story.members)
+            else:
+                centroid = story.vector
+                vector_of = self._vector_of
+                ranked = sorted(story.members,
+                                key=lambda e: (-_dot(centroid, vector_of(e).items())[0],
+                                               self._docs[e].published, self._docs[e].content_hash))
+                story.core = tuple(ranked[:_CORE])
+        return story.core
 
     def _windows_overlap(self, a: _Story, b: _Story) -> bool:
         """Two stories may merge only if some members are within the window of each other."""
