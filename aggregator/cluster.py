@@ -887,18 +887,17 @@ class StoryClusterer:
 
 
 
-    def _core(self, story: _Story) -> tuple[int, ...]:
+    def _core(self, story: _Story) -> Sequence[int]:
         """The members closest to the story's centroid (all of a small story)."""
+        if len(story.members) <= _CORE or self._vector_of is None:
+            return story.members  # most stories: nothing to rank or to keep
         if story.core is None:
-            if len(story.members) <= _CORE or self._vector_of is None:
-                story.core = tuple(story.members)
-            else:
-                centroid = story.vector
-                vector_of = self._vector_of
-                ranked = sorted(story.members,
-                                key=lambda e: (-_dot(centroid, vector_of(e).items())[0],
-                                               self._docs[e].published, self._docs[e].content_hash))
-                story.core = tuple(ranked[:_CORE])
+            centroid = story.vector
+            vector_of = self._vector_of
+            ranked = sorted(story.members,
+                            key=lambda e: (-_dot(centroid, vector_of(e).items())[0],
+                                           self._docs[e].published, self._docs[e].content_hash))
+            story.core = tuple(ranked[:_CORE])
         return story.core
 
     def _windows_overlap(self, a: _Story, b: _Story) -> bool:
