@@ -832,12 +832,12 @@ class StoryClusterer:
             # on a topic (a live blog, a series, boilerplate, the same programme in several of
             # its section feeds) stay apart until another outlet links them.
             return None
-        # Half-agreement linkage: two stories merge when at least half of the pairs of their
-        # members match by the pair rule (cosine >= threshold, not resting on one term), so a
-        # story joins another only when it agrees with most of its members, not with a sum
-        # that drifts toward generic terms as the story grows (chaining). The centroids are
-        # sums of unit vectors: their dot product over the pair count is the mean pair cosine,
-        # and at least half the pairs at the threshold needs a mean of half of it.
+        # Half-agreement linkage: two stories merge when at least half of the pairs between
+        # their cores match by the pair rule (cosine >= threshold, not resting on one unit), so
+        # a story joins another only when it agrees with most of its core, not with a sum that
+        # drifts toward generic terms as the story grows (chaining). First a cheap filter: the
+        # centroids are sums of unit vectors, so their dot product over the pair count is the
+        # mean cosine over all member pairs, and it must reach half the threshold.
         threshold = self.settings.story_threshold
         pairs = len(a.members) * len(b.members)
         core_pairs = len(self._core(a)) * len(self._core(b))
@@ -848,7 +848,7 @@ class StoryClusterer:
         if a.decimals and b.decimals and not a.decimals & b.decimals:
             return None  # the numbers guard: both quote measurements and none agree
         if pairs > _MAX_PAIRS or self._vector_of is None:
-            # Very large merges: the mean must pass (strict).
+            # Very large merges (over _MAX_PAIRS member pairs): the mean itself must pass.
             if mean < threshold or self._guard(dot, top, float(pairs), a.decimals,
                                                 b.decimals) is not None:
                 return None
