@@ -17,9 +17,10 @@ Two tiers, both inside a time window:
    story's four members closest to its centroid; all of a smaller story) match by the pair
    rule (*half-agreement linkage*): a newcomer must agree with most of a story's core, not
    with a sum of centroids that drifts toward generic terms as the story grows, so stories
-   do not chain, and a big story is not held back by its peripheral members. Stories whose members quote measurements must share one (the *numbers* guard: a
-   6.1 and a 5.3 earthquake are two events), and a story told by one outlet (host) never
-   merges with another story of that outlet alone.
+   do not chain, and a big story is not held back by its peripheral members. Stories whose
+   members quote measurements must share one (the *numbers* guard: a 6.1 and a 5.3
+   earthquake are two events), and a story told by one outlet (host) never merges with
+   another story of that outlet alone.
 
 How the pieces fit within one poll cycle, and why the result depends neither on the order feeds
 are polled nor on where a crash cut a cycle:
@@ -30,8 +31,8 @@ are polled nor on where a crash cut a cycle:
   them) or starts a new story. The partition after all adds is the connected components of the
   near-duplicate relation over the stored stories: the same for every order.
 * `merge_pass()` at the end of the cycle does all story matching: agglomerative
-  half-agreement clustering, with the IDF of the whole window, of every story touched this cycle (or `touch`ed
-  after a crash) against its neighbours, best pair first, ties broken by content rather than
+  half-agreement clustering, with the IDF of the whole window, of every story touched this
+  cycle (or `touch`ed after a crash) against its neighbours, best pair first, ties broken by content rather than
   ids. A deterministic function of that partition, so order-independent too; and a cycle cut
   short before its merge pass ends, after `touch_range` over its entries, exactly where an
   uninterrupted one would.
@@ -108,7 +109,10 @@ _KEY_TERMS = 24  # in a large window, a story's neighbours are found by its top 
 _MAX_CANDIDATES = 24  # in a large window, stories scored per look for neighbours
 _LARGE_WINDOW = 3000  # documents; below this every informative term is searched (exact)
 _CORE = 4  # members of a story that speak for it in the linkage (its most central ones)
-_MAX_PAIRS = 400  # member pairs scored one by one when two stories are compared; above, the mean
+# Two stories with more member pairs than this must also agree as wholes: the mean cosine over
+# all their pairs must reach the threshold (four members cannot speak for two large stories:
+# without this, UCI pairwise precision fell from 0.950 to 0.899).
+_WHOLE_STORY_PAIRS = 400
 _STEP = 1024  # merge_steps pauses after this many stories built, or an eighth as many pushes
 
 
@@ -161,11 +165,9 @@ class _Boilerplate:
 
 
 _NO_TERMS: frozenset[str] = frozenset()
-_NO_BOILERPLATE = _Boilerplate({}, frozenset())
 
 
-def _doc_vector(doc: ClusterDoc, idf: Callable[[str], float],
-                boilerplate: _Boilerplate = _NO_BOILERPLATE) -> Vector:
+def _doc_vector(doc: ClusterDoc, idf: Callable[[str], float], boilerplate: _Boilerplate) -> Vector:
     """Unit-length vector of one entry: IDF-weighted terms, headline terms weighted up, its
     feed's boilerplate and a recurring rubric left out."""
     common, rubric = boilerplate.noise(doc)
@@ -213,6 +215,13 @@ def _pair_match(a: Vector, b: Vector) -> tuple[float, float]:
     return math.fsum(parts.values()), strongest
 
 
+def _pair_rule(a: Vector, b: Vector, threshold: float) -> tuple[float, bool]:
+    """The cosine of two entries and whether they match: it reaches the threshold, and keeps
+    `_GUARD_SHARE` of it without their strongest unit (the leave-one-out guard)."""
+    cosine, strongest = _pair_match(a, b)
+    return cosine, cosine >= threshold and cosine - strongest >= threshold * _GUARD_SHARE
+
+
 def _norm(v: Vector) -> float:
     return math.sqrt(sum(w * w for w in v.values()))
 
@@ -246,13 +255,13 @@ class _Story:
     `vector` builds the dict when one is needed."""
 
     __slots__ = ("story_id", "members", "terms", "weights", "norm", "decimals",
-                 "decimal_counts", "key", "first_seen", "version", "earliest", "latest", "feeds",
+                 "decimal_counts", "key", "first_seen", "version", "earliest", "latest", "outlets",
                  "core")
 
     def __init__(
         self, story_id: int, members: list[int], vector: Vector, decimal_counts: Counter[str],
         key: tuple[datetime, str], first_seen: datetime, earliest: datetime, latest: datetime,
-        feeds: frozenset[int | str], terms: tuple[str, ...] | None = None,
+        outlets: frozenset[int | str], terms: tuple[str, ...] | None = None,
     ) -> None:
         self.story_id = story_id
         # `terms`: the vector's keys in order when the caller has them (a document's own tuple).
@@ -261,7 +270,7 @@ class _Story:
         self.decimal_counts = decimal_counts  # how many members quote each measurement
         self.earliest = earliest  # publication times of the members, for the window check
         self.latest = latest
-        self.feeds = feeds
+        self.outlets = outlets
         self.members = members
         self.norm = _norm(vector)
         self.decimals = _signature(decimal_counts, len(members))
@@ -815,7 +824,7 @@ class StoryClusterer:
                         into.decimal_counts + source.decimal_counts,
                         min(into.key, source.key), min(into.first_seen, source.first_seen),
                         min(into.earliest, source.earliest), max(into.latest, source.latest),
-                        into.feeds | source.feeds)
+                        into.outlets | source.outlets)
         merged.version = into.version + 1
         return merged
 
@@ -827,7 +836,7 @@ class StoryClusterer:
         # The cheap guards first: most neighbours by term are out of the window or one outlet.
         if not self._windows_overlap(a, b):
             return None
-        if len(a.feeds | b.feeds) < 2:
+        if len(a.outlets | b.outlets) < 2:
             # Stories told by one outlet alone do not merge by similarity: an outlet's own items
             # on a topic (a live blog, a series, boilerplate, the same programme in several of
             # its section feeds) stay apart until another outlet links them.
@@ -837,37 +846,31 @@ class StoryClusterer:
         # a story joins another only when it agrees with most of its core, not with a sum that
         # drifts toward generic terms as the story grows (chaining). First a cheap filter: the
         # centroids are sums of unit vectors, so their dot product over the pair count is the
-        # mean cosine over all member pairs, and it must reach half the threshold.
+        # mean cosine over all member pairs; it must reach half the threshold (all of it for
+        # two large stories).
         threshold = self.settings.story_threshold
         pairs = len(a.members) * len(b.members)
-        core_pairs = len(self._core(a)) * len(self._core(b))
-        dot, top = _dot(a.vector if a_vector is None else a_vector, b.pairs())
-        mean = dot / pairs
-        if mean < threshold * _GUARD_SHARE:
+        dot, _ = _dot(a.vector if a_vector is None else a_vector, b.pairs())
+        floor = threshold if pairs > _WHOLE_STORY_PAIRS else threshold * _GUARD_SHARE
+        if dot / pairs < floor:
             return None
         if a.decimals and b.decimals and not a.decimals & b.decimals:
             return None  # the numbers guard: both quote measurements and none agree
-        if pairs > _MAX_PAIRS or self._vector_of is None:
-            # Very large merges (over _MAX_PAIRS member pairs): the mean itself must pass.
-            if mean < threshold or self._guard(dot, top, float(pairs), a.decimals,
-                                                b.decimals) is not None:
-                return None
-            return mean
         if pairs == 1:  # two single entries: the centroids are their vectors
-            cosine, strongest = _pair_match(a.vector if a_vector is None else a_vector, b.vector)
-            if cosine >= threshold and cosine - strongest >= threshold * _GUARD_SHARE:
-                return cosine
-            return None
+            cosine, passes = _pair_rule(a.vector if a_vector is None else a_vector, b.vector,
+                                        threshold)
+            return cosine if passes else None
         vector_of, docs = self._vector_of, self._docs
-        left = [(vector_of(e), docs[e].language) for e in self._core(a)]
+        assert vector_of is not None, "stories are scored inside a merge pass"
+        core_a, core_b = self._core(a), self._core(b)
+        left = [(vector_of(e), docs[e].language) for e in core_a]
         agreeing: list[float] = []
         across: list[float] = []
         comparable = 0
-        for e in self._core(b):
+        for e in core_b:
             vb, language = vector_of(e), docs[e].language
             for va, other_language in left:
-                cosine, strongest = _pair_match(va, vb)
-                passes = cosine >= threshold and cosine - strongest >= threshold * _GUARD_SHARE
+                cosine, passes = _pair_rule(va, vb, threshold)
                 # Words are evidence only within one language: a pair in two languages (both
                 # known) neither counts for nor against the merge, unless no pair shares one.
                 if language and other_language and language != other_language:
@@ -878,7 +881,7 @@ class StoryClusterer:
                 if passes:
                     agreeing.append(cosine)
         if not comparable:
-            agreeing, comparable = across, core_pairs
+            agreeing, comparable = across, len(core_a) * len(core_b)
         need = (comparable + 1) // 2
         if len(agreeing) < need:
             return None
@@ -889,11 +892,12 @@ class StoryClusterer:
 
     def _core(self, story: _Story) -> Sequence[int]:
         """The members closest to the story's centroid (all of a small story)."""
-        if len(story.members) <= _CORE or self._vector_of is None:
+        if len(story.members) <= _CORE:
             return story.members  # most stories: nothing to rank or to keep
         if story.core is None:
             centroid = story.vector
             vector_of = self._vector_of
+            assert vector_of is not None, "cores are ranked inside a merge pass"
             ranked = sorted(story.members,
                             key=lambda e: (-_dot(centroid, vector_of(e).items())[0],
                                            self._docs[e].published, self._docs[e].content_hash))

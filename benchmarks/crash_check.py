@@ -41,21 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PYTHON, ROOT, need_shared  # noqa: E402
 from cluster_eval import read_rows, write_config, write_feeds  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from tests.feedgen import committed_entries  # noqa: E402
+
 CLI = [PYTHON, "-m", "aggregator"]
-
-
-def entry_count(db: Path) -> int:
-    """Committed entries, read the way any outside reader would (0 before the table exists)."""
-    if not db.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return 0
 
 
 def clean_run(config: Path, db: Path) -> tuple[float, float, float]:
@@ -66,7 +55,7 @@ def clean_run(config: Path, db: Path) -> tuple[float, float, float]:
     first = last = None
     seen = 0
     while proc.poll() is None:
-        n = entry_count(db)
+        n = committed_entries(db)
         now = time.perf_counter() - start
         if n > seen:
             first = first if first is not None else now
@@ -83,14 +72,14 @@ def killed_run(config: Path, db: Path, delay: float, expected: int, *,
                after_ingest: bool = False) -> dict[str, object]:
     """Start a poll, wait for its first new commit (or, `after_ingest`, its last one), sleep
     `delay`, SIGKILL it."""
-    before = entry_count(db)
+    before = committed_entries(db)
     proc = subprocess.Popen([*CLI, "--config", str(config), "poll", "--all"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     target = expected if after_ingest else before + 1
-    while proc.poll() is None and entry_count(db) < target and time.monotonic() < deadline:
+    while proc.poll() is None and committed_entries(db) < target and time.monotonic() < deadline:
         time.sleep(0.02)
-    started = entry_count(db)
+    started = committed_entries(db)
     time.sleep(delay)
     alive = proc.poll() is None
     tree: list[psutil.Process] = []
@@ -103,7 +92,7 @@ def killed_run(config: Path, db: Path, delay: float, expected: int, *,
     proc.wait(timeout=60)
     # Workers notice the closed pipe and leave; give them a moment, then count survivors.
     gone, still = psutil.wait_procs(tree, timeout=10)
-    after = entry_count(db)
+    after = committed_entries(db)
     return {"before": before, "started": started, "after": after, "alive_at_kill": alive,
             "mid_ingest": alive and before < after < expected,
             "in_merge_pass": alive and before < after == expected, "orphans": len(still),

@@ -1,4 +1,5 @@
-"""Generated RSS feeds for reliability tests and benchmarks (deterministic for a seed).
+"""Generated RSS feeds for reliability tests and benchmarks (deterministic for a seed), and
+how many entries a poll of them has committed so far.
 
 Each feed carries entries about shared "events" (so stories form across feeds), some of them
 wire copies of the same text, plus unrelated items.
@@ -7,6 +8,7 @@ wire copies of the same text, plus unrelated items.
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -102,3 +104,17 @@ def write_feeds(folder: Path, feeds: int, entries_per_feed: int, *, seed: int = 
 def config_for(paths: list[Path], database: Path, extra: str = "") -> str:
     feeds = "".join(f'[[feeds]]\nurl = "{p.as_uri()}"\n' for p in paths)
     return f'[storage]\ndatabase = "{database}"\n{extra}\n{feeds}'
+
+
+def committed_entries(db: Path) -> int:
+    """Entries committed so far, read the way any outside reader would (0 before the table)."""
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # no schema yet, or a writer holds the file for a moment
+        return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.feedgen import config_for, write_feeds
+from tests.feedgen import committed_entries, config_for, write_feeds
 
 CLI = [sys.executable, "-m", "aggregator"]
 
@@ -55,20 +55,6 @@ def snapshot(db: Path) -> dict[str, object]:
         conn.close()
 
 
-def _committed_entries(db: Path) -> int:
-    """Entries committed so far, read the way any outside reader would (0 before the schema)."""
-    if not db.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:  # no schema yet, or a writer holds the file for a moment
-        return 0
-
-
 def _kill_when_committed(proc: subprocess.Popen[bytes], db: Path, target: int,
                          deadline: float = 240) -> bool:
     """SIGKILL `proc` as soon as at least `target` entries are committed; False if it ended first.
@@ -77,7 +63,7 @@ def _kill_when_committed(proc: subprocess.Popen[bytes], db: Path, target: int,
     changes only how long the wait takes, never where the kill lands."""
     give_up = time.monotonic() + deadline
     while proc.poll() is None:
-        if _committed_entries(db) >= target:
+        if committed_entries(db) >= target:
             proc.send_signal(signal.SIGKILL)
             return True
         if time.monotonic() > give_up:
@@ -110,7 +96,7 @@ def test_kill_9_during_ingest_loses_nothing_and_ends_like_a_clean_run(tmp_path: 
         proc.wait(timeout=60)
         assert killed, f"the poll ended before {step} feeds were stored"
         snapshot(crash_db)  # consistent after every kill
-        assert _committed_entries(crash_db) < n_feeds * per_feed, "the kill came too late"
+        assert committed_entries(crash_db) < n_feeds * per_feed, "the kill came too late"
     final = poll(crash_cfg)
     assert final.returncode == 0, final.stderr
     crashed = snapshot(crash_db)
