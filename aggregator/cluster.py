@@ -125,6 +125,10 @@ _FEED_SHARE = 0.25
 _FEED_MIN_DOCS = 6
 # A leading headline label ("Guerre en Ukraine :") one feed uses this often is a rubric, not news.
 _RUBRIC_REPEATS = 2
+# A rubric is kept as evidence, weighed like half a summary word and taken as one unit by the
+# leave-one-out guard: "Ballon d'or 2024 :" on one outlet's headlines of the day names the
+# happening, but two headlines that share nothing beyond it ("Guerre en Ukraine :") are not one.
+_RUBRIC_WEIGHT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +148,12 @@ class _Boilerplate:
         rubrics: set[tuple[int, tuple[str, ...]]] = set()
         for feed_id in sorted(by_feed):
             feed_docs = by_feed[feed_id]
-            labels = Counter(d.terms[:d.rubric_terms] for d in feed_docs if d.rubric_terms)
+            # Counted over distinct headlines: one item listed twice (a feed that repeats an
+            # entry, a headline quoting "Trump on the death toll: 'It is what it is'") does not
+            # make its lead words a rubric.
+            headlines = {d.terms[:d.title_terms]: d.rubric_terms for d in feed_docs
+                         if d.rubric_terms}
+            labels = Counter(headline[:n] for headline, n in headlines.items())
             rubrics.update((feed_id, label) for label, n in labels.items()
                            if n >= _RUBRIC_REPEATS)
             if len(feed_docs) >= _FEED_MIN_DOCS:
@@ -173,10 +182,19 @@ def _doc_vector(doc: ClusterDoc, idf: Callable[[str], float], boilerplate: _Boil
     common, rubric = boilerplate.noise(doc)
     weights: dict[str, float] = {}
     for i, term in enumerate(doc.terms):
-        if i < rubric or term in weights or term in common:
+        if term in weights or term in common:
             continue
         weight = idf(term)
-        weights[term] = weight * _TITLE_WEIGHT if i < doc.title_terms else weight
+        if i < rubric:
+            weights[term] = weight * _RUBRIC_WEIGHT
+        else:
+            weights[term] = weight * _TITLE_WEIGHT if i < doc.title_terms else weight
+    if rubric:
+        # The rubric as one unit for `_pair_match`: a phrase key of no weight that groups its
+        # words, as a name phrase does.
+        label = [t for t in doc.terms[:rubric] if t in weights and "_" not in t]
+        if len(label) > 1:
+            weights["_".join(label)] = 0.0
     norm = math.sqrt(sum(w * w for w in weights.values()))
     if norm == 0.0:
         return {}
@@ -936,7 +954,9 @@ class StoryClusterer:
         va = _doc_vector(a, stats.idf, boilerplate)
         vb = _doc_vector(b, stats.idf, boilerplate)
         dot, top = _pair_match(va, vb)
-        shared = tuple(sorted(set(va) & set(vb), key=lambda t: (-va[t] * vb[t], t)))
+        # (A rubric's grouping key weighs nothing: not a term a reader would recognise.)
+        shared = tuple(sorted((t for t in set(va) & set(vb) if va[t] and vb[t]),
+                              key=lambda t: (-va[t] * vb[t], t)))
         guard = None
         if dot >= self.settings.story_threshold:
             guard = self._guard(dot, top, 1.0, _decimals(a.terms), _decimals(b.terms))

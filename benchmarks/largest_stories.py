@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--day", choices=["all", *DAYS], default="all")
     ap.add_argument("--aggregator", default=str(ROOT / ".venv" / "bin" / "aggregator"))
+    ap.add_argument("--keep", type=Path,
+                    help="keep each day's feeds, config and database in DIR/<day> (to run "
+                         "`aggregator explain` on them)")
     args = ap.parse_args(argv)
     if not SHARED.exists():
         print(f"skipped: {SHARED} not found (the corpora live there)")
@@ -100,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.day not in ("all", key):
             continue
         with tempfile.TemporaryDirectory(prefix="largest-") as tmp:
-            directory = Path(tmp)
+            directory = args.keep / key if args.keep else Path(tmp)
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "day.db").unlink(missing_ok=True)
             feeds = build(directory)
             database = directory / "day.db"
             config = cluster_eval.write_config(directory, feeds, database)

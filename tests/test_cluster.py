@@ -344,6 +344,16 @@ def test_an_outlets_recurring_rubric_is_not_evidence_of_one_happening() -> None:
     assert frozenset({5}) in stories  # the rubric word "Ukraine" alone joins nothing
 
 
+def test_a_headline_listed_twice_is_not_a_rubric() -> None:
+    # A feed that lists one item twice does not make its "label: quote" headline a rubric: the
+    # words before the colon are the news, and another outlet's report of it joins.
+    title = "Trump on the Covid-19 death toll: 'It is what it is'"
+    first = _written(1, "cnn.com", title)
+    again = replace(_written(2, "cnn.com", title), link="https://cnn.com/again")
+    other = _written(3, "dailymail.co.uk", "Trump shrugs off the Covid-19 death toll")
+    assert frozenset({1, 2, 3}) in _stories([first, again, other])
+
+
 def test_a_chain_of_partial_overlaps_does_not_collapse_into_one_story() -> None:
     # Each headline shares two rare names with the next one only: centroid linkage let such a
     # chain grow into one story; a story joins another only when most member pairs agree.
