@@ -113,6 +113,7 @@ _CORE = 4  # members of a story that speak for it in the linkage (its most centr
 # all their pairs must reach the threshold (four members cannot speak for two large stories:
 # without this, UCI pairwise precision fell from 0.950 to 0.899).
 _WHOLE_STORY_PAIRS = 400
+_VECTOR_CACHE = 1024  # entry vectors a merge pass keeps (a few megabytes)
 _STEP = 1024  # merge_steps pauses after this many stories built, or an eighth as many pushes
 
 
@@ -411,25 +412,27 @@ class _NeighbourIndex:
             part_weights.append(self._weights[lo:hi] * weight)
         if not parts:
             return []
-        positions = self._alias[np.concatenate(parts)]
-        own = self._alias[self._position[story.story_id]]
-        # Differences, as in _windows_overlap: some feeds date entries near the calendar's ends.
-        keep = ((positions != own)
-                & (self._latest[positions] - story.earliest.timestamp() >= -self._span)
-                & (story.latest.timestamp() - self._earliest[positions] >= -self._span))
-        positions = positions[keep]
-        if not len(positions):
-            return []
         # Summed per story by bincount over all positions (every weight is positive, so the
-        # stories present are the non-zero sums): cheaper than sorting the postings.
-        shared = np.bincount(positions, weights=np.concatenate(part_weights)[keep],
-                             minlength=len(self._alias))
+        # stories present are the non-zero sums): cheaper than sorting the postings. The window
+        # check then runs on those stories, far fewer than the postings.
+        shared = np.bincount(self._alias[np.concatenate(parts)],
+                             weights=np.concatenate(part_weights), minlength=len(self._alias))
+        shared[self._alias[self._position[story.story_id]]] = 0.0  # not its own neighbour
         unique = np.flatnonzero(shared)
+        # Differences, as in _windows_overlap: some feeds date entries near the calendar's ends.
+        unique = unique[(self._latest[unique] - story.earliest.timestamp() >= -self._span)
+                        & (story.latest.timestamp() - self._earliest[unique] >= -self._span)]
+        if not len(unique):
+            return []
         if limit is not None and len(unique) > limit:
             estimate = shared[unique] / self._size[unique]
-            # Highest estimate first, ties to the earlier story key: no dependence on ids.
-            best = np.lexsort((self._rank[unique], -estimate))[:limit]
-            unique = unique[best]
+            # Highest estimate first, ties to the earlier story key: no dependence on ids. Only
+            # those tying with or above the limit-th estimate are sorted (thousands of stories
+            # may share a term; sorting them all was most of the cost of a look).
+            cut = np.partition(estimate, len(estimate) - limit)[len(estimate) - limit]
+            top = np.flatnonzero(estimate >= cut)
+            best = np.lexsort((self._rank[unique[top]], -estimate[top]))[:limit]
+            unique = unique[top[best]]
         return [int(x) for x in self._story_ids[unique]]
 
 
@@ -458,6 +461,7 @@ class StoryClusterer:
         self._dirty: set[int] = set()
         self._span = timedelta(hours=settings.window_hours)
         self._vector_of: Callable[[int], Vector] | None = None  # set during a merge pass
+        self._single_outlets: dict[frozenset[int | str], frozenset[int | str]] = {}
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -689,9 +693,18 @@ class StoryClusterer:
         idf = {t: stats.idf(t) for t in stats.df}
         boilerplate = _Boilerplate.of(self._docs.values())
 
+        cache: dict[int, Vector] = {}
+
         def vector_of(eid: int) -> Vector:
-            # Built when needed, not kept for every document: a large window would hold them all.
-            return _doc_vector(self._docs[eid], idf.__getitem__, boilerplate)
+            # Built when needed, not kept for every document (a large window would hold them
+            # all), but the last few thousand are: a story's core is compared with each of its
+            # candidates in turn, and a popular story is the candidate of many.
+            vector = cache.get(eid)
+            if vector is None:
+                vector = cache[eid] = _doc_vector(self._docs[eid], idf.__getitem__, boilerplate)
+                if len(cache) > _VECTOR_CACHE:
+                    del cache[next(iter(cache))]  # the oldest
+            return vector
 
         self._vector_of = vector_of
 
@@ -710,7 +723,7 @@ class StoryClusterer:
             # candidates quadratic when a big window shares much vocabulary.
             # Not kept: computed for the index and again when the story looks for neighbours
             # (cheap), instead of held for tens of thousands of stories.
-            usable = [(t, w) for t, w in cluster.pairs() if stats.df.get(t, 0) <= limit]
+            usable = [(t, w) for t, w in cluster.pairs() if w and stats.df.get(t, 0) <= limit]
             if large and len(usable) > _KEY_TERMS:
                 usable = heapq.nlargest(_KEY_TERMS, usable, key=lambda tw: (tw[1], tw[0]))
             return usable
@@ -780,6 +793,7 @@ class StoryClusterer:
                 heapq.heapify(heap)
         self._dirty.clear()
         self._vector_of = None
+        self._single_outlets.clear()
         return merges
 
     def _reattach_founders(
@@ -829,7 +843,15 @@ class StoryClusterer:
         first_seen = min(d.first_seen or d.published for d in docs)
         published = [d.published for d in docs]
         return _Story(sid, members, vector, decimal_counts, key, first_seen, min(published),
-                      max(published), frozenset(map(_outlet, docs)), terms)
+                      max(published), self._outlet_set(docs), terms)
+
+    def _outlet_set(self, docs: list[ClusterDoc]) -> frozenset[int | str]:
+        """The outlets of a story's members; one shared set per outlet for the many stories
+        told by one outlet (a set each would be ~200 bytes for tens of thousands of stories)."""
+        outlets = frozenset(map(_outlet, docs))
+        if len(outlets) == 1:
+            return self._single_outlets.setdefault(outlets, outlets)
+        return outlets
 
     def _combine(self, into: _Story, source: _Story) -> _Story:
         """The story `into` becomes by absorbing `source`: centroids add up, no member is
@@ -842,7 +864,8 @@ class StoryClusterer:
                         into.decimal_counts + source.decimal_counts,
                         min(into.key, source.key), min(into.first_seen, source.first_seen),
                         min(into.earliest, source.earliest), max(into.latest, source.latest),
-                        into.outlets | source.outlets)
+                        into.outlets if into.outlets == source.outlets
+                        else into.outlets | source.outlets)
         merged.version = into.version + 1
         return merged
 
@@ -869,7 +892,9 @@ class StoryClusterer:
         threshold = self.settings.story_threshold
         pairs = len(a.members) * len(b.members)
         dot, _ = _dot(a.vector if a_vector is None else a_vector, b.pairs())
-        floor = threshold if pairs > _WHOLE_STORY_PAIRS else threshold * _GUARD_SHARE
+        # (Two single entries must reach the threshold itself: their centroids are their
+        # vectors, so this is their cosine.)
+        floor = threshold if pairs == 1 or pairs > _WHOLE_STORY_PAIRS else threshold * _GUARD_SHARE
         if dot / pairs < floor:
             return None
         if a.decimals and b.decimals and not a.decimals & b.decimals:
@@ -885,10 +910,21 @@ class StoryClusterer:
         agreeing: list[float] = []
         across: list[float] = []
         comparable = 0
+        # In one language (most merges) every pair counts, so the merge is lost as soon as too
+        # many pairs failed for half of them to agree: stop there.
+        languages = {language for _, language in left} | {docs[e].language for e in core_b}
+        languages.discard(None)
+        total = len(core_a) * len(core_b)
+        allowed = total - (total + 1) // 2 if len(languages) <= 1 else total
+        failed = 0
         for e in core_b:
             vb, language = vector_of(e), docs[e].language
             for va, other_language in left:
                 cosine, passes = _pair_rule(va, vb, threshold)
+                if not passes:
+                    failed += 1
+                    if failed > allowed:
+                        return None
                 # Words are evidence only within one language: a pair in two languages (both
                 # known) neither counts for nor against the merge, unless no pair shares one.
                 if language and other_language and language != other_language:

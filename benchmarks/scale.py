@@ -67,6 +67,9 @@ def main() -> None:
     ap.add_argument("--feeds", type=int, default=10_000)
     ap.add_argument("--hosts", type=int, default=20)
     ap.add_argument("--entries", type=int, default=5)
+    ap.add_argument("--profile", type=Path,
+                    help="run the poll under cProfile and write its statistics to this file "
+                         "(the times it prints are then inflated)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
@@ -80,8 +83,9 @@ def main() -> None:
             lines += ["[[feeds]]", f'url = "http://{host}:{port}/{path.name}"']
         cfg = tmpdir / "scale.toml"
         cfg.write_text("\n".join(lines) + "\n")
-        run = run_measured([PYTHON, "-m", "aggregator", "--config", str(cfg), "poll", "--all"],
-                           timeout=3600)
+        profile = ["-m", "cProfile", "-o", str(args.profile.resolve())] if args.profile else []
+        run = run_measured([PYTHON, *profile, "-m", "aggregator", "--config", str(cfg), "poll",
+                            "--all"], timeout=3600)
         if run.returncode != 0:
             raise SystemExit(f"poll failed: {run.stderr[-3000:]}")
         conn = sqlite3.connect(tmpdir / "scale.db")
