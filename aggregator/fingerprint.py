@@ -183,6 +183,9 @@ def fingerprint(entry: model.Entry) -> model.Fingerprint:
     )
 
 
+_BULLET = "\u2022"
+
+
 def story_terms(title: str, text: str = "", lead_tokens: int = LEAD_TOKENS) -> tuple[str, ...]:
     """Informative terms of the title and the lead of the text, title terms first, no repeats.
 
@@ -191,6 +194,9 @@ def story_terms(title: str, text: str = "", lead_tokens: int = LEAD_TOKENS) -> t
     written in headline Title Case, where capitals do not mark names.
     """
     title_tokens = _TERM_TOKEN.findall(title)
+    # A bulleted list in a summary ("• Trump fumbles over death toll numbers • Birx stung by
+    # ...") is, in news feeds, a list of links to other stories: the lead stops before it.
+    text = text.partition(_BULLET)[0]
     # Only the lead is read: ~16 characters per token is generous for any alphabetic language.
     text_tokens = _TERM_TOKEN.findall(text[: lead_tokens * 16])[:lead_tokens] if text else []
     seen = dict.fromkeys(t for t in map(_term, title_tokens) if t is not None)

@@ -171,3 +171,13 @@ def test_title_case_headlines_give_no_name_phrases() -> None:
 
 def test_plural_stripping_is_light() -> None:
     assert story_terms("attacks stories glass") == ("attack", "story", "glass")
+
+
+def test_a_summary_listing_other_headlines_adds_no_story_terms() -> None:
+    # CNN's video items carry a bulleted list of related stories as their summary: those are
+    # other happenings, not evidence about this one.
+    title = "Trump on America's Covid-19 death toll"
+    text = f"{title} • Trump fumbles over the numbers • Birx stung by first public attack"
+    terms = fingerprint.story_terms(title, text)
+    assert "trump" in terms and "toll" in terms
+    assert not {"birx", "stung", "fumble"} & set(terms)
