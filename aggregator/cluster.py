@@ -190,10 +190,11 @@ def _doc_vector(doc: ClusterDoc, idf: Callable[[str], float], boilerplate: _Boil
             weights[term] = weight * _RUBRIC_WEIGHT
         else:
             weights[term] = weight * _TITLE_WEIGHT if i < doc.title_terms else weight
-    if rubric:
-        # The rubric as one unit for `_pair_match`: a phrase key of no weight that groups its
-        # words, as a name phrase does.
-        label = [t for t in doc.terms[:rubric] if t in weights and "_" not in t]
+    if doc.rubric_terms:
+        # A headline's leading label ("Künstliche Intelligenz -"), recurring or not, is one unit
+        # for `_pair_match`: a phrase key of no weight that groups its words (and their
+        # initials, "KI"), as a name phrase does.
+        label = [t for t in doc.terms[:doc.rubric_terms] if t in weights and "_" not in t]
         if len(label) > 1:
             weights["_".join(label)] = 0.0
     norm = math.sqrt(sum(w * w for w in weights.values()))
@@ -229,7 +230,11 @@ def _pair_match(a: Vector, b: Vector) -> tuple[float, float]:
     strongest = max(parts.values())
     for term, weight in parts.items():
         if "_" in term:
-            unit = weight + math.fsum(parts.get(word, 0.0) for word in set(term.split("_")))
+            words = term.split("_")
+            # The phrase's words and its initials ("KI" for "Künstliche Intelligenz", "UN"
+            # for "United Nations") are one name told several ways.
+            initials = "".join(word[0] for word in words if word)
+            unit = weight + math.fsum(parts.get(word, 0.0) for word in {*words, initials})
             strongest = max(strongest, unit)
     return math.fsum(parts.values()), strongest
 

@@ -380,6 +380,15 @@ def test_one_outlets_section_feeds_count_as_one_outlet() -> None:
     assert len(_stories([a, b])) == 2
 
 
+def test_a_shared_topic_label_and_its_acronym_are_one_piece_of_evidence() -> None:
+    # Two broadcasters file different pieces under "Künstliche Intelligenz"; "KI" is the same
+    # name again, so the two headlines share one unit and stay apart.
+    a = _written(1, "www.deutschlandfunk.de", "Künstliche Intelligenz - Der Stromhunger der KI")
+    b = _written(2, "www.deutschlandfunkkultur.de",
+                 "Künstliche Intelligenz - Neue Möglichkeiten der KI im Sport")
+    assert len(_stories([a, b])) == 2
+
+
 def test_episodes_of_a_programme_with_one_description_are_not_copies() -> None:
     blurb = ("Daily devotional programme with music, prayer and a short message for viewers "
              "from our studio; subscribe to the channel for every new episode and share it")
