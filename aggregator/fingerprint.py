@@ -276,6 +276,31 @@ def _is_capitalised(token: str) -> bool:
     return token[0].isupper()
 
 
+@lru_cache(maxsize=4096)
+def title_names(title: str) -> frozenset[str] | None:
+    """The story terms of a headline's capitalised words: its names ("Volkswagen", "Allemagne"
+    in "Trois usines Volkswagen menacées de fermeture en Allemagne", acronyms, "l'Iran"), and
+    the first word of each clause, which may be one. None when capitals say nothing: a Title
+    Case headline, or a language that capitalises every noun (German)."""
+    tokens = _TERM_TOKEN.findall(title)
+    if _is_title_case(tokens) or _capitalises_nouns(title):
+        return None
+    names = set()
+    for token in tokens:
+        if token[0].isalpha() and token[0].isupper():
+            term = _term(token)
+            if term is not None:
+                names.add(term)
+    return frozenset(names)
+
+
+def _capitalises_nouns(title: str) -> bool:
+    """German headlines capitalise every noun: more than half of the longer words of a
+    sentence-case headline start with a capital."""
+    words = [t for t in _SIMHASH_TOKEN.findall(title) if len(t) > 3 and t[0].isalpha()]
+    return len(words) >= 4 and sum(t[0].isupper() for t in words[1:]) > 0.5 * (len(words) - 1)
+
+
 def _is_title_case(tokens: list[str]) -> bool:
     """True for headline Title Case: nearly every longer word starts with a capital."""
     words = [t for t in tokens if len(t) > 3 and t[0].isalpha()]

@@ -389,6 +389,31 @@ def test_a_shared_topic_label_and_its_acronym_are_one_piece_of_evidence() -> Non
     assert len(_stories([a, b])) == 2
 
 
+def test_write_ups_sharing_only_common_words_need_a_name_or_a_much_closer_match() -> None:
+    # A Swiss munitions factory and Volkswagen's plants are both "usines menacées de
+    # fermeture": without a shared name or number that is not one happening.
+    vw = _written(1, "lemonde.fr", "Trois usines Volkswagen menacées de fermeture en Allemagne",
+                  "Le groupe a lancé un plan qui menace trois sites en Allemagne.")
+    ammo = _written(2, "20min.ch", "La dernière usine de munitions du pays menacée de fermeture",
+                    "Quelque 400 emplois pourraient disparaître si le dernier site fermait.")
+    other_vw = _written(3, "la-croix.com", "Volkswagen envisage de fermer trois usines en Allemagne")
+    # The rest of the day's news, so that these words are as common as on a real day.
+    towns = ["Brest", "Nancy", "Dijon", "Amiens", "Limoges", "Poitiers", "Tours", "Rouen",
+             "Nîmes", "Pau", "Metz", "Caen", "Annecy", "Vannes", "Colmar", "Cahors"]
+    day = [vw, ammo, other_vw] + [
+        _written(10 + i, f"local{i}.example", f"{town} : le conseil municipal vote le budget",
+                 "Une usine, un site et des emplois au menu de la séance.")
+        for i, town in enumerate(towns)]
+    stories = _stories(day)
+    assert frozenset({2}) in stories
+    assert frozenset({1, 3}) in stories
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    for doc in day:
+        clusterer.add(doc, ())
+    explanation = clusterer.explain_pair(vw, ammo)
+    assert explanation.guard == "no_name" and "no name or number" in explanation.reason
+
+
 def test_episodes_of_a_programme_with_one_description_are_not_copies() -> None:
     blurb = ("Daily devotional programme with music, prayer and a short message for viewers "
              "from our studio; subscribe to the channel for every new episode and share it")
