@@ -12,7 +12,9 @@ Two tiers, both inside a time window:
    rubric ("Guerre en Ukraine :") the feed puts on two or more headlines (`_Boilerplate`).
    Two entries match (the *pair rule*) when their cosine reaches `story_threshold` and the
    match does not rest on one unit (the *leave-one-out* guard; a name phrase counts together
-   with its own words: "FC Magdeburg" and "Magdeburg attack" share only "magdeburg"). Two
+   with its own words and initials, and so does a headline label both share: "FC Magdeburg"
+   and "Magdeburg attack" share only "magdeburg"); a match sharing no number and no
+   capitalised word of either headline needs 1.75 times the threshold (the *names* guard). Two
    stories merge when at least half of the same-language pairs between their *cores* (each
    story's four members closest to its centroid; all of a smaller story) match by the pair
    rule (*half-agreement linkage*): a newcomer must agree with most of a story's core, not
