@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -21,8 +21,6 @@ from .config import Config, parse_duration
 from .errors import AggregatorError
 from .pipeline import CycleSummary, FeedOutcome, Poller, utcnow
 from .store import Store
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Context:

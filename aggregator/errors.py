@@ -40,9 +40,5 @@ class FeedError(AggregatorError):
         super().__init__(f"{url}: {message}")
 
 
-class FetchError(FeedError):
-    kind = "fetch"
-
-
 class ParseError(FeedError):
     kind = "parse"

@@ -310,11 +310,6 @@ def _is_title_case(tokens: list[str]) -> bool:
     return capitalised >= 0.8 * len(words)
 
 
-@lru_cache(maxsize=1 << 16)
-def _fold_stem(token: str) -> str:
-    return _stem(_fold(token))
-
-
 def _name_phrases(tokens: list[str]) -> Iterable[str]:
     """Runs of two or more capitalised words (stop-words trimmed) as 'a_b' terms."""
     run: list[str] = []

@@ -420,11 +420,6 @@ class Store:
     def feed_rows(self) -> list[sqlite3.Row]:
         return list(self.execute("SELECT * FROM feeds ORDER BY active DESC, id"))
 
-    def feed_by_url(self, url: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self.execute(
-            "SELECT * FROM feeds WHERE url = ? OR config_url = ?", (url, url)).fetchone()
-        return row
-
     def reset_feed(self, url: str) -> bool:
         """Clear errors, retirement and backoff so the feed is polled at the next cycle."""
         with self.transaction():
@@ -485,10 +480,6 @@ class Store:
                              (new_url, feed_id)).fetchone()
         if clash is None:
             self.execute("UPDATE feeds SET url = ? WHERE id = ?", (new_url, feed_id))
-
-    def error_count(self, feed_id: int) -> int:
-        row = self.execute("SELECT error_count FROM feeds WHERE id = ?", (feed_id,)).fetchone()
-        return int(row[0]) if row else 0
 
     def recent_published(self, feed_id: int, limit: int = 20) -> list[datetime]:
         rows = self.execute(
