@@ -283,31 +283,29 @@ def title_names(title: str) -> frozenset[str] | None:
     the first word of each clause, which may be one. None when capitals say nothing: a Title
     Case headline, or a language that capitalises every noun (German)."""
     tokens = _TERM_TOKEN.findall(title)
-    if _is_title_case(tokens) or _capitalises_nouns(title):
+    if _is_title_case(tokens) or _capitalises_nouns(tokens):
         return None
-    names = set()
-    for token in tokens:
-        if token[0].isalpha() and token[0].isupper():
-            term = _term(token)
-            if term is not None:
-                names.add(term)
-    return frozenset(names)
+    return frozenset(term for t in tokens if t[0].isalpha() and _is_capitalised(t)
+                     if (term := _term(t)) is not None)
 
 
-def _capitalises_nouns(title: str) -> bool:
-    """German headlines capitalise every noun: more than half of the longer words of a
-    sentence-case headline start with a capital."""
-    words = [t for t in _SIMHASH_TOKEN.findall(title) if len(t) > 3 and t[0].isalpha()]
-    return len(words) >= 4 and sum(t[0].isupper() for t in words[1:]) > 0.5 * (len(words) - 1)
+def _longer_words(tokens: list[str]) -> list[str]:
+    return [t for t in tokens if len(t) > 3 and t[0].isalpha()]
+
+
+def _capitalises_nouns(tokens: list[str]) -> bool:
+    """German headlines capitalise every noun: more than half of the longer words after the
+    first start with a capital."""
+    words = _longer_words(tokens)[1:]
+    return len(words) >= 3 and sum(map(_is_capitalised, words)) > 0.5 * len(words)
 
 
 def _is_title_case(tokens: list[str]) -> bool:
     """True for headline Title Case: nearly every longer word starts with a capital."""
-    words = [t for t in tokens if len(t) > 3 and t[0].isalpha()]
+    words = _longer_words(tokens)
     if len(words) < 3:
         return False
-    capitalised = sum(1 for t in words if _is_capitalised(t))
-    return capitalised >= 0.8 * len(words)
+    return sum(map(_is_capitalised, words)) >= 0.8 * len(words)
 
 
 def _name_phrases(tokens: list[str]) -> Iterable[str]:

@@ -16,6 +16,7 @@ title and outlet, so anyone can check that each story reports one happening:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sqlite3
 import subprocess
@@ -63,8 +64,11 @@ DAYS = {"en": ("news-en-2020, 2020-08-05/06", english_day),
 def largest(database: Path, top: int) -> list[tuple[int, list[tuple[str, str, str]]]]:
     with sqlite3.connect(database) as conn:
         ids = [r[0] for r in conn.execute(
+            # Ties broken by content, not by story ids (which follow the order a poll happened
+            # to store feeds in), so two runs list the same stories.
             "SELECT story_id FROM entries GROUP BY story_id"
-            " ORDER BY count(*) DESC, count(DISTINCT feed_id) DESC, story_id LIMIT ?", (top,))]
+            " ORDER BY count(*) DESC, count(DISTINCT feed_id) DESC, min(published), min(guid)"
+            " LIMIT ?", (top,))]
         out = []
         for sid in ids:
             members = conn.execute(
@@ -102,10 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, (label, build) in DAYS.items():
         if args.day not in ("all", key):
             continue
-        with tempfile.TemporaryDirectory(prefix="largest-") as tmp:
-            directory = args.keep / key if args.keep else Path(tmp)
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / "day.db").unlink(missing_ok=True)
+        with contextlib.ExitStack() as stack:
+            if args.keep:
+                directory = args.keep / key
+                directory.mkdir(parents=True, exist_ok=True)
+                for name in ("day.db", "day.db-wal", "day.db-shm"):  # a fresh poll each run
+                    (directory / name).unlink(missing_ok=True)
+            else:
+                directory = Path(stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="largest-")))
             feeds = build(directory)
             database = directory / "day.db"
             config = cluster_eval.write_config(directory, feeds, database)
