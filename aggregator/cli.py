@@ -20,7 +20,7 @@ from . import config as config_mod
 from .config import Config, parse_duration
 from .errors import AggregatorError
 from .pipeline import CycleSummary, FeedOutcome, Poller, utcnow
-from .store import Store
+from .store import Store, WriterLock
 
 
 class Context:
@@ -39,6 +39,10 @@ class Context:
         if sync:
             store.sync_feeds(self.config.feeds, utcnow())
         return store
+
+
+_MAX_COUNT = 1_000_000  # --limit and --min-sources: more than any database holds
+_MAX_ID = (1 << 63) - 1  # SQLite's largest rowid
 
 
 @contextmanager
@@ -86,12 +90,20 @@ def _duration(value: str | None) -> timedelta | None:
 
 @main.command()
 @click.option("--all", "poll_all", is_flag=True, help="Poll every active feed, due or not.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="When the daemon or another poll is writing to the database, wait for it "
+                   "to finish (--no-wait: exit 75 at once).")
 @click.pass_obj
-def poll(obj: Context, poll_all: bool) -> None:
+def poll(obj: Context, poll_all: bool, wait: bool) -> None:
     """Run one poll cycle: fetch due feeds, parse, cluster, store, print a summary."""
     with _errors():
         config = obj.config
-        with obj.open_store(sync=True) as store:
+        # Opened first, so a database that cannot be used says so before any lock is tried;
+        # the feeds are synced from the config only once this process is the writer.
+        with obj.open_store() as store, WriterLock(config.database, "poll") as lock:
+            lock.acquire(wait=wait, on_wait=lambda why: click.echo(f"aggregator: {why}",
+                                                                   err=True))
+            store.sync_feeds(config.feeds, utcnow())
             summary = run_poll(config, store, poll_all=poll_all)
         click.echo(summary.line())
         for url, kind, message in summary.failures[:20]:
@@ -158,9 +170,9 @@ def feeds_reset(obj: Context, url: str) -> None:
 
 @main.command()
 @click.option("--since", default=None, help="Only stories seen within this window, e.g. 24h.")
-@click.option("--min-sources", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--min-sources", default=1, show_default=True, type=click.IntRange(1, _MAX_COUNT),
               help="Only stories carried by at least this many feeds.")
-@click.option("--limit", default=30, show_default=True, type=click.IntRange(1))
+@click.option("--limit", default=30, show_default=True, type=click.IntRange(1, _MAX_COUNT))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per story.")
 @click.pass_obj
 def stories(obj: Context, since: str | None, min_sources: int, limit: int, as_json: bool) -> None:
@@ -191,8 +203,8 @@ def print_story(s: Any, members: list[Any]) -> None:
 
 
 @main.command()
-@click.argument("entry_id", type=int)
-@click.argument("other_id", type=int, required=False)
+@click.argument("entry_id", type=click.IntRange(1, _MAX_ID))
+@click.argument("other_id", type=click.IntRange(1, _MAX_ID), required=False)
 @click.pass_obj
 def explain(obj: Context, entry_id: int, other_id: int | None) -> None:
     """Say why an entry is in its story, or why two entries are or are not together."""
@@ -267,7 +279,7 @@ def demo(obj: Context, port: int | None) -> None:
 
 @main.command()
 @click.argument("query")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, _MAX_COUNT))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per entry.")
 @click.pass_obj
 def search(obj: Context, query: str, limit: int, as_json: bool) -> None:
@@ -291,7 +303,7 @@ EXPORT_FORMATS = ("atom", "rss", "json", "html", "opml")
               help="Write to this file (atomically) instead of stdout.")
 @click.option("--digest", "digest_name", help="Use the filters of this [[digests]] entry.")
 @click.option("--since", default=None, help="Stories seen within this window (default 24h).")
-@click.option("--min-sources", default=None, type=click.IntRange(1))
+@click.option("--min-sources", default=None, type=click.IntRange(1, _MAX_COUNT))
 @click.option("--tag", "tags", multiple=True, help="Only stories from feeds with this tag.")
 @click.option("--language", default=None)
 @click.option("--query", default=None, help="Only stories matching this full-text query.")

@@ -20,6 +20,8 @@ DEFAULT_CONFIG = Path("config/aggregator.toml")
 ENV_VAR = "AGGREGATOR_CONFIG"
 DEFAULT_USER_AGENT = f"aggregator/{__version__} (+{PROJECT_URL})"
 DIGEST_FORMATS = ("atom", "rss", "json", "html")
+_MAX_CONFIG_BYTES = 64 << 20  # a feeds file of 100,000 subscriptions is ~10 MB
+MAX_BODY_SIZE = 1 << 30  # a 1 GiB feed document is an attack, not a feed
 REPRESENTATIVES = ("earliest", "complete")
 
 def parse_duration(value: object) -> int:
@@ -88,6 +90,9 @@ def load(path: Path) -> Config:
 
 def _read_toml(path: Path, config_path: Path) -> dict[str, Any]:
     try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), None, f"larger than {_MAX_CONFIG_BYTES // 2**20} MiB: "
+                              "not a config or feeds file")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(str(path), None, "file not found") from None
@@ -99,6 +104,9 @@ def _read_toml(path: Path, config_path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), None, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), None, f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(str(path), None, "invalid TOML: arrays or tables nested too deeply "
+                          "(a config needs at most three levels)") from None
 
 
 class _Reader:
@@ -136,10 +144,12 @@ class _Reader:
         except ValueError as exc:
             raise self.error(name, str(exc)) from None
 
-    def positive_int(self, name: str, default: int) -> int:
+    def positive_int(self, name: str, default: int, maximum: int = 1_000_000) -> int:
         value = self.take(name, int, default)
         if value < 1:
             raise self.error(name, f"must be a positive integer, got {value}")
+        if value > maximum:
+            raise self.error(name, f"must be at most {maximum}, got {value}")
         return int(value)
 
     def strings(self, name: str) -> tuple[str, ...]:
@@ -183,15 +193,22 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     database = storage.take("database", str, "../data/aggregator.db")
     if not database.strip():
         raise storage.error("database", "must not be empty")
-    keep_days = storage.positive_int("keep_days", 90)
+    keep_days = storage.positive_int("keep_days", 90, maximum=36_500)
     storage.finish()
 
     fetch_t = _Reader(file, "fetch", top.take("fetch", dict, {}))
     user_agent = fetch_t.take("user_agent", str, DEFAULT_USER_AGENT)
+    if not user_agent.strip() or not all(" " <= c <= "~" for c in user_agent):
+        # It goes into every request's User-Agent header: CR/LF would split the header and
+        # httpx refuses anything but ASCII, so every feed would fail.
+        raise fetch_t.error("user_agent", "must be one line of printable ASCII text "
+                            "(no line breaks, tabs or other control characters)")
     timeout = fetch_t.duration("timeout", 30)
     max_body = fetch_t.take("max_body_size", int, 20 * 1024 * 1024)
     if max_body < 1024:
         raise fetch_t.error("max_body_size", "must be at least 1024 bytes")
+    if max_body > MAX_BODY_SIZE:
+        raise fetch_t.error("max_body_size", f"must be at most {MAX_BODY_SIZE} bytes (1 GiB)")
     fetch = FetchSettings(
         user_agent=user_agent,
         timeout=float(timeout or 30),

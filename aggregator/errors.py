@@ -28,6 +28,13 @@ class StoreError(AggregatorError):
     exit_code = 3
 
 
+class WriterBusy(AggregatorError):
+    """Another process holds the database's writer lock and the caller chose not to wait.
+    Exit code 75 is sysexits' EX_TEMPFAIL: try again later."""
+
+    exit_code = 75
+
+
 class FeedError(AggregatorError):
     """One feed failed; it ends that feed's cycle, never the process."""
 

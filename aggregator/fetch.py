@@ -328,13 +328,37 @@ def _http_date(value: str) -> datetime | None:
     return when
 
 
+_MAX_VALIDATOR = 1024  # characters of an ETag or Last-Modified worth sending back
+
+
+def sendable_validator(value: str | None) -> str | None:
+    """An ETag or Last-Modified value that can go back in a request header, else None.
+
+    RFC 9110 lets a validator hold only visible ASCII (obs-text aside, which no client can
+    send reliably): a value with another byte, a control character or an absurd length is
+    treated as absent, so one bad response cannot break every later request of the feed."""
+    if not value:
+        return None
+    value = value.strip()
+    if not value or len(value) > _MAX_VALIDATOR:
+        return None
+    if not all(" " <= c <= "~" for c in value):
+        return None
+    return value
+
+
+def _ascii_int(value: str) -> int | None:
+    """A header's delay in whole seconds: ASCII digits only ("²".isdigit() is True)."""
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
     """The moment a Retry-After header (delay in seconds or an HTTP date) points to."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return now + timedelta(seconds=min(int(value), 10 * 365 * 86400))
+    if (seconds := _ascii_int(value)) is not None:
+        return now + timedelta(seconds=min(seconds, 10 * 365 * 86400))
     when = _http_date(value)
     if when is None:
         return None
@@ -352,10 +376,7 @@ def parse_max_age(headers: Mapping[str, str], now: datetime) -> int | None:
             directives[name.strip().lower()] = arg.strip().strip('"')
     seconds: int | None = None
     if "max-age" in directives:
-        try:
-            seconds = int(directives["max-age"])
-        except ValueError:
-            seconds = None
+        seconds = _ascii_int(directives["max-age"])
     elif "expires" in headers:
         expires = _http_date(headers["expires"])
         if expires is not None:
@@ -363,9 +384,9 @@ def parse_max_age(headers: Mapping[str, str], now: datetime) -> int | None:
             seconds = int((expires - date).total_seconds())
     if seconds is None:
         return None
-    age = headers.get("age", "").strip()
-    if age.isdigit():
-        seconds -= int(age)
+    age = _ascii_int(headers.get("age", "").strip())
+    if age is not None:
+        seconds -= age
     return seconds if seconds > 0 else None
 
 
@@ -672,10 +693,10 @@ class Fetcher:
 
     async def _fetch_http(self, state: FeedState, url: str, now: datetime) -> FetchResult:
         conditional: dict[str, str] = {}
-        if state.etag:
-            conditional["If-None-Match"] = state.etag
-        if state.last_modified:
-            conditional["If-Modified-Since"] = state.last_modified
+        if etag := sendable_validator(state.etag):
+            conditional["If-None-Match"] = etag
+        if last_modified := sendable_validator(state.last_modified):
+            conditional["If-Modified-Since"] = last_modified
         current = url
         chain = [url]
         statuses: list[int] = []
@@ -741,8 +762,10 @@ class Fetcher:
         if status == 304 and was_conditional:
             return FetchResult(
                 **common,
-                etag=headers.get("etag") or state.etag,
-                last_modified=headers.get("last-modified") or state.last_modified,
+                etag=sendable_validator(headers.get("etag"))
+                or sendable_validator(state.etag),
+                last_modified=sendable_validator(headers.get("last-modified"))
+                or sendable_validator(state.last_modified),
                 body_hash=state.body_hash,
                 not_modified=True,
                 permanent_url=final_url if moved else None,
@@ -754,8 +777,8 @@ class Fetcher:
             return FetchResult(
                 **common,
                 body=None if unchanged else hop.body,
-                etag=headers.get("etag"),
-                last_modified=headers.get("last-modified"),
+                etag=sendable_validator(headers.get("etag")),
+                last_modified=sendable_validator(headers.get("last-modified")),
                 body_hash=digest,
                 not_modified=unchanged,
                 permanent_url=final_url if moved else None,
@@ -867,7 +890,7 @@ class Fetcher:
             "too_large", f"the body is larger than the {cap} byte cap (max_body_bytes)", status
         )
         if not decoders or isinstance(decoders[0], _IdentityDecoder):
-            if declared.isdigit() and int(declared) > cap:
+            if (size := _ascii_int(declared)) is not None and size > cap:
                 return _Hop(status, headers, failure=too_large)
         body = bytearray()
         sniffed = False

@@ -531,7 +531,8 @@ def _feed_ttl(feed: Mapping[str, Any]) -> int | None:
 def _positive_int(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+    elif (isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
+          and len(value.strip()) <= 9):
         number = int(value.strip())
     else:
         return None

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from .model import FetchResult, ScheduleSettings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(?:\s*\d+\s*[smhdw])+\s*")
+_DURATION = re.compile(r"(?:\s*\d+\s*[smhdw])+\s*", re.ASCII)
 _PART = re.compile(r"(\d+)\s*([smhdw])")
 
 SUCCESS_JITTER = 0.10  # up to +10% of the interval, so feeds added together drift apart
@@ -29,26 +29,47 @@ FAILURE_JITTER = 0.25  # up to +25% of the backoff, so a host's feeds do not ret
 _MIN_GAPS = 2  # publishing gaps needed before the rhythm is trusted over the default
 
 
+# The longest duration anything accepts: 1,000 years (365,000 days; "--since 100000d" is a
+# common way to say "everything"). Longer ones ("99999999d") reach past the dates Python can
+# represent.
+MAX_DURATION = 365_000 * 86400
+
+
 def parse_duration(value: str | int) -> int:
     """Seconds in a duration written as "90s", "30m", "2h", "1d", "1w", "1h30m", or a plain
-    integer of seconds. Raises ValueError naming the bad value otherwise."""
+    integer of seconds, at most `MAX_DURATION`. Raises ValueError naming the bad value
+    otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}: expected seconds or text such as '30m'")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"invalid duration {value}: it cannot be negative")
-        return value
+        return _bounded(value, value)
     if not isinstance(value, str):
         raise ValueError(f"invalid duration {value!r}: expected seconds or text such as '30m'")
     text = value.strip().lower()
-    if text.isdigit():
-        return int(text)
-    if text and _DURATION.fullmatch(text):
-        return sum(int(amount) * _UNITS[unit] for amount, unit in _PART.findall(text))
+    if text.isascii() and text.isdigit():
+        return _bounded(int(text) if len(text) <= 20 else MAX_DURATION + 1, value)
+    if text and len(text) <= 200 and _DURATION.fullmatch(text):
+        total = 0
+        for amount, unit in _PART.findall(text):
+            total += (int(amount) if len(amount) <= 20 else MAX_DURATION + 1) * _UNITS[unit]
+        return _bounded(total, value)
     raise ValueError(
-        f"invalid duration {value!r}: use whole seconds (3600) or numbers with units "
+        f"invalid duration {_shown(value)}: use whole seconds (3600) or numbers with units "
         "s, m, h, d, w (90s, 30m, 2h, 1d, 1h30m)"
     )
+
+
+def _shown(value: str | int) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + ("...'" if isinstance(value, str) else "...")
+
+
+def _bounded(seconds: int, value: str | int) -> int:
+    if seconds > MAX_DURATION:
+        raise ValueError(f"invalid duration {_shown(value)}: at most 365000 days (1000 years)")
+    return seconds
 
 
 def retires(result: FetchResult) -> bool:

@@ -35,7 +35,7 @@ from .config import Config
 from .digests import write_digests
 from .errors import AggregatorError, ConfigError, StoreError
 from .pipeline import CycleSummary, Poller, utcnow
-from .store import Store
+from .store import Store, WriterLock
 
 log = logging.getLogger("aggregator.service")
 
@@ -99,7 +99,7 @@ def monotonic_usec() -> int:
 def watchdog_interval(env: Mapping[str, str], pid: int) -> float | None:
     """Seconds between WATCHDOG=1 pings (half of $WATCHDOG_USEC), or None when not asked."""
     usec = env.get("WATCHDOG_USEC", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:
         return None
     owner = env.get("WATCHDOG_PID", "")
     if owner and owner != str(pid):
@@ -136,7 +136,7 @@ def journald_stream(stream: TextIO, env: Mapping[str, str]) -> bool:
     """Whether `stream` is the journald stream $JOURNAL_STREAM names (device:inode)."""
     value = env.get("JOURNAL_STREAM", "")
     dev, _, ino = value.partition(":")
-    if not (dev.isdigit() and ino.isdigit()):
+    if not (value.isascii() and dev.isdigit() and ino.isdigit()):
         return False
     try:
         st = os.fstat(stream.fileno())
@@ -269,6 +269,8 @@ class Service:
         self._stopping = False
         self._running_jobs: set[asyncio.Task[Any]] = set()
         self._db_lock = asyncio.Lock()  # a poll cycle and housekeeping never interleave
+        self._writer: WriterLock | None = None  # and never overlap another process's poll
+        self._writer_busy_logged = False
         self._rebuild_poller = False
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -416,11 +418,14 @@ class Service:
         with self._job():
             try:
                 async with self._db_lock:
-                    if self._stopping:
+                    if self._stopping or not self._take_writer():
                         return
-                    await self._maybe_rebuild_poller()
-                    assert self.poller is not None
-                    summary = await self.poller.run_cycle()
+                    try:
+                        await self._maybe_rebuild_poller()
+                        assert self.poller is not None
+                        summary = await self.poller.run_cycle()
+                    finally:
+                        self._release_writer()
             except asyncio.CancelledError:
                 if not self._stopping:
                     raise
@@ -471,7 +476,14 @@ class Service:
         with self._job():
             try:
                 async with self._db_lock:
-                    await self.housekeeping()
+                    while not self._take_writer():
+                        await asyncio.sleep(1.0)  # an outside poll is writing: after it
+                        if self._stopping:
+                            return
+                    try:
+                        await self.housekeeping()
+                    finally:
+                        self._release_writer()
             except asyncio.CancelledError:
                 if not self._stopping:
                     raise
@@ -504,6 +516,28 @@ class Service:
                  counts["stories_trimmed"], "busy, readers active" if busy else "complete",
                  done, frames)
         return counts
+
+    def _take_writer(self) -> bool:
+        """Take the database's writer lock for one cycle or housekeeping pass; False when
+        another process (a `poll` run by hand or by cron) holds it: the daemon then waits for
+        its next dispatch instead of working from a view of the stories that poll changes."""
+        assert self.store is not None
+        if self._writer is None:
+            self._writer = WriterLock(self.store.path, "daemon")
+        if self._writer.try_acquire():
+            if self._writer_busy_logged:
+                log.info("the other writer has finished; polling again")
+            self._writer_busy_logged = False
+            return True
+        if not self._writer_busy_logged:
+            log.info("%s is writing to this database; waiting for it to finish",
+                     self._writer.holder())
+            self._writer_busy_logged = True
+        return False
+
+    def _release_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
 
     def _fatal(self, exc: AggregatorError) -> None:
         log.critical("%s", exc)

@@ -1,12 +1,18 @@
 """The SQLite store: schema and migrations, queries, transactions, u64↔i64 at the boundary.
 
 One writer (the poller or daemon), many readers (CLI, sqlite3, Datasette): WAL mode, a busy
-timeout, and one short BEGIN IMMEDIATE transaction per feed outcome.
+timeout, and one short BEGIN IMMEDIATE transaction per feed outcome. A poll cycle and the
+daemon's pruning also hold `WriterLock` (an advisory lock file beside the database), so a
+`poll` run by hand beside the daemon, or two overlapping cron runs, take turns instead of
+working from each other's stale view of the stories.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Generator, Iterable, Iterator, Sequence
@@ -18,7 +24,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import StoreError
+from .errors import StoreError, WriterBusy
 from .model import (
     Assignment,
     Entry,
@@ -234,6 +240,89 @@ class UpsertResult:
     story_id: int | None
 
 
+class WriterLock:
+    """The one-writer-at-a-time lock of a database: `flock` on `<database>.lock`, which names
+    its holder ("daemon 1234") while held. The kernel drops it when the holder exits, kill -9
+    included, so a crash never leaves a stale lock behind."""
+
+    def __init__(self, database: Path, role: str) -> None:
+        self.path = Path(str(database) + ".lock")
+        self.role = role
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open the writer lock file: "
+                             f"{exc.strerror or exc}") from exc
+
+    def holder(self) -> str:
+        """Who holds the lock, in words: "the daemon (pid 1234)", "another poll (pid 99)"."""
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace").split()
+        except OSError:
+            text = []
+        if len(text) == 2 and text[1].isascii() and text[1].isdigit():
+            who = "the daemon" if text[0] == "daemon" else f"another {text[0]}"
+            return f"{who} (pid {text[1]})"
+        return "another process"
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False (holding nothing) when another process has it."""
+        if self._fd is not None:
+            return True
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return False
+            raise StoreError(f"{self.path}: cannot lock: {exc.strerror or exc}") from exc
+        self._held(fd)
+        return True
+
+    def acquire(self, *, wait: bool, on_wait: Any = None) -> None:
+        """Take the lock; when another process holds it, wait for it (calling `on_wait` with
+        the holder's description first) or, with `wait=False`, raise `WriterBusy`."""
+        if self.try_acquire():
+            return
+        holder = self.holder()
+        if not wait:
+            raise WriterBusy(f"{holder} is polling {self.path.with_suffix('')}; "
+                             "not waiting (--no-wait): try again when it has finished")
+        if on_wait is not None:
+            on_wait(f"{holder} is polling this database; waiting")
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held(fd)
+
+    def _held(self, fd: int) -> None:
+        self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{self.role} {os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the name is a courtesy for whoever waits; the lock itself is held
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the descriptor drops the flock
+
+    def __enter__(self) -> WriterLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Store:
     """The aggregator's database. Use `Store.open(path)`; close with `close()` or `with`."""
 
@@ -421,12 +510,14 @@ class Store:
         return list(self.execute("SELECT * FROM feeds ORDER BY active DESC, id"))
 
     def reset_feed(self, url: str) -> bool:
-        """Clear errors, retirement and backoff so the feed is polled at the next cycle."""
+        """Clear errors, retirement, backoff and the cache validators (ETag, Last-Modified,
+        body hash) so the feed is fetched and parsed afresh at the next cycle."""
         with self.transaction():
             cur = self.execute(
                 "UPDATE feeds SET retired_at = NULL, error_count = 0, error_kind = NULL,"
                 " error_message = NULL, next_poll_at = NULL, hold_until = NULL,"
-                " retry_after_until = NULL WHERE url = ? OR config_url = ?",
+                " retry_after_until = NULL, etag = NULL, last_modified = NULL,"
+                " body_hash = NULL WHERE url = ? OR config_url = ?",
                 (url, url))
         return cur.rowcount > 0
 

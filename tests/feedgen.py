@@ -118,3 +118,37 @@ def committed_entries(db: Path) -> int:
             conn.close()
     except sqlite3.OperationalError:  # no schema yet, or a writer holds the file for a moment
         return 0
+
+
+def snapshot(db: Path) -> dict[str, object]:
+    """Check the invariants every run must end with (integrity, no duplicate or dangling rows,
+    story counts that add up) and return what two runs are compared by."""
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        dupes = conn.execute(
+            "SELECT feed_id, guid FROM entries GROUP BY 1, 2 HAVING count(*) > 1").fetchall()
+        assert dupes == [], "duplicate (feed, guid)"
+        orphans = conn.execute(
+            "SELECT count(*) FROM entries e LEFT JOIN stories s ON s.id = e.story_id"
+            " WHERE s.id IS NULL").fetchone()[0]
+        assert orphans == 0, "entries without a story"
+        wrong_counts = conn.execute(
+            "SELECT count(*) FROM stories s WHERE member_count !="
+            " (SELECT count(*) FROM entries e WHERE e.story_id = s.id)").fetchone()[0]
+        assert wrong_counts == 0, "stories whose member_count is stale"
+        empty = conn.execute(
+            "SELECT count(*) FROM stories s WHERE NOT EXISTS"
+            " (SELECT 1 FROM entries e WHERE e.story_id = s.id)").fetchone()[0]
+        assert empty == 0, "stories pointing at nothing"
+        entries = set(conn.execute(
+            "SELECT f.url, e.guid, e.content_hash FROM entries e JOIN feeds f ON f.id = e.feed_id"
+        ).fetchall())
+        groups = conn.execute(
+            "SELECT group_concat(f.url || '#' || e.guid, ' ') FROM entries e"
+            " JOIN feeds f ON f.id = e.feed_id GROUP BY e.story_id").fetchall()
+        partition = {frozenset(g[0].split(" ")) for g in groups}
+        return {"entries": entries, "stories": len(partition), "partition": partition}
+    finally:
+        conn.close()
