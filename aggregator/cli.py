@@ -45,6 +45,14 @@ _MAX_COUNT = 1_000_000  # --limit and --min-sources: more than any database hold
 _MAX_ID = (1 << 63) - 1  # SQLite's largest rowid
 
 
+def _check_query(query: str | None, name: str) -> None:
+    from .store import query_problem
+
+    problem = query_problem(query) if query else None
+    if problem:
+        raise click.BadParameter(problem, param_hint=name)
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
     try:
@@ -54,12 +62,13 @@ def _errors() -> Iterator[None]:
         sys.exit(exc.exit_code)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write an output file atomically; a file-system problem is a clean error, not a traceback."""
+def _write_file(path: Path, data: bytes, *, make_parents: bool = False) -> None:
+    """Write an output file atomically; a file-system problem is a clean error, not a traceback.
+    A folder the user named that does not exist is an error, not created."""
     from .digests import write_atomically
 
     try:
-        write_atomically(path, data)
+        write_atomically(path, data, make_parents=make_parents)
     except OSError as exc:
         click.echo(f"aggregator: error: cannot write {path}: {exc.strerror or exc}", err=True)
         sys.exit(1)
@@ -284,6 +293,7 @@ def demo(obj: Context, port: int | None) -> None:
 @click.pass_obj
 def search(obj: Context, query: str, limit: int, as_json: bool) -> None:
     """Full-text search over entries; any input is safe (every word must match)."""
+    _check_query(query, "QUERY")
     with _errors(), obj.open_store() as store:
         for row in store.search(query, limit=limit):
             if as_json:
@@ -307,13 +317,15 @@ EXPORT_FORMATS = ("atom", "rss", "json", "html", "opml")
 @click.option("--tag", "tags", multiple=True, help="Only stories from feeds with this tag.")
 @click.option("--language", default=None)
 @click.option("--query", default=None, help="Only stories matching this full-text query.")
-@click.option("--limit", default=None, type=click.IntRange(1))
+@click.option("--limit", default=None, type=click.IntRange(1, _MAX_COUNT))
 @click.pass_obj
 def export(obj: Context, fmt: str, output: Path | None, digest_name: str | None,
            since: str | None, min_sources: int | None, tags: tuple[str, ...],
            language: str | None, query: str | None, limit: int | None) -> None:
     """Export stories as a digest (Atom, RSS, JSON Feed, HTML) or the subscriptions as OPML."""
     from dataclasses import replace
+
+    _check_query(query, "'--query'")
 
     from .config import DigestSettings
     from .digests import build_digest
@@ -356,7 +368,8 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
         config_path = config_mod.resolve_path(obj.config_path, os.environ)
         imported = opml_import(opml_file.read_bytes(), str(opml_file))
         target = output or config_path.parent / "feeds.d" / f"{opml_file.stem}.toml"
-        _write_file(target, feeds_toml(imported).encode("utf-8"))
+        # The default feeds.d/ folder is created; a folder named with -o must exist.
+        _write_file(target, feeds_toml(imported).encode("utf-8"), make_parents=output is None)
         click.echo(f"wrote {len(imported)} feeds to {target}")
         included = obj.config.includes
         if target.resolve() not in {p.resolve() for p in included}:

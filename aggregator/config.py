@@ -73,6 +73,16 @@ class Config:
     includes: tuple[Path, ...] = ()
 
 
+def _query(r: _Reader) -> str | None:
+    from .store import query_problem
+
+    query: str | None = r.take("query", str)
+    problem = query_problem(query) if query else None
+    if problem:
+        raise r.error("query", problem)
+    return query
+
+
 def resolve_path(cli_path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
     """--config PATH, else $AGGREGATOR_CONFIG, else config/aggregator.toml."""
     if cli_path:
@@ -359,7 +369,7 @@ def _digest(file: str, prefix: str, table: object, base: Path) -> DigestSettings
         min_sources=r.positive_int("min_sources", 1),
         tags=r.strings("tags"),
         language=r.take("language", str),
-        query=r.take("query", str),
+        query=_query(r),
         limit=r.positive_int("limit", 100),
         title=r.take("title", str),
     )

@@ -63,9 +63,14 @@ def _primary_language(tag: str | None) -> str | None:
     return tag.strip().replace("_", "-").split("-")[0].lower()
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, rename: readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_atomically(path: Path, data: bytes, *, make_parents: bool = True) -> None:
+    """Write to a temporary file in the same folder, fsync, rename: readers never see half.
+    `make_parents=False` (`export -o`) refuses a folder that does not exist instead of
+    creating it: a typo run as root must not create folders under /etc."""
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise FileNotFoundError(2, f"the folder {path.parent} does not exist (create it first)")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

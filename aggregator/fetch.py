@@ -283,7 +283,7 @@ def content_type_refusal(content_type: str) -> str | None:
     return None
 
 
-def sniff_refusal(head: bytes, content_type: str) -> str | None:
+def sniff_refusal(head: bytes, content_type: str, *, quote: bool = True) -> str | None:
     """Why a body starting with `head` cannot be a feed, or None when it might be one.
 
     Lenient on purpose: many real feeds are served as text/html, text/plain or
@@ -309,6 +309,8 @@ def sniff_refusal(head: bytes, content_type: str) -> str | None:
         return f"the body is binary data ({media}), not a feed"
     if text.startswith(("<", "{", "[")):
         return None  # some XML or JSON: the parser decides
+    if not quote:  # a local file's content stays out of the database and the logs
+        return f"the body ({media}) does not look like XML or JSON"
     start = text[:40]
     return f"the body ({media}) does not look like XML or JSON; it starts with {start!r}"
 
@@ -412,8 +414,9 @@ def address_refusal(address: str | IPAddress) -> str | None:
         ("is_unspecified", "an unspecified"),
         ("is_private", "a private"),
         ("is_reserved", "a reserved"),
+        ("is_site_local", "a site-local (fec0::/10, deprecated)"),
     ):
-        if getattr(ip, flag):
+        if getattr(ip, flag, False):
             return f"{ip} is {what} address"
     if not ip.is_global:
         return f"{ip} is not a public address"
@@ -700,8 +703,9 @@ class Fetcher:
         current = url
         chain = [url]
         statuses: list[int] = []
+        deadline: list[float] = []  # one deadline for the whole fetch, redirects included
         while True:
-            hop = await self._exchange(state, current, conditional, now)
+            hop = await self._exchange(state, current, conditional, now, deadline)
             if isinstance(hop, FetchResult):
                 return hop
             if hop.status not in _REDIRECTS:
@@ -831,9 +835,12 @@ class Fetcher:
         return semaphore
 
     async def _exchange(
-        self, state: FeedState, url: str, conditional: dict[str, str], now: datetime
+        self, state: FeedState, url: str, conditional: dict[str, str], now: datetime,
+        deadline: list[float] | None = None,
     ) -> _Hop | FetchResult:
-        """One GET under the per-host and global limits and the total deadline."""
+        """One GET under the per-host and global limits and the total deadline. `deadline`
+        holds the fetch's deadline once its first hop has its slots (it is set then), so a
+        chain of redirects shares one `timeout` instead of getting one per hop."""
         assert self._client is not None and self._global is not None, "use `async with Fetcher`"
         settings = self._settings
         parts = urlsplit(url)
@@ -846,7 +853,11 @@ class Fetcher:
             return self._failed(state, url, now, "network", "the URL has an invalid port")
         try:
             async with self._host_limit(host), self._global:
-                async with asyncio.timeout(settings.timeout):
+                if deadline is None:
+                    deadline = []
+                if not deadline:
+                    deadline.append(asyncio.get_running_loop().time() + settings.timeout)
+                async with asyncio.timeout_at(deadline[0]):
                     refusal = await self._precheck(host, port)
                     if refusal:
                         return self._failed(state, url, now, "blocked", f"{refusal}; {_GUARD_HINT}")
@@ -938,7 +949,7 @@ class Fetcher:
             return self._failed(
                 state, url, now, "too_large", f"{path} is larger than the {cap} byte cap"
             )
-        refusal = sniff_refusal(data[:_SNIFF_BYTES], "")
+        refusal = sniff_refusal(data[:_SNIFF_BYTES], "", quote=False)
         if refusal:
             return self._failed(state, url, now, "not_a_feed", f"{path}: {refusal}")
         digest = _hash(data)

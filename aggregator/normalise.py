@@ -61,7 +61,11 @@ _PERCENT_ESCAPE = re.compile(r"%([0-9a-fA-F]{2})")
 _BAD_PERCENT = re.compile(r"%(?![0-9a-fA-F]{2})")
 
 # C0/C1 controls except tab/newline/carriage return, lone surrogates, non-characters.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+# Control characters, lone surrogates, non-characters; and the bidi embeddings, overrides and
+# isolates (U+202A-202E, U+2066-2069) and the BOM / zero-width no-break space (U+FEFF), which
+# let a title display as something other than what it says ("Trojan Source").
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
+                      "\u202a-\u202e\u2066-\u2069\ufeff]")
 # Block-level tags: their boundaries become spaces in plain text ("<p>a</p><p>b</p>" → "a b").
 # fmt: off
 _BLOCK_TAG_NAMES = frozenset(

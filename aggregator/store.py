@@ -1036,9 +1036,23 @@ def _band_rows(entry_id: int, simhash: int | None) -> list[tuple[int, int, int]]
 _FTS_TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
+# Words a search may hold: every one must match, so a longer query finds nothing a shorter
+# one would not, and FTS5's cost grows with each (800 words took 19 s on the demo database).
+MAX_QUERY_WORDS = 32
+
+
+def query_problem(text: str) -> str | None:
+    """Why a search query cannot be run (too many words), or None."""
+    count = len(_FTS_TOKEN.findall(text))
+    if count > MAX_QUERY_WORDS:
+        return f"the query has {count} words; at most {MAX_QUERY_WORDS} are searched"
+    return None
+
+
 def fts_query(text: str) -> str | None:
-    """Turn raw user input (`c++`, `"unbalanced`) into a safe FTS5 query: every word, quoted."""
-    words = _FTS_TOKEN.findall(text)
+    """Turn raw user input (`c++`, `"unbalanced`) into a safe FTS5 query: every word, quoted
+    (at most `MAX_QUERY_WORDS`: callers check `query_problem` first to say so)."""
+    words = _FTS_TOKEN.findall(text)[:MAX_QUERY_WORDS]
     if not words:
         return None
     return " ".join(f'"{w}"' for w in words)

@@ -184,3 +184,74 @@ def test_daemon_with_a_huge_digest_limit_exits_2(tmp_path: Path) -> None:
                             text=True, timeout=60)
     assert daemon.returncode == 2, daemon.stderr
     assert "digests[0].limit" in daemon.stderr and "Traceback" not in daemon.stderr
+
+
+# -- smaller holes ----------------------------------------------------------------------------
+
+
+def test_site_local_ipv6_is_refused_by_the_ssrf_guard() -> None:
+    from aggregator.fetch import address_refusal
+
+    assert "site-local" in (address_refusal("fec0::1") or "")
+    assert "site-local" in (address_refusal("feff:ffff::1") or "")
+    assert address_refusal("2a00:1450:4007:80e::200e") is None  # a public address still passes
+
+
+def test_a_local_non_feed_file_is_refused_without_echoing_its_content(tmp_path: Path) -> None:
+    secret = tmp_path / "notes.txt"
+    secret.write_text("DB_PASSWORD=hunter2 and more private lines\n", encoding="utf-8")
+    cfg = tmp_path / "agg.toml"
+    cfg.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{secret.as_uri()}"\n',
+                   encoding="utf-8")
+    done = run(cfg, "poll", "--all")
+    assert done.returncode == 0
+    assert "hunter2" not in done.stdout + done.stderr
+    conn = sqlite3.connect(tmp_path / "agg.db")
+    kind, message = conn.execute("SELECT error_kind, error_message FROM feeds").fetchone()
+    conn.close()
+    assert kind == "not_a_feed" and "does not look like XML or JSON" in message
+    assert "hunter2" not in message and "DB_PASSWORD" not in message
+
+
+def test_export_output_into_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
+    cfg = tmp_path / "agg.toml"
+    cfg.write_text('[storage]\ndatabase = "agg.db"\n', encoding="utf-8")
+    target = tmp_path / "no" / "such" / "folder" / "digest.xml"
+    done = run(cfg, "export", "--format", "atom", "-o", str(target))
+    assert done.returncode == 1, done.stderr
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_bidi_overrides_and_byte_order_marks_are_stripped_from_titles(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.xml"
+    feed.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        "<item><guid>b1</guid><title>\ufeffPay \u202egnp.exe\u202c now \u2066x\u2069</title>"
+        "<description>\u202eevil</description></item></channel></rss>", encoding="utf-8")
+    cfg = tmp_path / "agg.toml"
+    cfg.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{feed.as_uri()}"\n',
+                   encoding="utf-8")
+    assert run(cfg, "poll", "--all").returncode == 0
+    conn = sqlite3.connect(tmp_path / "agg.db")
+    title, summary, text = conn.execute("SELECT title, summary, text FROM entries").fetchone()
+    conn.close()
+    assert title == "Pay gnp.exe now x"
+    for value in (title, summary, text):
+        assert not any(c in value for c in "\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2069")
+
+
+def test_a_search_of_too_many_words_is_refused_with_the_cap(tmp_path: Path) -> None:
+    cfg = tmp_path / "agg.toml"
+    cfg.write_text('[storage]\ndatabase = "agg.db"\n', encoding="utf-8")
+    words = " ".join(f"word{i}" for i in range(800))
+    done = run(cfg, "search", words)
+    assert done.returncode == 2 and "at most 32" in done.stderr, done.stderr
+    done = run(cfg, "export", "--format", "atom", "--query", words)
+    assert done.returncode == 2 and "at most 32" in done.stderr, done.stderr
+    path = tmp_path / "digest.toml"
+    path.write_text(f'[[digests]]\nname = "d"\npath = "d.xml"\nquery = "{words}"\n',
+                    encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == "digests[0].query"

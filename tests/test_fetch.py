@@ -177,6 +177,30 @@ def test_more_than_five_redirects_fail_and_five_succeed(server: LoopbackServer) 
     assert five.failure is None and five.permanent_url == server.url("/hop6")
 
 
+def test_one_deadline_covers_the_whole_redirect_chain(server: LoopbackServer) -> None:
+    # Five slow hops of 0.6 s each: every hop alone is well inside the 1.5 s timeout, the chain
+    # is not. (Each hop used to get its own deadline, so one fetch could hold its slots for
+    # timeout x (max_redirects + 1).)
+    import time as _time
+
+    def slow_hop(i: int) -> Any:
+        def handler(_req: Request, _h: object) -> Response:
+            _time.sleep(0.6)
+            if i == 5:
+                return Response(200, RSS, {"Content-Type": "application/rss+xml"})
+            return Response(302, b"", {"Location": f"/slow{i + 1}"})
+        return handler
+
+    for i in range(6):
+        server.route(f"/slow{i}", slow_hop(i))
+    result = poll(server.url("/slow0"), settings={"timeout": 1.5})
+    assert result.failure is not None and result.failure.kind == "timeout"
+    assert "within 1.5 s" in result.failure.message
+    assert not server.hits("/slow5")
+    short = poll(server.url("/slow4"), settings={"timeout": 5.0})  # two hops, plenty of time
+    assert short.failure is None and short.body == RSS
+
+
 def test_redirect_to_a_non_http_scheme_fails(server: LoopbackServer) -> None:
     server.serve("/sneaky", b"", status=302, Location="file:///etc/passwd")
     result = poll(server.url("/sneaky"))
