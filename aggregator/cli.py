@@ -153,9 +153,8 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
                 click.echo(json.dumps(record, ensure_ascii=False))
                 continue
             name = row["title"] or row["feed_title"] or row["url"]
-            state = "inactive" if not row["active"] else (
-                "retired" if row["retired_at"] else ("failing" if row["error_count"] else "ok"))
-            click.echo(f"{row['id']:>4}  {state:<8} {name}")
+            state = feed_state(row)
+            click.echo(f"{row['id']:>4}  {state:<12} {name}")
             click.echo(f"      {row['url']}")
             click.echo(f"      last success: {row['last_success_at'] or 'never'}   "
                        f"next poll: {row['next_poll_at'] or 'now'}")
@@ -163,6 +162,17 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
                 click.echo(f"      last error ({row['error_count']}x): {row['error_kind']}: "
                            f"{row['error_message']}"
                            + (f" [HTTP {row['last_status']}]" if row["last_status"] else ""))
+
+
+def feed_state(row: Any) -> str:
+    """A feed's state in one word, as the feed_health view says it."""
+    if not row["active"]:
+        return "inactive"
+    if row["retired_at"]:
+        return "retired"
+    if row["error_count"]:
+        return "failing"
+    return "ok" if row["last_success_at"] else "never polled"
 
 
 @feeds.command("reset")

@@ -214,6 +214,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE feeds ADD COLUMN hold_until TEXT;
     ALTER TABLE feeds ADD COLUMN retry_after_until TEXT;
     """,
+    # 5: a feed that has never been polled is "never polled", not "ok"
+    """
+    DROP VIEW feed_health;
+    CREATE VIEW feed_health AS
+    SELECT f.id AS feed_id, COALESCE(f.title, f.feed_title) AS title, f.url, f.active,
+           CASE WHEN NOT f.active THEN 'inactive' WHEN f.retired_at IS NOT NULL THEN 'retired'
+                WHEN f.error_count > 0 THEN 'failing'
+                WHEN f.last_success_at IS NULL THEN 'never polled' ELSE 'ok' END AS state,
+           f.last_success_at, f.next_poll_at, f.error_count, f.error_kind, f.error_message,
+           f.last_status, (SELECT count(*) FROM entries e WHERE e.feed_id = f.id) AS entries
+    FROM feeds f;
+    """,
 ]
 
 

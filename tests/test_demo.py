@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -27,10 +26,14 @@ def free_port() -> int:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     home = tmp_path_factory.mktemp("demo")
     (home / "config").mkdir()
-    shutil.copy(ROOT / "config" / "demo.toml", home / "config" / "demo.toml")
+    port = free_port()
+    # The copy names the port the demo serves on, as config/demo.toml names 8765 for `make demo`.
+    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    (home / "config" / "demo.toml").write_text(text.replace(":8765/", f":{port}/"),
+                                               encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "aggregator", "--config", str(home / "config" / "demo.toml"),
-         "demo", "--port", str(free_port())],
+         "demo", "--port", str(port)],
         capture_output=True, text=True, timeout=300)
     return result, home / "data"
 
@@ -105,3 +108,37 @@ def test_explain_says_why_entries_are_or_are_not_together(demo_run) -> None:  # 
     assert "no entry 999999" in subprocess.run(
         [sys.executable, "-m", "aggregator", "--config", str(config), "explain", "999999"],
         capture_output=True, text=True, timeout=60).stderr
+
+
+def test_the_readme_quick_start_commands_show_the_demo_stories(demo_run) -> None:  # type: ignore[no-untyped-def]
+    """The commands the README's quick start prints after `make demo`, run as printed (in the
+    demo's folder copy): they show the demo's stories and its feeds' health."""
+    _result, data = demo_run
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("Afterwards `.venv/bin/aggregator` is the command line", 1)[1]
+    block = block.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].split() for line in block.splitlines() if line.strip()]
+    assert len(commands) >= 2 and all(c[0] == ".venv/bin/aggregator" for c in commands)
+    outputs = []
+    for command in commands:
+        args = [sys.executable, "-m", "aggregator", *command[1:]]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                              cwd=data.parent)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    stories, feeds = outputs[0], outputs[1]
+    assert "North Korean troops" in stories and "4 outlets" in stories
+    assert "ok" in feeds and "never polled" not in feeds
+
+
+def test_a_feed_never_polled_is_listed_as_never_polled(tmp_path: Path) -> None:
+    config = tmp_path / "agg.toml"
+    config.write_text('[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "https://a.example/f"\n',
+                      encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(config), "feeds"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "never polled" in done.stdout and " ok " not in done.stdout
+    conn = sqlite3.connect(tmp_path / "agg.db")
+    assert conn.execute("SELECT state FROM feed_health").fetchall() == [("never polled",)]
+    conn.close()
