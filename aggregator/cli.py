@@ -317,8 +317,9 @@ EXPORT_FORMATS = ("atom", "rss", "json", "html", "opml")
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="atom",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="atom (default), rss, json, html or opml; with --digest, the digest's own "
+                   "format unless given.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of stdout.")
 @click.option("--digest", "digest_name", help="Use the filters of this [[digests]] entry.")
@@ -329,7 +330,7 @@ EXPORT_FORMATS = ("atom", "rss", "json", "html", "opml")
 @click.option("--query", default=None, help="Only stories matching this full-text query.")
 @click.option("--limit", default=None, type=click.IntRange(1, _MAX_COUNT))
 @click.pass_obj
-def export(obj: Context, fmt: str, output: Path | None, digest_name: str | None,
+def export(obj: Context, fmt: str | None, output: Path | None, digest_name: str | None,
            since: str | None, min_sources: int | None, tags: tuple[str, ...],
            language: str | None, query: str | None, limit: int | None) -> None:
     """Export stories as a digest (Atom, RSS, JSON Feed, HTML) or the subscriptions as OPML."""
@@ -346,13 +347,14 @@ def export(obj: Context, fmt: str, output: Path | None, digest_name: str | None,
         if fmt == "opml":
             data = opml_export(config.feeds, "aggregator subscriptions")
         else:
-            base = DigestSettings(name="export", path=Path("-"), format=fmt)
+            base = DigestSettings(name="export", path=Path("-"), format=fmt or "atom")
             if digest_name:
                 found = [d for d in config.digests if d.name == digest_name]
                 if not found:
                     raise click.BadParameter(f"no [[digests]] entry named {digest_name!r}",
                                              param_hint="--digest")
-                base = replace(found[0], format=fmt)
+                base = replace(found[0], format=fmt or found[0].format)
+            fmt = base.format
             window = _duration(since)
             settings = replace(
                 base,

@@ -48,6 +48,8 @@ class DigestSettings:
     query: str | None = None
     limit: int = 100
     title: str | None = None
+    link: str | None = None  # the page the digest is about (RSS <channel><link>, Atom alternate)
+    feed_url: str | None = None  # where the digest file is published (rel="self")
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +374,23 @@ def _digest(file: str, prefix: str, table: object, base: Path) -> DigestSettings
         query=_query(r),
         limit=r.positive_int("limit", 100),
         title=r.take("title", str),
+        link=_web_url(r, "link"),
+        feed_url=_web_url(r, "feed_url"),
     )
     r.finish()
     return digest
+
+
+def _web_url(r: _Reader, name: str) -> str | None:
+    """An absolute http(s) URL a feed reader can follow, or None when the key is absent."""
+    from urllib.parse import urlsplit
+
+    value: str | None = r.take(name, str)
+    if value is None:
+        return None
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(
+            c.isspace() or ord(c) < 32 for c in value):
+        raise r.error(name, f"must be an absolute http(s):// URL, got {value!r}")
+    return value

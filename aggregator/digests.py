@@ -17,7 +17,8 @@ MAX_CANDIDATES = 100_000  # stories considered by a filtered digest (the window 
 
 
 def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Digest:
-    """The stories a digest shows, newest first, with every outlet that reported them."""
+    """The stories a digest shows, most widely reported first, with every outlet that
+    reported them."""
     filtered = bool(settings.tags or settings.language or settings.query)
     # With filters, every story in the window is a candidate: taking the top `limit` first and
     # filtering after would drop matching stories that rank lower.
@@ -50,10 +51,12 @@ def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Diges
             categories=tuple(sorted(tags)), language=rep["language"]))
         if len(stories) >= settings.limit:
             break
-    stories.sort(key=lambda d: (d.updated, d.story_id), reverse=True)
+    # In the order `aggregator stories` lists them (Store.stories): the most widely reported
+    # first, then the larger, then the most recently seen.
     generated = max((d.updated for d in stories), default=now)
     return Digest(title=settings.title or f"aggregator: {settings.name}",
-                  generated_at=generated, stories=tuple(stories), name=settings.name)
+                  generated_at=generated, stories=tuple(stories), name=settings.name,
+                  link=settings.link, feed_url=settings.feed_url)
 
 
 def _primary_language(tag: str | None) -> str | None:

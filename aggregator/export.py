@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 from lxml import etree
 from lxml import html as lxml_html
 
+from . import PROJECT_URL
 from .errors import ConfigError
 from .model import Digest, DigestStory, FeedSettings, Source
 
@@ -204,6 +205,8 @@ class _StoryView:
     sources: tuple[_SourceView, ...]
     categories: tuple[str, ...]
     language: str | None
+    outlet: str | None = None  # who wrote the headline the story is shown under
+    others: tuple[_SourceView, ...] = ()  # "also reported by": every source but that one
 
 
 def _source_view(source: Source) -> _SourceView:
@@ -228,7 +231,13 @@ def _story_view(story: DigestStory, id_prefix: str) -> _StoryView:
     categories = tuple(dict.fromkeys(c for c in (_line(c) for c in story.categories) if c))
     link = safe_url(story.link) or next((s.link for s in sources if s.link), None)
     title = _line(story.title) or next((s.title for s in sources if s.title), "") or "(untitled)"
+    # The headline's own report: the source linking the story's link, else the one whose
+    # title it is. It is named as the headline's outlet, not listed again as "also reported".
+    headline = next((s for s in sources if link and s.link == link), None) or next(
+        (s for s in sources if s.title and s.title == title), None)
     return _StoryView(
+        outlet=headline.outlet if headline else None,
+        others=tuple(s for s in sources if s is not headline),
         item_id=f"{id_prefix}story/{int(story.story_id)}",
         title=title,
         link=link,
@@ -269,11 +278,13 @@ def _item_html(view: _StoryView) -> str:
     """The HTML body of a feed item: summary and the "also reported by" list, all escaped."""
     esc = html.escape
     parts: list[str] = []
+    if view.outlet:
+        parts.append(f"<p>From {esc(view.outlet)}.</p>")
     if view.summary:
         parts.append(f"<p>{esc(view.summary)}</p>")
-    if view.sources:
-        parts.append(f"<p>Also reported by ({_sources_label(len(view.sources))}):</p><ul>")
-        for source in view.sources:
+    if view.others:
+        parts.append(f"<p>Also reported by ({_sources_label(len(view.others))}):</p><ul>")
+        for source in view.others:
             outlet = esc(source.outlet)
             if source.link:
                 outlet = f'<a href="{esc(source.link)}">{outlet}</a>'
@@ -362,9 +373,8 @@ def render_rss(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
     channel = _sub(rss, "channel")
     title = _line(digest.title) or "Digest"
     _sub(channel, "title", _rss_text(title))
-    link = safe_url(digest.link) or safe_url(digest.feed_url)
-    if link:
-        _sub(channel, "link", link)
+    # Required by RSS 2.0: the digest's page, else its own URL, else the generator's home.
+    _sub(channel, "link", safe_url(digest.link) or safe_url(digest.feed_url) or PROJECT_URL)
     # Readers render <description> as HTML.
     _sub(
         channel,
@@ -500,7 +510,8 @@ def _html_story(view: _StoryView) -> str:
     count = _sources_label(len(view.sources))
     if outlets != len(view.sources):
         count += f" from {outlets} outlets" if outlets != 1 else " from 1 outlet"
-    meta = [
+    meta = [f'<span class="outlet">{esc(view.outlet)}</span>'] if view.outlet else []
+    meta += [
         f'<span class="count">{count}</span>',
         f'first seen <time datetime="{_rfc3339(view.first_seen)}">'
         f"{esc(_human_time(view.first_seen))}</time>",
@@ -520,9 +531,9 @@ def _html_story(view: _StoryView) -> str:
     if view.categories:
         chips = "".join(f"<li>{esc(c)}</li>" for c in view.categories)
         lines.append(f'<ul class="tags" aria-label="tags">{chips}</ul>')
-    if view.sources:
+    if view.others:
         lines.append('<details open><summary>Also reported by</summary><ul class="sources">')
-        for source in view.sources:
+        for source in view.others:
             outlet = esc(source.outlet)
             if source.link and not source.title:
                 outlet = f'<a href="{esc(source.link)}" rel="noopener noreferrer">{outlet}</a>'

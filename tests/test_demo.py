@@ -142,3 +142,49 @@ def test_a_feed_never_polled_is_listed_as_never_polled(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "agg.db")
     assert conn.execute("SELECT state FROM feed_health").fetchall() == [("never polled",)]
     conn.close()
+
+
+def _demo_cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "aggregator", "--config",
+                           str(data.parent / "config" / "demo.toml"), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_digests_list_stories_in_the_order_of_aggregator_stories(demo_run) -> None:  # type: ignore[no-untyped-def]
+    _result, data = demo_run
+    listed = [json.loads(line)["id"] for line in _demo_cli(
+        data, "stories", "--since", "3650d", "--min-sources", "2", "--limit", "100",
+        "--json").stdout.splitlines()]
+    feed = json.loads(_demo_cli(data, "export", "--digest", "demo-json").stdout)
+    in_digest = [int(item["id"].rsplit("/", 1)[1]) for item in feed["items"]]
+    assert len(in_digest) >= 5 and in_digest == listed[:len(in_digest)]
+    conn = sqlite3.connect(data / "demo.db")
+    widest = conn.execute("SELECT max(feed_count) FROM stories").fetchone()[0]
+    first = conn.execute("SELECT feed_count FROM stories WHERE id = ?",
+                         (in_digest[0],)).fetchone()[0]
+    conn.close()
+    assert first == widest  # the NATO story (4 outlets) leads, not the story with the top id
+
+
+def test_export_of_a_named_digest_writes_that_digests_format(demo_run) -> None:  # type: ignore[no-untyped-def]
+    _result, data = demo_run
+    page = _demo_cli(data, "export", "--digest", "demo-html").stdout
+    assert page.lstrip().lower().startswith("<!doctype html")
+    atom = _demo_cli(data, "export", "--digest", "demo-html", "--format", "atom").stdout
+    assert atom.startswith("<?xml") and "http://www.w3.org/2005/Atom" in atom
+
+
+def test_also_reported_by_leaves_out_the_headlines_own_outlet(demo_run) -> None:  # type: ignore[no-untyped-def]
+    from lxml import html as lxml_html
+
+    _result, data = demo_run
+    page = lxml_html.fromstring(_demo_cli(data, "export", "--digest", "demo-html").stdout)
+    articles = page.findall(".//article")
+    assert articles
+    for article in articles:
+        outlet = article.find(".//p[@class='meta']/span[@class='outlet']")
+        assert outlet is not None and outlet.text
+        others = [s.text for s in article.findall(".//ul[@class='sources']//span[@class='outlet']")]
+        assert outlet.text not in others, (outlet.text, others)

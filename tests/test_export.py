@@ -274,9 +274,10 @@ def test_html_page_is_self_contained_and_lists_outlets(digest: Digest) -> None:
     heading = beirut.find(".//h2/a")
     assert heading is not None and heading.text_content().startswith("Huge explosion")
     assert "4 sources" in beirut.text_content()
+    # The headline's outlet is named beside it, and not listed again as "also reported by".
+    assert beirut.find(".//p[@class='meta']/span[@class='outlet']").text == "Example Broadcaster"
     outlets = [li.find(".//span").text for li in beirut.findall(".//ul[@class='sources']/li")]
     assert outlets == [
-        "Example Broadcaster",
         "Wire Service",
         "The Daily Example",
         "Example Herald (NZ)",
@@ -315,7 +316,8 @@ def test_hostile_story_produces_no_active_content_in_any_format(hostile: Digest)
         assert summary.get("type") == "text"
 
     rss = etree.fromstring(outputs["rss"])
-    assert rss.find("channel/link") is None  # both channel URLs were unsafe
+    # Both channel URLs were unsafe: RSS's required <link> falls back to the generator's home.
+    assert rss.findtext("channel/link") == "https://github.com/aggregator-project/aggregator"
     # Readers disagree on whether RSS titles are HTML: make them inert read either way.
     for tag in ("description", "title", "category"):
         for element in rss.iter(tag):

@@ -249,6 +249,44 @@ def test_digest_option_uses_the_configured_filters_and_a_name_based_feed_id(
     assert missing.returncode == 2 and b"nope" in missing.stderr
 
 
+def test_digest_link_and_feed_url_give_self_links_readers_and_validators_accept(
+        tmp_path: Path) -> None:
+    digest = ('\n[[digests]]\nname = "wire"\npath = "digests/wire.xml"\nformat = "rss"\n'
+              'link = "https://news.example.org/"\n'
+              'feed_url = "https://news.example.org/wire.xml"\n')
+    config = polled_site(tmp_path, digest)
+    rss = etree.fromstring(export(config, "rss", "--digest", "wire"))
+    assert rss.findtext("channel/link") == "https://news.example.org/"
+    self_link = rss.find(f"channel/{ATOM}link")
+    assert self_link is not None and self_link.get("rel") == "self"
+    assert self_link.get("href") == "https://news.example.org/wire.xml"
+    guids = [g.text for g in rss.iter("guid")]
+    assert guids and len(guids) == len(set(guids))
+    atom_bytes = export(config, "atom", "--digest", "wire")
+    atom = etree.fromstring(atom_bytes)
+    links = {link.get("rel"): link.get("href") for link in atom.findall(f"{ATOM}link")}
+    assert links == {"alternate": "https://news.example.org/",
+                     "self": "https://news.example.org/wire.xml"}
+    assert atom.findtext(f"{ATOM}id") == "https://news.example.org/wire.xml"
+    for fmt in ("rss", "atom"):
+        parsed = feedparser.parse(export(config, fmt, "--digest", "wire"))
+        assert not parsed.bozo, parsed.get("bozo_exception")
+        assert parsed.feed.get("link") == "https://news.example.org/"
+    if (SCHEMAS / "atom-rfc4287.rng").exists():
+        schema = etree.RelaxNG(etree.parse(str(SCHEMAS / "atom-rfc4287.rng")))
+        assert schema.validate(atom), schema.error_log
+    document = json.loads(export(config, "json", "--digest", "wire"))
+    assert document["home_page_url"] == "https://news.example.org/"
+    assert document["feed_url"] == "https://news.example.org/wire.xml"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "aggregator.toml").write_text(
+        '[[digests]]\nname = "d"\npath = "d.xml"\nfeed_url = "javascript:alert(1)"\n',
+        encoding="utf-8")
+    refused = run_cli(bad / "aggregator.toml", "export", check=False)
+    assert refused.returncode == 2 and b"digests[0].feed_url" in refused.stderr
+
+
 # --- a hostile feed polled with normal ones ---------------------------------------------------
 
 
