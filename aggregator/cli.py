@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -11,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,7 +18,10 @@ from . import __version__
 from . import config as config_mod
 from .config import Config, parse_duration
 from .errors import AggregatorError
-from .pipeline import CycleSummary, FeedOutcome, Poller, utcnow
+from .model import utcnow
+
+if TYPE_CHECKING:
+    from .pipeline import CycleSummary, FeedOutcome
 from .store import Store, WriterLock
 
 
@@ -74,7 +76,19 @@ def _write_file(path: Path, data: bytes, *, make_parents: bool = False) -> None:
         sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C in any command exits 130 (128 + SIGINT, what shells expect) with one line,
+    instead of click's "Aborted!" and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            click.echo("aggregator: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH",
               help="Config file (default: $AGGREGATOR_CONFIG, else config/aggregator.toml).")
 @click.option("--log-level", default="warning", show_default=True,
@@ -123,6 +137,12 @@ def poll(obj: Context, poll_all: bool, wait: bool) -> None:
 
 def run_poll(config: Config, store: Store, *, poll_all: bool) -> CycleSummary:
     """One cycle with a progress bar when stderr is a terminal."""
+    # Imported here: the pipeline (httpx, the worker pool, the clusterer) is a sixth of a
+    # second that `--version`, `feeds` and `stories` do not need.
+    import asyncio
+
+    from .pipeline import Poller
+
     mode = "all" if poll_all else "manual"
     due = len(store.due_feeds(utcnow(), mode=mode))
 
@@ -378,7 +398,15 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
 
     with _errors():
         config_path = config_mod.resolve_path(obj.config_path, os.environ)
-        imported = opml_import(opml_file.read_bytes(), str(opml_file))
+        skipped: list[str] = []
+        imported = opml_import(opml_file.read_bytes(), str(opml_file), skipped)
+        for why in skipped:
+            click.echo(f"aggregator: warning: {opml_file}: skipped {why}", err=True)
+        if not imported:
+            click.echo(f"aggregator: error: {opml_file}: no feeds to import"
+                       + (f" ({len(skipped)} skipped)" if skipped else "")
+                       + "; nothing written", err=True)
+            sys.exit(1)
         target = output or config_path.parent / "feeds.d" / f"{opml_file.stem}.toml"
         # The default feeds.d/ folder is created; a folder named with -o must exist.
         _write_file(target, feeds_toml(imported).encode("utf-8"), make_parents=output is None)

@@ -699,13 +699,15 @@ def _parse_opml(data: bytes, source: str) -> etree._Element:
     return root
 
 
-def opml_import(data: bytes, source: str) -> list[FeedSettings]:
+def opml_import(data: bytes, source: str,
+                skipped: list[str] | None = None) -> list[FeedSettings]:
     """The subscriptions in an OPML file, in document order, one per feed URL.
 
     Outlines without an `xmlUrl` are folders (their name becomes a tag of every feed inside
     them) or notes (skipped). `category` attributes add tags. A URL listed twice is kept once,
     with the union of its tags. Raises `ConfigError(source, key, problem)` when the file
-    cannot be read safely or an outline's feed URL is not http(s).
+    cannot be read safely; an outline whose feed URL is not http(s) raises too, unless
+    `skipped` is given: then the outline is left out and why (with its line) appended there.
     """
     root = _parse_opml(data, source)
     body = next((c for c in root if isinstance(c.tag, str) and c.tag.lower() == "body"), None)
@@ -728,9 +730,12 @@ def opml_import(data: bytes, source: str) -> list[FeedSettings]:
                 continue
             url = safe_url(_line(raw_url))
             if url is None:
-                raise ConfigError(
-                    source, f"outline {number}", f"xmlUrl is not an http(s) URL: {raw_url!r}"
-                )
+                problem = f"xmlUrl is not an http(s) URL: {_line(raw_url)[:200]!r}"
+                if skipped is None:
+                    raise ConfigError(source, f"outline {number}", problem)
+                line = f" (line {outline.sourceline})" if outline.sourceline else ""
+                skipped.append(f"outline {number}{line}: {problem}")
+                continue
             tags = list(folders)
             for category in (_attr(outline, "category") or "").split(","):
                 tag = _line(category).strip("/")

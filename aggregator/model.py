@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
+
+
+def utcnow() -> datetime:
+    """Now in UTC, to the second: the one clock every stored timestamp comes from."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def outlet_host(url: str | None) -> str:

@@ -28,6 +28,7 @@ from .model import (
     Fingerprint,
     ProcessedFeed,
     outlet_host,
+    utcnow,
 )
 from .pool import WorkerPool
 from .process import process_body
@@ -40,10 +41,6 @@ PARSE_TIMEOUT = 120.0  # seconds one feed body may take (a 100,000-item feed nee
 WORKER_MEMORY = 1 << 30  # address-space cap per worker: a memory bomb fails that feed only
 WORKER_RECYCLE = 256 << 20  # a worker that peaked above this (a giant feed) is replaced
 RELEASE_WORKERS_AT = 20_000  # documents in the clustering window: workers stop for the merge
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass

@@ -167,7 +167,11 @@ def next_poll_at(
         interval = normal
         if hint > interval:  # the publisher asks for fewer polls: oblige, up to max_interval
             interval = max(min(hint, settings.max_interval), interval)
-        delay = int(interval * (1 + SUCCESS_JITTER * jitter_fraction(url, "interval")))
+        spread = SUCCESS_JITTER * jitter_fraction(url, "interval")
+        delay = int(interval * (1 + spread))
+        if delay > settings.max_interval >= interval:
+            # At the ceiling the jitter goes the other way: still spread, never past it.
+            delay = int(interval * (1 - spread))
     at = now + timedelta(seconds=delay)
     if result.retry_after is not None:  # binding, but a hostile value cannot park us for years
         asked = min(_utc(result.retry_after), now + timedelta(seconds=settings.max_retry_after))

@@ -255,3 +255,15 @@ def test_a_search_of_too_many_words_is_refused_with_the_cap(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as info:
         config.load(path)
     assert info.value.key == "digests[0].query"
+
+
+def test_the_command_line_loads_the_pipeline_only_for_commands_that_poll() -> None:
+    # `--version`, `feeds` and `stories` must start quickly: importing the CLI does not pull in
+    # the fetcher (httpx), the worker pool or the clusterer. (Timings go in benchmarks, not here.)
+    probe = ("import sys, aggregator.cli; "
+             "print(sorted(m for m in ('httpx', 'aggregator.pipeline', 'aggregator.cluster',"
+             " 'aggregator.fetch', 'asyncio') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

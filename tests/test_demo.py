@@ -188,3 +188,18 @@ def test_also_reported_by_leaves_out_the_headlines_own_outlet(demo_run) -> None:
         assert outlet is not None and outlet.text
         others = [s.text for s in article.findall(".//ul[@class='sources']//span[@class='outlet']")]
         assert outlet.text not in others, (outlet.text, others)
+
+
+def test_story_first_seen_means_one_thing_in_the_data_and_both_docs(demo_run) -> None:  # type: ignore[no-untyped-def]
+    _result, data = demo_run
+    conn = sqlite3.connect(data / "demo.db")
+    wrong = conn.execute(
+        "SELECT count(*) FROM stories s WHERE s.first_seen !="
+        " (SELECT min(e.published) FROM entries e WHERE e.story_id = s.id)").fetchone()[0]
+    conn.close()
+    assert wrong == 0
+    metadata = json.loads((ROOT / "aggregator" / "datasette_metadata.json").read_text())
+    tables = next(iter(metadata["databases"].values()))["tables"]
+    for table in ("stories", "story_overview"):
+        assert "publication" in tables[table]["columns"]["first_seen"]
+    assert "`first_seen` is the earliest publication time" in (ROOT / "README.md").read_text()

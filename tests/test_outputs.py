@@ -558,3 +558,35 @@ def test_one_real_day_polled_with_a_hostile_feed_exports_valid_inert_feeds(tmp_p
             parsed = feedparser.parse(data)
             assert not parsed.bozo, parsed.get("bozo_exception")
             assert len(parsed.entries) == stories
+
+
+def test_feeds_import_keeps_the_good_outlines_and_warns_about_each_skipped_one(
+        tmp_path: Path) -> None:
+    config = tmp_path / "aggregator.toml"
+    config.write_text('[storage]\ndatabase = "agg.db"\n', encoding="utf-8")
+    opml = tmp_path / "mixed.opml"
+    opml.write_text(
+        '<?xml version="1.0"?>\n<opml version="2.0"><head><title>mine</title></head><body>\n'
+        '<outline text="Good" xmlUrl="https://a.example/feed.xml"/>\n'
+        '<outline text="Old FTP" xmlUrl="ftp://files.example/feed.xml"/>\n'
+        '<outline text="Also good" xmlUrl="https://b.example/rss"/>\n'
+        '<outline text="Script" xmlUrl="javascript:alert(1)"/>\n'
+        "</body></opml>\n", encoding="utf-8")
+    target = tmp_path / "mixed.toml"
+    done = run_cli(config, "feeds", "import", str(opml), "-o", str(target))
+    stderr = done.stderr.decode()
+    assert "skipped outline 2 (line 4)" in stderr and "ftp://files.example" in stderr
+    assert "skipped outline 4 (line 6)" in stderr
+    feeds = tomllib.loads(target.read_text(encoding="utf-8"))["feeds"]
+    assert [f["url"] for f in feeds] == ["https://a.example/feed.xml", "https://b.example/rss"]
+    assert b"wrote 2 feeds" in done.stdout
+
+    empty = tmp_path / "empty.opml"
+    empty.write_text('<opml version="2.0"><body><outline text="folder only"/>'
+                     '<outline text="x" xmlUrl="ftp://x.example/f"/></body></opml>',
+                     encoding="utf-8")
+    nothing = run_cli(config, "feeds", "import", str(empty), "-o", str(tmp_path / "e.toml"),
+                      check=False)
+    assert nothing.returncode == 1
+    assert b"no feeds to import (1 skipped); nothing written" in nothing.stderr
+    assert not (tmp_path / "e.toml").exists()

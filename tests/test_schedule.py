@@ -111,7 +111,7 @@ def test_busy_feed_is_polled_more_often_within_bounds() -> None:
 
 def test_slow_or_silent_feed_is_polled_less_often_up_to_max_interval() -> None:
     weekly = every(timedelta(days=7), 6)
-    assert SETTINGS.max_interval <= delay(ok(), recent_published=weekly) < 1.1 * 86400
+    assert 0.9 * 86400 <= delay(ok(), recent_published=weekly) <= SETTINGS.max_interval
     went_quiet = every(timedelta(hours=1), 10, last=NOW - timedelta(days=1))
     assert delay(ok(), recent_published=went_quiet) >= 6 * HOUR
 
@@ -138,7 +138,22 @@ def test_feed_ttl_lengthens_the_interval() -> None:
 
 
 def test_publisher_hints_are_capped_at_max_interval() -> None:
-    assert 86400 <= delay(ok(max_age=30 * 86400), ttl=60 * 86400) < 1.1 * 86400
+    assert 0.9 * 86400 <= delay(ok(max_age=30 * 86400), ttl=60 * 86400) <= 86400
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_a_success_never_schedules_past_max_interval_and_stays_spread(path: str) -> None:
+    url = f"https://example.com/{path}"
+    weekly = every(timedelta(days=7), 6)
+    assert 0.9 * 86400 <= delay(ok(), url=url, recent_published=weekly) <= 86400
+    assert delay(ok(max_age=7 * 86400), url=url) <= 86400
+    assert delay(ok(), url=url, configured_interval=86400) <= 86400
+
+
+def test_feeds_at_the_ceiling_are_still_spread_out() -> None:
+    urls = [f"https://example.com/{i}.xml" for i in range(40)]
+    delays = {delay(ok(), url=u, configured_interval=86400) for u in urls}
+    assert len(delays) > 30 and max(delays) <= 86400
 
 
 def test_not_modified_is_scheduled_like_a_success() -> None:

@@ -214,3 +214,26 @@ def test_daemon_started_beside_a_poll_waits_for_it_then_polls(
     assert code == 0, daemon.text() if daemon else ""
     assert "CRITICAL" not in (daemon.text() if daemon else "")
     _same_as(clean, db)
+
+
+def test_ctrl_c_during_a_poll_exits_130_with_one_line(tmp_path: Path,
+                                                      server: LoopbackServer) -> None:
+    import signal
+
+    config, db, held = _setup(tmp_path, server, "interrupt", feeds_count=3)
+    log = tmp_path / "poll.log"
+    poll = _start_poll(config, log)
+    try:
+        held.wait_requested()
+        poll.send_signal(signal.SIGINT)
+        assert poll.wait(timeout=DEADLINE) == 130
+    finally:
+        held.release()
+        if poll.poll() is None:
+            poll.kill()
+    text = log.read_text()
+    assert "aggregator: interrupted" in text
+    assert "Aborted!" not in text and "Traceback" not in text
+    snapshot(db)  # what was committed before the interrupt is consistent
+    again = _run(config, "poll", "--no-wait")  # and the lock went with the process
+    assert again.returncode == 0, again.stderr
