@@ -33,7 +33,10 @@ import nh3
 from aggregator.model import Entry, ParsedFeed, RawEntry
 
 MAX_TITLE_CHARS = 1024
-MAX_HTML_CHARS = 1_000_000
+MAX_HTML_CHARS = 1_000_000  # of a summary or content read from the feed
+# Of a summary or content as stored, counted after sanitising: nh3 can make HTML ~11x longer
+# (every <a> gains rel="noopener noreferrer"), so the input cap alone bounds nothing.
+MAX_STORED_HTML_CHARS = 500_000
 MAX_TEXT_CHARS = 200_000
 MAX_URL_CHARS = 8192
 MAX_ID_CHARS = 2048
@@ -251,6 +254,16 @@ def _tag_gap(tag: re.Match[str]) -> str:
     return " " if tag.group(1) in _BLOCK_TAG_NAMES else ""
 
 
+def _capped_html(html: str, base_url: str | None) -> str:
+    """Sanitised HTML cut to `MAX_STORED_HTML_CHARS`: cut, then sanitised again, which closes
+    what the cut left open and drops a half tag; shortened further if that grew it back."""
+    limit = MAX_STORED_HTML_CHARS
+    while len(html) > MAX_STORED_HTML_CHARS:
+        limit = limit * 3 // 4
+        html = sanitise_html(html[:limit], base_url)
+    return html
+
+
 def sanitise_html(fragment: str, base_url: str | None = None) -> str:
     """Safe HTML for output: no scripts, styles, event handlers, frames, javascript:/data:
     URLs or tracking pixels; relative URLs resolved against `base_url` when given."""
@@ -382,8 +395,8 @@ def _normalise_entry(
     link = canonical_url(raw.link, feed_url) if raw.link else None
     base = link or feed_url
     title = plain_title(raw.title or "")
-    summary = sanitise_html((raw.summary or "")[:MAX_HTML_CHARS], base)
-    content = sanitise_html((raw.content or "")[:MAX_HTML_CHARS], base)
+    summary = _capped_html(sanitise_html((raw.summary or "")[:MAX_HTML_CHARS], base), base)
+    content = _capped_html(sanitise_html((raw.content or "")[:MAX_HTML_CHARS], base), base)
     summary_text = _sanitised_plain_text(summary)
     content_text = _sanitised_plain_text(content)
     if content_text.startswith(summary_text):

@@ -16,6 +16,8 @@ from .model import FeedFailure, ParsedFeed, ProcessedFeed
 from .normalise import canonical_url, normalise_entries, plain_title
 from .parse import parse_feed
 
+MAX_STORED_PER_DOCUMENT = 64 * 2**20  # characters of title, summary, content and text per poll
+
 
 def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime,
                  max_bytes: int) -> ProcessedFeed:
@@ -23,9 +25,20 @@ def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime,
     try:
         parsed = parse_feed(body, headers, url, max_bytes=max_bytes)
     except ParseError as exc:
-        kind = "not_a_feed" if exc.message.lower().startswith("not a feed") else "parse"
+        lead = exc.message.lower()
+        kind = ("not_a_feed" if lead.startswith("not a feed")
+                else "too_large" if lead.startswith("too large") else "parse")
         return ProcessedFeed(feed=ParsedFeed(), entries=(), failure=FeedFailure(kind, exc.message))
     entries = normalise_entries(parsed, url, now)
+    stored = sum(len(e.title) + len(e.summary) + len(e.content) + len(e.text) for e in entries)
+    if stored > MAX_STORED_PER_DOCUMENT:
+        # The growth guard: one poll of one feed never writes more than this; the feed is
+        # marked instead, and nothing of it is stored.
+        message = (f"its entries would store {stored / 2**20:,.0f} MiB of text after "
+                   f"sanitising, over the {MAX_STORED_PER_DOCUMENT // 2**20} MiB a feed may "
+                   "store per poll; nothing stored")
+        return ProcessedFeed(feed=ParsedFeed(), entries=(),
+                             failure=FeedFailure("too_large", message))
     pairs = tuple((e, fingerprint(e)) for e in entries)
     # The feed's own title is HTML as parsed; store it as plain text, its link canonical.
     feed = replace(parsed, entries=(), title=plain_title(parsed.title or "") or None,

@@ -2,8 +2,10 @@
 
 Configures every regular file under ../shared/corpora/feedparser-tests/ and
 ../shared/corpora/hostile/ (recursively, LICENSE files included: a poller must record a
-non-feed as a failure like any other), plus a feed whose entry title is 20 MB and a feed
-with 100,000 items (generated in a temporary folder), as file:// feeds in one config, and
+non-feed as a failure like any other), plus generated giants (a feed whose entry title is
+20 MB, a feed of 15,000 items of which the newest 1,000 are kept, a feed of 100,000 items and
+a 3 MB JSON Feed of 1,000,000 empty items, both refused before parsing), as file:// feeds in
+one config, and
 runs ONE `aggregator poll` as a subprocess, measuring wall time and the peak RSS of its whole
 process tree. Prints PASS/FAIL per expectation, then the figures; exits 1 when one fails.
 
@@ -24,7 +26,9 @@ from _common import PYTHON, need_shared, run_check, run_measured
 TIME_LIMIT_S = 300
 MEMORY_LIMIT_MB = (1 << 30) / 1e6  # 1 GiB, in the MB run_measured reports
 TITLE_BYTES = 20_000_000
-ITEMS = 100_000
+ITEMS = 15_000  # over the 1,000 kept per document, under the 20,000 that are not parsed at all
+HUGE_ITEMS = 100_000
+KEPT = 1_000
 # What must never leak out of /etc/passwd through an external entity or DTD.
 PASSWD_MARKERS = ("root:x:0:0", "/usr/sbin/nologin", "daemon:x:1:1")
 
@@ -50,16 +54,22 @@ def write_big_title(path: Path) -> None:
                   b"<link>https://example.com/normal</link></item></channel></rss>\n")
 
 
-def write_many_items(path: Path) -> None:
-    """An RSS feed with 100,000 small, distinct items, one every ten minutes going back."""
+def write_million_empty_json(path: Path) -> None:
+    """A 3 MB JSON Feed whose items are 1,000,000 empty objects."""
+    path.write_text('{"version": "https://jsonfeed.org/version/1.1", "title": "empty",'
+                    ' "items": [' + ",".join(["{}"] * 1_000_000) + "]}", encoding="utf-8")
+
+
+def write_many_items(path: Path, items: int = ITEMS) -> None:
+    """An RSS feed of small, distinct items, one every ten minutes going back."""
     vocabulary = ("market storm election river court vaccine border rocket budget strike "
                   "harbour museum festival drought merger summit protest satellite").split()
     with path.open("w", encoding="utf-8") as out:
         out.write('<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
-                  "<title>A feed with 100,000 items</title><link>https://example.com/many</link>"
+                  f"<title>A feed with {items:,} items</title><link>https://example.com/many</link>"
                   "<description>generated</description>\n")
         start = 1_735_689_600  # 2025-01-01T00:00:00Z
-        for i in range(ITEMS):
+        for i in range(items):
             a, b = vocabulary[i % 18], vocabulary[(i // 18) % 18]
             when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(start - 600 * i))
             out.write(f"<item><title>Item {i}: {a} {b}</title>"
@@ -77,10 +87,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def check(work: Path) -> int:
     files = corpus_files()
-    big_title, many_items = work / "title-20mb.xml", work / "items-100k.xml"
+    big_title, many_items = work / "title-20mb.xml", work / "items-15k.xml"
+    huge_items, empty_json = work / "items-100k.xml", work / "empty-1m.json"
     write_big_title(big_title)
     write_many_items(many_items)
-    files += [big_title, many_items]
+    write_many_items(huge_items, HUGE_ITEMS)
+    write_million_empty_json(empty_json)
+    generated = [big_title, many_items, huge_items, empty_json]
+    files += generated
     urls = [f.resolve().as_uri() for f in files]
     database = work / "corpus.db"
     for suffix in ("", "-wal", "-shm"):
@@ -89,7 +103,8 @@ def check(work: Path) -> int:
     config.write_text(
         f"[storage]\ndatabase = {toml_string(str(database))}\n\n"
         + "".join(f"[[feeds]]\nurl = {toml_string(u)}\n" for u in urls), encoding="utf-8")
-    print(f"{len(urls)} feeds configured ({len(files) - 2} corpus files + 2 generated); polling",
+    print(f"{len(urls)} feeds configured ({len(files) - len(generated)} corpus files + "
+          f"{len(generated)} generated); polling",
           flush=True)
 
     run = run_measured([PYTHON, "-m", "aggregator", "--config", str(config), "poll"],
@@ -102,8 +117,10 @@ def check(work: Path) -> int:
         leaks = passwd_in_database(db)
         entries = db.execute("SELECT count(*) FROM entries").fetchone()[0]
         stories = db.execute("SELECT count(*) FROM stories").fetchone()[0]
-        many = db.execute("SELECT count(*) FROM entries e JOIN feeds f ON f.id = e.feed_id"
-                          " WHERE f.config_url = ?", (many_items.resolve().as_uri(),)).fetchone()[0]
+        many, newest = db.execute(
+            "SELECT count(*), sum(e.title LIKE 'Item _:%' OR e.title LIKE 'Item __:%'"
+            " OR e.title LIKE 'Item ___:%') FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            " WHERE f.config_url = ?", (many_items.resolve().as_uri(),)).fetchone()
         longest = db.execute("SELECT max(length(title)) FROM entries").fetchone()[0]
 
     results: list[tuple[bool, str]] = []
@@ -128,7 +145,14 @@ def check(work: Path) -> int:
            + (f"; found {out_leaks}" if out_leaks else ""))
     expect(not leaks, "nothing from /etc/passwd in any text column of the database"
            + (f"; found in {leaks[:5]}" if leaks else ""))
-    expect(many == ITEMS, f"the 100,000-item feed stored all its entries ({many})")
+    expect(many == KEPT and newest == KEPT,
+           f"the {ITEMS:,}-item feed kept its newest {KEPT:,} entries ({many} stored, "
+           f"{newest} of them items 0-999)")
+    for path in (huge_items, empty_json):
+        row = rows.get(path.resolve().as_uri())
+        expect(row is not None and row[3] == "too_large",
+               f"{path.name} is refused before parsing (error kind "
+               f"{row[3] if row else 'no row'})")
     title_row = rows.get(big_title.resolve().as_uri())
     expect(title_row is not None and title_row[2] is not None,
            f"the 20 MB-title feed was polled successfully (longest stored title: {longest} chars; "

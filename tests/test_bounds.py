@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -267,3 +267,66 @@ def test_the_command_line_loads_the_pipeline_only_for_commands_that_poll() -> No
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# -- what one feed may store ---------------------------------------------------------------------
+
+
+def _rss(items: list[str]) -> str:
+    return ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+            + "".join(items) + "</channel></rss>")
+
+
+def test_stored_html_is_capped_after_sanitising_not_only_before() -> None:
+    from aggregator.model import ParsedFeed, RawEntry
+    from aggregator.normalise import MAX_STORED_HTML_CHARS, normalise_entries
+
+    links = "<a>x</a>" * 100_000  # 0.8 M characters: under the input cap, ~3.4 M once sanitised
+    raw = RawEntry(guid="g", title="Links", link="https://a.example/", summary=links,
+                   content=links)
+    (entry,) = normalise_entries(ParsedFeed(entries=(raw,)), "https://a.example/feed", NOW)
+    assert 0 < len(entry.summary) <= MAX_STORED_HTML_CHARS
+    assert 0 < len(entry.content) <= MAX_STORED_HTML_CHARS
+    assert entry.summary.endswith("</a>") and entry.summary.count("<a ") == entry.summary.count("</a>")
+
+
+@pytest.mark.slow
+def test_a_feed_that_would_store_too_much_in_one_poll_is_marked_and_stores_nothing(
+        tmp_path: Path) -> None:
+    body = "<a>x</a>" * 12_500  # 100 kB that sanitises to ~425 kB (rel="noopener noreferrer")
+    items = [f"<item><guid>g{i}</guid><title>Item {i}</title>"
+             f"<description><![CDATA[{body}]]></description></item>" for i in range(185)]
+    feed = tmp_path / "greedy.xml"
+    feed.write_text(_rss(items), encoding="utf-8")
+    assert feed.stat().st_size < 20 * 2**20  # under the body cap: only the output is too big
+    cfg = tmp_path / "agg.toml"
+    cfg.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{feed.as_uri()}"\n',
+                   encoding="utf-8")
+    done = run(cfg, "poll", "--all")
+    assert done.returncode == 0, done.stderr
+    conn = sqlite3.connect(tmp_path / "agg.db")
+    kind, message = conn.execute("SELECT error_kind, error_message FROM feeds").fetchone()
+    entries = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+    conn.close()
+    assert kind == "too_large" and "MiB a feed may store per poll" in message
+    assert entries == 0
+
+
+def test_a_document_with_too_many_items_keeps_the_newest_and_a_huge_one_is_refused() -> None:
+    from email.utils import format_datetime
+
+    from aggregator.errors import ParseError
+    from aggregator.parse import MAX_ENTRIES_PER_DOCUMENT, parse_feed
+
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    # Item 0 is the newest; the document lists them oldest first, as some feeds do.
+    items = [f"<item><guid>g{i}</guid><title>Item {i}</title>"
+             f"<pubDate>{format_datetime(base - timedelta(minutes=10 * i))}</pubDate></item>"
+             for i in reversed(range(1500))]
+    parsed = parse_feed(_rss(items).encode(), {}, "https://a.example/feed")
+    assert len(parsed.entries) == MAX_ENTRIES_PER_DOCUMENT
+    assert {e.guid for e in parsed.entries} == {f"g{i}" for i in range(MAX_ENTRIES_PER_DOCUMENT)}
+    assert "kept the newest 1,000" in (parsed.problem or "")
+    with pytest.raises(ParseError, match="too large"):
+        parse_feed(("{\"version\": \"https://jsonfeed.org/version/1.1\", \"items\": ["
+                    + ",".join(["{}"] * 300_000) + "]}").encode(), {}, "https://a.example/j")
