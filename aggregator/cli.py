@@ -251,6 +251,10 @@ def explain(obj: Context, entry_id: int, other_id: int | None) -> None:
 
     with _errors(), obj.open_store() as store:
         entry = _show_entry(store, entry_id)
+        headline = store.headline_reason(entry["story_id"]) if entry["story_id"] else None
+        if headline is not None:
+            click.echo(f"  story {entry['story_id']} shows the headline of entry {headline[0]}:"
+                       f" {headline[1]}")
         if other_id is None:
             if not entry["matched_entry_id"]:
                 return

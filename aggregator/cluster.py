@@ -64,6 +64,7 @@ from aggregator.model import (
     Explanation,
     StoryMerge,
     StorySummary,
+    representative_key,
     simhash_bands,
 )
 
@@ -567,12 +568,14 @@ class StoryClusterer:
     def near_duplicate(self, a: ClusterDoc, b: ClusterDoc) -> tuple[str, int | None] | None:
         """The near-duplicate rule joining two entries and its distance, or None.
 
-        Same canonical URL; else same content hash (within one feed, with agreeing headlines);
-        else simhash within k and within the window.
+        Same canonical URL within the window; else same content hash (within one feed, with
+        agreeing headlines); else simhash within k and within the window.
         Two entries of one feed with different URLs and no simhash (short texts) are a recurring
         heading ("Morning briefing"), not a copy, so they never match on content.
         """
-        if a.link and a.link == b.link:
+        if a.link and a.link == b.link and self._in_window(a, b):
+            # Within the window like every rule: a feed that back-dates an item linking an
+            # outlet's article (a 1976 pubDate) does not join, let alone lead, its story.
             return ("url", None)
         recurring = (
             a.feed_id == b.feed_id and a.link and b.link and (a.simhash is None or b.simhash is None)
@@ -1093,10 +1096,15 @@ def summarise_story(story_id: int, members: Sequence[ClusterDoc], representative
     the longest text, ties to the earliest."""
     if not members:
         raise ValueError(f"story {story_id} has no members")
+    def key(d: ClusterDoc) -> tuple[bool, datetime, datetime, int]:
+        # A ClusterDoc does not carry its feed's URL: ownership is the store's to judge.
+        return representative_key(published=d.published, first_seen=d.first_seen,
+                                  link=d.link, feed_url=None, entry_id=d.entry_id)
+
     if representative == "complete":
-        rep = min(members, key=lambda d: (-d.text_length, d.published, d.entry_id))
+        rep = min(members, key=lambda d: (-d.text_length, key(d)))
     elif representative == "earliest":
-        rep = min(members, key=lambda d: (d.published, d.entry_id))
+        rep = min(members, key=key)
     else:
         raise ValueError(f"representative must be 'earliest' or 'complete': {representative!r}")
     seen = [d.first_seen or d.published for d in members]

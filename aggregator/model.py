@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 
@@ -16,6 +16,34 @@ def utcnow() -> datetime:
 def outlet_host(url: str | None) -> str:
     """The host that counts as one outlet: lower-case, without a leading "www."."""
     return (urlsplit(url or "").hostname or "").removeprefix("www.")
+
+
+# A member's date counts for the representative no earlier than this before the aggregator
+# first stored it: a feed cannot win a story's headline by back-dating its item (a 1976
+# pubDate), only by having been seen first.
+REPRESENTATIVE_CLAMP = timedelta(hours=2)
+_SECOND_LEVEL = frozenset({"co", "com", "ac", "gov", "org", "net", "edu", "ne", "or"})
+
+
+def base_domain(url: str | None) -> str:
+    """The registrable part of a URL's host, roughly: "bbc.co.uk", "lemonde.fr"."""
+    labels = outlet_host(url).split(".")
+    if len(labels) >= 3 and labels[-2] in _SECOND_LEVEL and len(labels[-1]) == 2:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def representative_key(*, published: datetime, first_seen: datetime | None, link: str | None,
+                       feed_url: str | None, entry_id: int) -> tuple[bool, datetime, datetime, int]:
+    """Sort key of a story's members for its representative ("earliest"): first a member whose
+    link is on its own feed's domain (the outlet that owns the article; a feed cannot forge
+    the URL it is subscribed at), then the earliest date clamped to `REPRESENTATIVE_CLAMP`
+    before first seen, then the date itself, then the entry id."""
+    owner = bool(link and feed_url) and base_domain(link) == base_domain(feed_url)
+    clamped = published
+    if first_seen is not None and published < first_seen - REPRESENTATIVE_CLAMP:
+        clamped = first_seen - REPRESENTATIVE_CLAMP
+    return (not owner, clamped, published, entry_id)
 
 
 def simhash_bands(simhash: int) -> tuple[int, int, int, int]:

@@ -31,7 +31,9 @@ from .model import (
     FeedSettings,
     FeedState,
     Fingerprint,
+    base_domain,
     outlet_host,
+    representative_key,
     simhash_bands,
 )
 
@@ -819,10 +821,12 @@ class Store:
             gone = [(sid,) for sid in chunk if sid not in members]
             updates = []
             for sid, rows in members.items():
-                # "earliest": the first by publication (then id); "complete": the longest text,
-                # ties to the earliest.
-                rep = rows[0] if representative == "earliest" else min(
-                    enumerate(rows), key=lambda pair: (-pair[1]["size"], pair[0]))[1]
+                # "earliest": the owner of the link first, then the first by publication clamped
+                # to when it was first seen (model.representative_key); "complete": the longest
+                # text, ties to the same order.
+                ranked = sorted(rows, key=_representative_key)
+                rep = ranked[0] if representative == "earliest" else min(
+                    enumerate(ranked), key=lambda pair: (-pair[1]["size"], pair[0]))[1]
                 feeds = {m["feed_id"] for m in rows}
                 hosts = {outlet_host(m["link"] or m["feed_url"]) for m in rows}
                 first = rows[0]["published"]
@@ -858,6 +862,31 @@ class Store:
             " f.tags AS feed_tags"
             " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?"
             " ORDER BY e.published, e.id", (story_id,)))
+
+    def headline_reason(self, story_id: int) -> tuple[int, str] | None:
+        """The entry whose headline a story shows and why, in words (for `explain`)."""
+        row = self.execute("SELECT representative_id FROM stories WHERE id = ?",
+                           (story_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        members = list(self.execute(
+            "SELECT e.id, e.published, e.first_seen, e.link, f.url AS feed_url FROM entries e"
+            " JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?", (story_id,)))
+        rep = next((m for m in members if m["id"] == row[0]), None)
+        if rep is None:
+            return None
+        foreign, clamped, published, _ = _representative_key(rep)
+        if len(members) == 1:
+            why = "the story's only report"
+        elif not foreign:
+            why = ("its link is on its own feed's domain "
+                   f"({base_domain(rep['link'])}), the earliest such report")
+        else:
+            why = "the earliest report (no member links an article on its own feed's domain)"
+        if clamped != published:
+            why += (f"; its date {rep['published']} counts as {to_db_time(clamped)}, two hours "
+                    "before the aggregator first saw it")
+        return rep["id"], why
 
     def story_matches(self, story_id: int, query: str) -> bool:
         """Whether any member of the story matches the full-text `query`."""
@@ -1059,6 +1088,13 @@ def query_problem(text: str) -> str | None:
     if count > MAX_QUERY_WORDS:
         return f"the query has {count} words; at most {MAX_QUERY_WORDS} are searched"
     return None
+
+
+def _representative_key(row: sqlite3.Row) -> tuple[bool, datetime, datetime, int]:
+    published = from_db_time(row["published"])
+    assert published is not None
+    return representative_key(published=published, first_seen=from_db_time(row["first_seen"]),
+                              link=row["link"], feed_url=row["feed_url"], entry_id=row["id"])
 
 
 def fts_query(text: str) -> str | None:

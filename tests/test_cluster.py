@@ -189,8 +189,11 @@ def test_bridging_entry_merges_stories_and_keeps_the_older_id() -> None:
     clusterer = StoryClusterer(ClusterSettings(), 1)
     a = clusterer.add(make_doc("lyon-tram", 1), ())
     b = clusterer.add(make_doc("quake-cl-1", 2), ())
-    # An entry that carries the URL of one and the exact text of the other bridges them.
-    bridge = replace(make_doc("quake-cl-1", 3), link=make_doc("lyon-tram", 1).link, feed_id=77)
+    # An entry that carries the URL of one (and its date: a URL joins within the window) and
+    # the exact text of the other bridges them.
+    lyon = make_doc("lyon-tram", 1)
+    bridge = replace(make_doc("quake-cl-1", 3), link=lyon.link, published=lyon.published,
+                     feed_id=77)
     result = clusterer.add(bridge, ())
     # The Chile story was first seen in March, the Lyon one in October: the older id survives.
     assert result.story_id == b.story_id

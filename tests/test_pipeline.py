@@ -200,3 +200,41 @@ def test_long_history_feed_reads_each_stored_entry_at_most_once_while_clustering
         assert store.execute("SELECT count(*) FROM entries WHERE story_id IS NULL"
                              ).fetchone()[0] == 0
     assert sum(read) <= 300, f"{sum(read)} rows read over {len(read)} window loads"
+
+
+def test_a_feed_cannot_take_over_an_outlets_story_headline(tmp_path: Path,
+                                                             server: LoopbackServer) -> None:
+    """An outlet's article, and two other feeds linking the very same URL: one back-dated to
+    1976, one a day earlier than the outlet. Neither may become the story's headline."""
+    now = utcnow()
+    outlet = server.base_url.replace("127.0.0.1", "localhost")
+    article = f"{outlet}/news/bridge-reopens"
+
+    def rss(title: str, published: datetime) -> bytes:
+        return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title><item>'
+                f"<guid>{title[:12]}</guid><title>{title}</title><link>{article}</link>"
+                f"<description>{title}. The harbour bridge reopened on Monday after repairs "
+                f"that took eleven weeks.</description>"
+                f"<pubDate>{format_datetime(published)}</pubDate></item></channel></rss>").encode()
+
+    server.serve("/outlet.xml", rss("Harbour bridge reopens after eleven weeks of repairs",
+                                    now - timedelta(hours=1)), Content_Type="application/rss+xml")
+    server.serve("/ancient.xml", rss("CHEAP PILLS click here", datetime(1976, 1, 1, tzinfo=UTC)),
+                 Content_Type="application/rss+xml")
+    server.serve("/earlier.xml", rss("Sponsored: win a cruise today", now - timedelta(hours=30)),
+                 Content_Type="application/rss+xml")
+    config = loopback_config(tmp_path, f"{outlet}/outlet.xml", server.url("/ancient.xml"),
+                             server.url("/earlier.xml"))
+    assert run_cli(config, "poll", "--all").returncode == 0
+    with Store.open(tmp_path / "agg.db") as store:
+        rows = {r["title"][:12]: r for r in store.execute(
+            "SELECT e.id, e.title, e.story_id, s.title AS headline FROM entries e"
+            " JOIN stories s ON s.id = e.story_id")}
+    bridge, pills, cruise = rows["Harbour brid"], rows["CHEAP PILLS "], rows["Sponsored: w"]
+    assert pills["story_id"] != bridge["story_id"], "a 1976 date is outside every window"
+    assert cruise["story_id"] == bridge["story_id"], "the same URL within the window joins"
+    assert bridge["headline"].startswith("Harbour bridge reopens")
+    explained = run_cli(config, "explain", str(cruise["id"]))
+    assert explained.returncode == 0, explained.stderr
+    assert f"shows the headline of entry {bridge['id']}" in explained.stdout
+    assert "its own feed's domain (localhost)" in explained.stdout
