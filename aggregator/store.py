@@ -228,6 +228,32 @@ MIGRATIONS: list[str] = [
            f.last_status, (SELECT count(*) FROM entries e WHERE e.feed_id = f.id) AS entries
     FROM feeds f;
     """,
+    # 6: full-text search indexes text, not markup: the summary's HTML (every link's
+    # rel="noopener noreferrer") made `search noopener` match every entry with a link. `text`
+    # already holds the summary's and the content's plain text.
+    """
+    DROP TRIGGER entries_fts_insert;
+    DROP TRIGGER entries_fts_delete;
+    DROP TRIGGER entries_fts_update;
+    DROP TABLE entries_fts;
+    CREATE VIRTUAL TABLE entries_fts USING fts5(
+        title, text, content="entries", content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO entries_fts (entries_fts) VALUES ('rebuild');
+    CREATE TRIGGER entries_fts_insert AFTER INSERT ON entries BEGIN
+        INSERT INTO entries_fts (rowid, title, text) VALUES (new.id, new.title, new.text);
+    END;
+    CREATE TRIGGER entries_fts_delete AFTER DELETE ON entries BEGIN
+        INSERT INTO entries_fts (entries_fts, rowid, title, text)
+        VALUES ('delete', old.id, old.title, old.text);
+    END;
+    CREATE TRIGGER entries_fts_update AFTER UPDATE OF title, text ON entries BEGIN
+        INSERT INTO entries_fts (entries_fts, rowid, title, text)
+        VALUES ('delete', old.id, old.title, old.text);
+        INSERT INTO entries_fts (rowid, title, text) VALUES (new.id, new.title, new.text);
+    END;
+    """,
 ]
 
 
@@ -906,10 +932,10 @@ class Store:
         return list(self.execute(
             "SELECT e.id, e.story_id, e.title, e.link, e.published,"
             " COALESCE(f.title, f.feed_title, f.url) AS outlet,"
-            " snippet(entries_fts, 2, '[', ']', '…', 12) AS snippet"
+            " snippet(entries_fts, 1, '[', ']', '…', 12) AS snippet"
             " FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
             " JOIN feeds f ON f.id = e.feed_id WHERE entries_fts MATCH ?"
-            " ORDER BY bm25(entries_fts, 5.0, 2.0, 1.0), e.published DESC LIMIT ?",
+            " ORDER BY bm25(entries_fts, 5.0, 1.0), e.published DESC LIMIT ?",
             (match, limit)))
 
     def entry(self, entry_id: int) -> sqlite3.Row | None:

@@ -120,3 +120,46 @@ def test_sqlite_utils_finds_the_full_text_index(site: Path) -> None:
                                                "Spring tides expected this weekend"}
     finally:
         db.close()
+
+
+def test_search_matches_text_not_the_markup_of_summaries(tmp_path: Path) -> None:
+    feed = tmp_path / "links.xml"
+    feed.write_text(
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        '<item><guid>1</guid><title>Ferry timetable changes</title><description>'
+        '&lt;p&gt;See &lt;a href="https://a.example/t"&gt;the timetable&lt;/a&gt;&lt;/p&gt;'
+        "</description></item></channel></rss>", encoding="utf-8")
+    config = tmp_path / "agg.toml"
+    config.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{feed.as_uri()}"\n',
+                      encoding="utf-8")
+    run_cli(config, "poll", "--all")
+    with Store.open(tmp_path / "agg.db") as store:
+        summary = store.execute("SELECT summary FROM entries").fetchone()[0]
+    assert "noopener" in summary  # the sanitised HTML carries it; search must not see it
+    for markup in ("noopener", "noreferrer", "href", "https"):
+        assert titles(config, markup) == [], markup
+    assert titles(config, "timetable") == ["Ferry timetable changes"]
+    assert_index_matches_entries(tmp_path / "agg.db")
+
+
+def test_a_schema_5_database_migrates_to_a_text_only_index(tmp_path: Path) -> None:
+    from aggregator import store as store_mod
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    for number, script in enumerate(store_mod.MIGRATIONS[:5], 1):
+        for statement in store_mod._statements(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute("INSERT INTO feeds (url, config_url, tags, active, created_at, updated_at)"
+                 " VALUES ('https://a.example/f', 'https://a.example/f', '[]', 1, 'x', 'x')")
+    conn.execute("INSERT INTO entries (feed_id, guid, title, summary, text, published,"
+                 " first_seen, content_hash) VALUES (1, 'g', 'Harbour news', '<a rel=\"noopener\">"
+                 "x</a>', 'Harbour news x', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'h')")
+    conn.commit()
+    conn.close()
+    with Store.open(db) as store:
+        assert store.schema_version == len(store_mod.MIGRATIONS)
+        assert [r["title"] for r in store.search("harbour")] == ["Harbour news"]
+        assert store.search("noopener") == []
+    assert_index_matches_entries(db)
