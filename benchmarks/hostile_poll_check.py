@@ -115,6 +115,15 @@ def check(work: Path) -> int:
                f"second poll: {path} ({why}) not requested again (requests: {paths2[path]})")
     expect(paths2["/new-home.xml"] >= 1,
            f"second poll: the 301 target /new-home.xml polled directly ({paths2['/new-home.xml']})")
+    bad_etag = [r for r in round2 if r["path"] == "/bad-etag.xml"]
+    expect(len(bad_etag) == 1 and not bad_etag[0]["if_none_match"]
+           and feeds.get("/bad-etag.xml", {}).get("error_kind") is None,
+           "second poll: /bad-etag.xml (non-ASCII ETag) is requested again, unconditionally, "
+           f"and stays ok (requests {len(bad_etag)}, error "
+           f"{feeds.get('/bad-etag.xml', {}).get('error_kind')})")
+    expect(feeds.get("/odd-retry.xml", {}).get("error_kind") == "http",
+           "/odd-retry.xml ('Retry-After: \u00b2') is an http failure, not an internal error "
+           f"(error {feeds.get('/odd-retry.xml', {}).get('error_kind')})")
     moved = feeds.get("/moved.xml", {}).get("url")
     temporary = feeds.get("/temporary.xml", {}).get("url")
     expect(moved == f"{base}/new-home.xml", f"feeds.url follows the 301 (url: {moved})")

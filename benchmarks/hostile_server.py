@@ -13,6 +13,8 @@ Serves, on a loopback port it prints, one feed per behaviour a poller must survi
   /bomb.xml            a 1 GiB gzip bomb (about 1 MB on the wire), generated while sending
   /stall.xml           headers and a few bytes, then one byte a second for 120 s
   /loop.xml            a redirect loop (/loop.xml -> /loop-b.xml -> /loop.xml)
+  /bad-etag.xml        a feed whose ETag and Last-Modified hold a non-ASCII byte (0xE9)
+  /odd-retry.xml       503 with "Retry-After: ²" (superscript two: isdigit() but not int())
 
 Every request is appended to a JSON-lines log twice: on arrival
 ({"event": "request", time, path, user_agent, accept_encoding, if_none_match,
@@ -225,6 +227,10 @@ ROUTES: dict[str, Callable[[Handler], None]] = {
     "/stall.xml": stall,
     "/loop.xml": lambda h: h.redirect(301, "/loop-b.xml"),
     "/loop-b.xml": lambda h: h.redirect(301, "/loop.xml"),
+    # http.server sends header values as Latin-1: "\xe9" leaves as the byte 0xE9.
+    "/bad-etag.xml": lambda h: h.fixed(200, rss("bad-etag"), ETag='"caf\xe9"',
+                                       Last_Modified="Tue, 3 D\xe9c 2026"),
+    "/odd-retry.xml": lambda h: h.fixed(503, b"busy\n", "text/plain", Retry_After="\xb2"),
 }
 FEEDS = [
     "/etag.xml",
@@ -238,6 +244,8 @@ FEEDS = [
     "/bomb.xml",
     "/stall.xml",
     "/loop.xml",
+    "/bad-etag.xml",
+    "/odd-retry.xml",
 ]
 
 
