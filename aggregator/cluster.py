@@ -275,6 +275,12 @@ def _names_shared(a: Vector, b: Vector, doc_a: ClusterDoc, doc_b: ClusterDoc) ->
     return any(t in b and (t[0] == "#" or t in names) for t in a)
 
 
+def _headlines_meet(a: ClusterDoc, b: ClusterDoc) -> bool:
+    """Whether two headlines share a term beyond their leading labels."""
+    return not set(a.terms[a.rubric_terms:a.title_terms]).isdisjoint(
+        b.terms[b.rubric_terms:b.title_terms])
+
+
 def _norm(v: Vector) -> float:
     return math.sqrt(sum(w * w for w in v.values()))
 
@@ -958,6 +964,10 @@ class StoryClusterer:
             vb, language, doc = vector_of(e), docs[e].language, docs[e]
             for va, other_language, other in left:
                 cosine, passes = _pair_rule(va, vb, threshold, (other, doc))
+                if passes and other.feed_id == doc.feed_id and not _headlines_meet(other, doc):
+                    # One feed's two items that share no headline word agree only through the
+                    # feed's own text (a programme's blurb under every episode): no evidence.
+                    passes = False
                 if not passes:
                     failed += 1
                     if failed > allowed:

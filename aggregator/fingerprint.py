@@ -57,6 +57,16 @@ _SIMHASH_TOKEN = re.compile(r"[^\W_]+")
 # Hyphenated words stay one term: "Val-de-Marne", "Proche-Orient", "Île-de-France" name one
 # place; as two or three terms they would pass for independent evidence.
 _TERM_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:-[^\W\d_]+)+|[^\W_]+")
+# A calendar date written with slashes ("23/10", "28/10/2024", "8/5/20"): every item of a day
+# shares it, and outlets stamp it on programmes ("... - 23/10"), so it is no story evidence.
+_SLASH_DATE = re.compile(r"(?<![\w/])\d{1,2}/\d{1,2}(?:/\d{2,4})?(?![\w/])")
+
+
+def _tokens(text: str) -> list[str]:
+    """Word and number tokens of `text`, slash dates left out."""
+    if "/" in text:
+        text = _SLASH_DATE.sub(" ", text)
+    return _TERM_TOKEN.findall(text)
 _THOUSANDS = re.compile(r"\d{1,3}(?:([.,])\d{3})(?:\1\d{3})*")
 
 # Stop-words: function words of English, French and German, plus a handful of words that appear in
@@ -193,12 +203,12 @@ def story_terms(title: str, text: str = "", lead_tokens: int = LEAD_TOKENS) -> t
     first `lead_tokens` word tokens of it. Multi-word names are only taken from text that is not
     written in headline Title Case, where capitals do not mark names.
     """
-    title_tokens = _TERM_TOKEN.findall(title)
+    title_tokens = _tokens(title)
     # A bulleted list in a summary ("• Trump fumbles over death toll numbers • Birx stung by
     # ...") is, in news feeds, a list of links to other stories: the lead stops before it.
     text = text.partition(_BULLET)[0]
     # Only the lead is read: ~16 characters per token is generous for any alphabetic language.
-    text_tokens = _TERM_TOKEN.findall(text[: lead_tokens * 16])[:lead_tokens] if text else []
+    text_tokens = _tokens(text[: lead_tokens * 16])[:lead_tokens] if text else []
     seen = dict.fromkeys(t for t in map(_term, title_tokens) if t is not None)
     for term in map(_term, text_tokens):
         if term is not None and term not in seen:
@@ -223,12 +233,12 @@ def title_layout(title: str) -> tuple[int, int]:
     `terms[:rubric]` those of a leading label such as "Guerre en Ukraine :" (0 when there is
     none). The story tier weighs headline words above the text's and treats a label that one
     outlet puts on many headlines as that outlet's boilerplate."""
-    seen = dict.fromkeys(t for t in map(_term, _TERM_TOKEN.findall(title)) if t is not None)
+    seen = dict.fromkeys(t for t in map(_term, _tokens(title)) if t is not None)
     rubric = 0
     match = _RUBRIC.match(title)
     if match and len(match.group(1).split()) <= 6:
         words = dict.fromkeys(
-            t for t in map(_term, _TERM_TOKEN.findall(match.group(1))) if t is not None)
+            t for t in map(_term, _tokens(match.group(1))) if t is not None)
         rubric = len(words)
         if list(seen)[:rubric] != list(words):  # cannot happen; keep the contract safe
             rubric = 0
@@ -282,7 +292,7 @@ def title_names(title: str) -> frozenset[str] | None:
     in "Trois usines Volkswagen menacées de fermeture en Allemagne", acronyms, "l'Iran"), and
     the first word of each clause, which may be one. None when capitals say nothing: a Title
     Case headline, or a language that capitalises every noun (German)."""
-    tokens = _TERM_TOKEN.findall(title)
+    tokens = _tokens(title)
     if _is_title_case(tokens) or _capitalises_nouns(tokens):
         return None
     return frozenset(term for t in tokens if t[0].isalpha() and _is_capitalised(t)

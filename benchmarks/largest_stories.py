@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -56,9 +57,33 @@ def french_day(directory: Path) -> list[Path]:
     return cluster_eval.write_feeds(rows, directory)
 
 
+OPTIONS = {"fr_date": "2024-10-23"}  # --fr-date picks another day of news-fr-2024-10
+
+
+def unseen_french_day(directory: Path) -> list[Path]:
+    """A day of news-fr-2024-10 other than the labelled one (no labels): one feed per host,
+    items spread over the day as for the labelled day."""
+    records = json.loads((SHARED / "corpora" / "news-fr-2024-10" / f"{OPTIONS['fr_date']}.json")
+                         .read_text(encoding="utf-8"))
+    lines = [json.dumps({"id": f"fr23-{i}", "outlet": urlsplit(r["link"]).hostname or "unknown",
+                         "title": r["title"], "summary": r.get("summary") or "",
+                         "link": r["link"], "story": "unlabelled"}, ensure_ascii=False)
+             for i, r in enumerate(records) if r.get("title") and r.get("link")]
+    source = directory / f"fr-{OPTIONS['fr_date']}.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    from datetime import UTC, datetime
+
+    day = datetime.strptime(OPTIONS["fr_date"], "%Y-%m-%d").replace(tzinfo=UTC)
+    rows = cluster_eval.read_labelled_day(source, day)
+    source.unlink()
+    return cluster_eval.write_feeds(rows, directory)
+
+
 DAYS = {"en": ("news-en-2020, 2020-08-05/06", english_day),
         "de": ("news-de-2024-12-21", german_day),
-        "fr": ("fr-2024-10-28 (labelled)", french_day)}
+        "fr": ("fr-2024-10-28 (labelled)", french_day),
+        "fr-other": ("news-fr-2024-10, a day other than the labelled one (unlabelled)",
+                     unseen_french_day)}
 
 
 def largest(database: Path, top: int) -> list[tuple[int, list[tuple[str, str, str]]]]:
@@ -95,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--keep", type=Path,
                     help="keep each day's feeds, config and database in DIR/<day> (to run "
                          "`aggregator explain` on them)")
+    ap.add_argument("--fr-date", default=OPTIONS["fr_date"],
+                    help="the news-fr-2024-10 day of --day fr-other (default %(default)s)")
     args = ap.parse_args(argv)
+    OPTIONS["fr_date"] = args.fr_date
     if not SHARED.exists():
         print(f"skipped: {SHARED} not found (the corpora live there)")
         return 0

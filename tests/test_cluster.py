@@ -428,3 +428,32 @@ def test_episodes_of_a_programme_with_one_description_are_not_copies() -> None:
     assert len(_stories([a, b])) == 2
     same_day = replace(b, entry_id=3, title=a.title)  # the same episode again is a copy
     assert clusterer.near_duplicate(a, same_day) == ("content_hash", None)
+
+
+def test_a_programmes_blurb_does_not_pull_its_other_episodes_into_a_story() -> None:
+    # A broadcaster puts one blurb under every episode of its evening show, each episode titled
+    # after a different topic. One episode is about a story another outlet reports: that one
+    # joins it, the other episodes stay out (they share only the feed's own text).
+    blurb = ("À 22h, Perrine Storme fait le tour des images marquantes et des déclarations "
+             "fortes de la journée, avec chroniqueurs, invités et éditorialistes.")
+    docs = [
+        _written(1, "lefigaro.fr", "Enlèvement de Santiago : la voiture des parents retrouvée",
+                 "La voiture des parents du nourrisson a été retrouvée en Belgique."),
+        _written(2, "bfmtv.com", "Enlèvement de Santiago : la voiture des parents retrouvée - 23/10",
+                 blurb),
+        _written(3, "bfmtv.com", "Agriculteurs : plus dure sera la colère ? - 23/10", blurb),
+        _written(4, "bfmtv.com", "Sandrine Rousseau : Barnier veut faire durer le débat - 23/10",
+                 blurb),
+    ]
+    stories = _stories(docs)
+    assert frozenset({1, 2}) in stories
+    assert frozenset({3}) in stories and frozenset({4}) in stories
+
+
+def test_a_slash_date_is_not_story_evidence() -> None:
+    # "- 23/10" stamped on a programme's headlines, "28/10/2024" in a dateline: every item of
+    # the day shares them, so they are no terms (an ordinary number still is).
+    assert fingerprint.story_terms("Agriculteurs : la colère - 23/10") == ("agriculteur", "colere")
+    assert "#2024" not in fingerprint.story_terms("Bilan du 28/10/2024 à Paris")
+    assert "#478" in fingerprint.story_terms("L'armée russe a avancé de 478 km² en octobre")
+    assert fingerprint.title_layout("Agriculteurs : la colère - 23/10") == (2, 1)
