@@ -152,3 +152,11 @@ def snapshot(db: Path) -> dict[str, object]:
         return {"entries": entries, "stories": len(partition), "partition": partition}
     finally:
         conn.close()
+
+
+def one_feed_config(folder: Path, feed: Path) -> Path:
+    """A config polling one local feed file into folder/agg.db; its path."""
+    config = folder / "agg.toml"
+    config.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{feed.as_uri()}"\n',
+                      encoding="utf-8")
+    return config

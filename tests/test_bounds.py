@@ -17,6 +17,7 @@ from aggregator import config
 from aggregator.errors import ConfigError
 from aggregator.fetch import parse_max_age, parse_retry_after, sendable_validator
 from aggregator.schedule import MAX_DURATION
+from tests.feedgen import one_feed_config
 from tests.httpserver import LoopbackServer, Request, Response
 
 CLI = [sys.executable, "-m", "aggregator"]
@@ -200,9 +201,7 @@ def test_site_local_ipv6_is_refused_by_the_ssrf_guard() -> None:
 def test_a_local_non_feed_file_is_refused_without_echoing_its_content(tmp_path: Path) -> None:
     secret = tmp_path / "notes.txt"
     secret.write_text("DB_PASSWORD=hunter2 and more private lines\n", encoding="utf-8")
-    cfg = tmp_path / "agg.toml"
-    cfg.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{secret.as_uri()}"\n',
-                   encoding="utf-8")
+    cfg = one_feed_config(tmp_path, secret)
     done = run(cfg, "poll", "--all")
     assert done.returncode == 0
     assert "hunter2" not in done.stdout + done.stderr
@@ -229,9 +228,7 @@ def test_bidi_overrides_and_byte_order_marks_are_stripped_from_titles(tmp_path: 
         '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
         "<item><guid>b1</guid><title>\ufeffPay \u202egnp.exe\u202c now \u2066x\u2069</title>"
         "<description>\u202eevil</description></item></channel></rss>", encoding="utf-8")
-    cfg = tmp_path / "agg.toml"
-    cfg.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{feed.as_uri()}"\n',
-                   encoding="utf-8")
+    cfg = one_feed_config(tmp_path, feed)
     assert run(cfg, "poll", "--all").returncode == 0
     conn = sqlite3.connect(tmp_path / "agg.db")
     title, summary, text = conn.execute("SELECT title, summary, text FROM entries").fetchone()
@@ -299,9 +296,7 @@ def test_a_feed_that_would_store_too_much_in_one_poll_is_marked_and_stores_nothi
     feed = tmp_path / "greedy.xml"
     feed.write_text(_rss(items), encoding="utf-8")
     assert feed.stat().st_size < 20 * 2**20  # under the body cap: only the output is too big
-    cfg = tmp_path / "agg.toml"
-    cfg.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{feed.as_uri()}"\n',
-                   encoding="utf-8")
+    cfg = one_feed_config(tmp_path, feed)
     done = run(cfg, "poll", "--all")
     assert done.returncode == 0, done.stderr
     conn = sqlite3.connect(tmp_path / "agg.db")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.store import Store, fts_query
+from tests.feedgen import one_feed_config
 from tests.test_outputs import polled_site, run_cli
 
 
@@ -129,9 +130,7 @@ def test_search_matches_text_not_the_markup_of_summaries(tmp_path: Path) -> None
         '<item><guid>1</guid><title>Ferry timetable changes</title><description>'
         '&lt;p&gt;See &lt;a href="https://a.example/t"&gt;the timetable&lt;/a&gt;&lt;/p&gt;'
         "</description></item></channel></rss>", encoding="utf-8")
-    config = tmp_path / "agg.toml"
-    config.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{feed.as_uri()}"\n',
-                      encoding="utf-8")
+    config = one_feed_config(tmp_path, feed)
     run_cli(config, "poll", "--all")
     with Store.open(tmp_path / "agg.db") as store:
         summary = store.execute("SELECT summary FROM entries").fetchone()[0]
