@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench checks clean venv
+.PHONY: demo test lint bench checks datasette clean venv
 
 venv: $(STAMP)
 
@@ -32,6 +32,15 @@ bench: $(STAMP)
 checks: $(STAMP)
 	$(BIN)/python benchmarks/hostile_poll_check.py
 	$(BIN)/python benchmarks/corpus_poll_check.py
+
+# Datasette on loopback over a config's database (default: the demo's; run `make demo` first),
+# with the bundled metadata keyed to its name: `make datasette CONFIG=config/aggregator.toml`.
+CONFIG ?= config/demo.toml
+datasette: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,datasette]'
+	$(BIN)/aggregator --config $(CONFIG) datasette-metadata -o data/datasette-metadata.json
+	$(BIN)/datasette serve --host 127.0.0.1 --port 8001 --metadata data/datasette-metadata.json \
+		"$$($(BIN)/python -c 'import sys; from aggregator import config; print(config.load(config.Path(sys.argv[1])).database)' $(CONFIG))"
 
 clean:
 	rm -rf $(VENV) data/*.db data/*.db-wal data/*.db-shm data/digests

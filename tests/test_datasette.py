@@ -133,3 +133,11 @@ def test_entries_table_has_a_working_search_box(served: tuple[str, Path]) -> Non
     rows = get(base, "/news/entries.json?_shape=array&_search=lighthouse&_col=title")
     assert sorted(r["title"] for r in rows) == ["Lighthouse keeper retires after forty years",
                                                 "Spring tides expected this weekend"]
+
+
+def test_story_overview_opens_with_the_most_widely_reported_stories(
+        served: tuple[str, Path]) -> None:
+    base, _config = served
+    rows = get(base, "/news/story_overview.json?_shape=array")
+    counts = [row["feed_count"] for row in rows]
+    assert counts and counts[0] >= 2 and counts == sorted(counts, reverse=True)

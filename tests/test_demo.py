@@ -203,3 +203,25 @@ def test_story_first_seen_means_one_thing_in_the_data_and_both_docs(demo_run) ->
     for table in ("stories", "story_overview"):
         assert "publication" in tables[table]["columns"]["first_seen"]
     assert "`first_seen` is the earliest publication time" in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_sqlite_utils_examples_run_as_printed_on_the_demo_database(demo_run) -> None:  # type: ignore[no-untyped-def]
+    import shlex
+
+    _result, data = demo_run
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### sqlite-utils", 1)[1].split("### Datasette", 1)[0]
+    commands, lines = [], iter(section.splitlines())
+    for line in lines:
+        if line.startswith("$ .venv/bin/sqlite-utils"):
+            text = line[2:]
+            while text.endswith("\\"):
+                text = text[:-1] + next(lines)
+            commands.append(shlex.split(text))
+    assert len(commands) >= 4
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", "sqlite_utils", *command[1:]],
+                              capture_output=True, text=True, timeout=60, cwd=data.parent)
+        assert done.returncode == 0, (command, done.stderr)
+        if "search" in command:
+            assert done.stdout.count("North Korean") == 3
