@@ -28,7 +28,8 @@ def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime,
         lead = exc.message.lower()
         kind = ("not_a_feed" if lead.startswith("not a feed")
                 else "too_large" if lead.startswith("too large") else "parse")
-        return ProcessedFeed(feed=ParsedFeed(), entries=(), failure=FeedFailure(kind, exc.message))
+        message = exc.message.removeprefix("too large: ") if kind == "too_large" else exc.message
+        return ProcessedFeed(feed=ParsedFeed(), entries=(), failure=FeedFailure(kind, message))
     entries = normalise_entries(parsed, url, now)
     stored = sum(len(e.title) + len(e.summary) + len(e.content) + len(e.text) for e in entries)
     if stored > MAX_STORED_PER_DOCUMENT:
