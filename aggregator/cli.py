@@ -22,7 +22,7 @@ from .model import utcnow
 
 if TYPE_CHECKING:
     from .pipeline import CycleSummary, FeedOutcome
-from .store import Store, WriterLock
+from .store import Store, WriterLock, to_db_time
 
 
 class Context:
@@ -112,13 +112,17 @@ def _duration(value: str | None) -> timedelta | None:
 
 
 @main.command()
+@click.argument("urls", nargs=-1, metavar="[URL]...")
 @click.option("--all", "poll_all", is_flag=True, help="Poll every active feed, due or not.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="When the daemon or another poll is writing to the database, wait for it "
                    "to finish (--no-wait: exit 75 at once).")
 @click.pass_obj
-def poll(obj: Context, poll_all: bool, wait: bool) -> None:
-    """Run one poll cycle: fetch due feeds, parse, cluster, store, print a summary."""
+def poll(obj: Context, urls: tuple[str, ...], poll_all: bool, wait: bool) -> None:
+    """Run one poll cycle: fetch due feeds, parse, cluster, store, print a summary.
+
+    With URLs, poll just those feeds now (as --all does: backoff and caching hints are
+    ignored, a Retry-After and a retirement are not)."""
     with _errors():
         config = obj.config
         # Opened first, so a database that cannot be used says so before any lock is tried;
@@ -127,7 +131,15 @@ def poll(obj: Context, poll_all: bool, wait: bool) -> None:
             lock.acquire(wait=wait, on_wait=lambda why: click.echo(f"aggregator: {why}",
                                                                    err=True))
             store.sync_feeds(config.feeds, utcnow())
-            summary = run_poll(config, store, poll_all=poll_all)
+            only = _feed_ids(store, urls) if urls else None
+            summary = run_poll(config, store, poll_all=poll_all or bool(urls), only=only)
+            if only is not None and summary.due < len(only):
+                held = [r for r in store.feed_rows() if r["id"] in only and (
+                    r["retired_at"] or (r["retry_after_until"] or "") > to_db_time(utcnow()))]
+                for r in held:
+                    why = ("retired (410 Gone)" if r["retired_at"] else
+                           f"held by the server's Retry-After until {r['retry_after_until']}")
+                    click.echo(f"aggregator: not polled: {r['url']}: {why}", err=True)
         click.echo(summary.line())
         for url, kind, message in summary.failures[:20]:
             click.echo(f"  failed: {url}: {kind}: {message}")
@@ -135,7 +147,29 @@ def poll(obj: Context, poll_all: bool, wait: bool) -> None:
             click.echo(f"  ... and {len(summary.failures) - 20} more (see `aggregator feeds`)")
 
 
-def run_poll(config: Config, store: Store, *, poll_all: bool) -> CycleSummary:
+def _feed_ids(store: Store, urls: tuple[str, ...]) -> set[int]:
+    """The ids of the configured feeds these URLs name (as configured or as moved to)."""
+    rows = store.feed_rows()
+    ids: set[int] = set()
+    for url in urls:
+        found = [r for r in rows if url in (r["url"], r["config_url"])]
+        if not found:
+            click.echo(f"aggregator: error: no feed with URL {url} in the config "
+                       "(see `aggregator feeds`)", err=True)
+            sys.exit(1)
+        if not any(r["active"] for r in found):
+            click.echo(f"aggregator: error: {url} is no longer in the config", err=True)
+            sys.exit(1)
+        retired = [r for r in found if r["retired_at"]]
+        if retired:
+            click.echo(f"aggregator: warning: {url} is retired (410 Gone); "
+                       "`aggregator feeds reset URL` to poll it again", err=True)
+        ids.update(r["id"] for r in found if r["active"])
+    return ids
+
+
+def run_poll(config: Config, store: Store, *, poll_all: bool,
+             only: set[int] | None = None) -> CycleSummary:
     """One cycle with a progress bar when stderr is a terminal."""
     # Imported here: the pipeline (httpx, the worker pool, the clusterer) is a sixth of a
     # second that `--version`, `feeds` and `stories` do not need.
@@ -144,11 +178,12 @@ def run_poll(config: Config, store: Store, *, poll_all: bool) -> CycleSummary:
     from .pipeline import Poller
 
     mode = "all" if poll_all else "manual"
-    due = len(store.due_feeds(utcnow(), mode=mode))
+    due = len([f for f in store.due_feeds(utcnow(), mode=mode)
+               if only is None or f.state.id in only])
 
     async def go(progress: Callable[[FeedOutcome], None] | None) -> CycleSummary:
         async with Poller(config, store) as poller:
-            return await poller.run_cycle(mode=mode, progress=progress)
+            return await poller.run_cycle(mode=mode, progress=progress, only=only)
 
     if sys.stderr.isatty() and due > 1:
         with click.progressbar(length=due, label="polling", file=sys.stderr) as bar:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,11 +97,15 @@ class Poller:
 
     async def run_cycle(self, *, poll_all: bool = False, mode: str = "scheduled",
                         now: datetime | None = None,
-                        progress: Callable[[FeedOutcome], None] | None = None) -> CycleSummary:
-        """Poll every due feed once and record the outcomes (see Store.due_feeds for `mode`)."""
+                        progress: Callable[[FeedOutcome], None] | None = None,
+                        only: Collection[int] | None = None) -> CycleSummary:
+        """Poll every due feed once and record the outcomes (see Store.due_feeds for `mode`);
+        `only`: just the feeds with these ids (among those due)."""
         assert self.fetcher is not None and self.pool is not None, "use `async with Poller(...)`"
         now = now or utcnow()
         due = self.store.due_feeds(now, all_feeds=poll_all, mode=mode)
+        if only is not None:
+            due = [feed for feed in due if feed.state.id in only]
         summary = CycleSummary(due=len(due))
         cycle = _ClusterCycle(self.store, self.config, now)
         cycle.recover()

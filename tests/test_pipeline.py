@@ -238,3 +238,27 @@ def test_a_feed_cannot_take_over_an_outlets_story_headline(tmp_path: Path,
     assert explained.returncode == 0, explained.stderr
     assert f"shows the headline of entry {bridge['id']}" in explained.stdout
     assert "its own feed's domain (localhost)" in explained.stdout
+
+
+def test_poll_with_urls_polls_just_those_feeds_now(tmp_path: Path, server: LoopbackServer) -> None:
+    body = (DATA / "feeds" / "ledger.xml").read_bytes()
+    server.serve("/a.xml", body, Content_Type="application/rss+xml")
+    server.serve("/b.xml", body.replace(b"ledger", b"bledger"), Content_Type="application/rss+xml")
+    server.serve("/broken.xml", b"oops", status=500)
+    server.serve("/busy.xml", b"later", status=429, Retry_After="3600")
+    urls = [server.url(p) for p in ("/a.xml", "/b.xml", "/broken.xml", "/busy.xml")]
+    config = loopback_config(tmp_path, *urls)
+    assert run_cli(config, "poll", "--all").returncode == 0
+    hits = {p: len(server.hits(p)) for p in ("/a.xml", "/b.xml", "/broken.xml", "/busy.xml")}
+    # One feed, right now, though it was just polled; a feed in error backoff too.
+    done = run_cli(config, "poll", urls[0], urls[2])
+    assert done.returncode == 0, done.stderr
+    assert len(server.hits("/a.xml")) == hits["/a.xml"] + 1
+    assert len(server.hits("/broken.xml")) == hits["/broken.xml"] + 1
+    assert len(server.hits("/b.xml")) == hits["/b.xml"]
+    # A Retry-After is still binding, and says so.
+    held = run_cli(config, "poll", urls[3])
+    assert held.returncode == 0 and len(server.hits("/busy.xml")) == hits["/busy.xml"]
+    assert "held by the server's Retry-After" in held.stderr
+    unknown = run_cli(config, "poll", server.url("/nope.xml"))
+    assert unknown.returncode == 1 and "no feed with URL" in unknown.stderr
