@@ -203,12 +203,12 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
         for row in store.feed_rows():
             record = {k: row[k] for k in (
                 "id", "url", "title", "feed_title", "active", "last_status", "last_success_at",
-                "next_poll_at", "error_count", "error_kind", "error_message", "retired_at")}
+                "next_poll_at", "error_count", "error_kind", "error_message", "retired_at", "state")}
             if as_json:
                 click.echo(json.dumps(record, ensure_ascii=False))
                 continue
             name = row["title"] or row["feed_title"] or row["url"]
-            state = feed_state(row)
+            state = row["state"]
             click.echo(f"{row['id']:>4}  {state:<12} {name}")
             click.echo(f"      {row['url']}")
             click.echo(f"      last success: {row['last_success_at'] or 'never'}   "
@@ -217,17 +217,6 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
                 click.echo(f"      last error ({row['error_count']}x): {row['error_kind']}: "
                            f"{row['error_message']}"
                            + (f" [HTTP {row['last_status']}]" if row["last_status"] else ""))
-
-
-def feed_state(row: Any) -> str:
-    """A feed's state in one word, as the feed_health view says it."""
-    if not row["active"]:
-        return "inactive"
-    if row["retired_at"]:
-        return "retired"
-    if row["error_count"]:
-        return "failing"
-    return "ok" if row["last_success_at"] else "never polled"
 
 
 @feeds.command("reset")

@@ -56,7 +56,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from aggregator.fingerprint import title_names
+from aggregator.fingerprint import hamming, title_names
 from aggregator.model import (
     Assignment,
     ClusterDoc,
@@ -79,7 +79,6 @@ __all__ = [
     "summarise_story",
 ]
 
-_U64 = (1 << 64) - 1
 # Terms carried by more than this share of the window (plus a floor for small windows) do not
 # propose candidates: they still weigh in the cosine, they are just too common to search by.
 _SEARCH_DF_SHARE = 0.05
@@ -207,10 +206,6 @@ def _doc_vector(doc: ClusterDoc, idf: Callable[[str], float], boilerplate: _Boil
     if norm == 0.0:
         return {}
     return {t: w / norm for t, w in weights.items()}
-
-
-def _hamming(a: int, b: int) -> int:
-    return ((a ^ b) & _U64).bit_count()
 
 
 def _dot(a: Vector, b: Iterable[tuple[str, float]]) -> tuple[float, float]:
@@ -595,7 +590,7 @@ class StoryClusterer:
                 return None
             return ("content_hash", None)
         if a.simhash is not None and b.simhash is not None and self._in_window(a, b):
-            distance = _hamming(a.simhash, b.simhash)
+            distance = hamming(a.simhash, b.simhash)
             if distance <= self.settings.simhash_k and self._titles_agree(a, b):
                 return ("simhash", distance)
         return None
@@ -1032,7 +1027,7 @@ class StoryClusterer:
         boilerplate = _Boilerplate.of(self._docs.values())
         dup = self.near_duplicate(a, b)
         distance = (
-            _hamming(a.simhash, b.simhash) if a.simhash is not None and b.simhash is not None else None
+            hamming(a.simhash, b.simhash) if a.simhash is not None and b.simhash is not None else None
         )
         va = _doc_vector(a, stats.idf, boilerplate)
         vb = _doc_vector(b, stats.idf, boilerplate)

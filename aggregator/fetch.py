@@ -38,7 +38,7 @@ import httpcore
 import httpx
 
 from .errors import ConfigError
-from .model import FeedFailure, FeedState, FetchResult, FetchSettings
+from .model import FailureKind, FeedFailure, FeedState, FetchResult, FetchSettings
 
 # Largest piece of decoded output one decompression call may produce. Small enough that a
 # bomb cannot balloon memory between two checks of the body cap.
@@ -664,12 +664,12 @@ class Fetcher:
                 state,
                 url,
                 now,
-                "network",
+                FailureKind.NETWORK,
                 f"unsupported URL scheme {scheme!r}; use http(s) or file",
             )
         except Exception as exc:  # a bug here must not end the daemon: report it on the feed
             return self._failed(
-                state, url, now, "internal", f"unexpected {type(exc).__name__}: {exc}"
+                state, url, now, FailureKind.INTERNAL, f"unexpected {type(exc).__name__}: {exc}"
             )
 
     # -- http -------------------------------------------------------------------------------
@@ -713,29 +713,29 @@ class Fetcher:
             location = hop.headers.get("location", "").strip()
             if not location:
                 return self._failed(
-                    state, current, now, "http", f"HTTP {hop.status} without a Location", hop.status
+                    state, current, now, FailureKind.HTTP, f"HTTP {hop.status} without a Location", hop.status
                 )
             try:
                 target = httpx.URL(current).join(location).copy_with(fragment=None)
             except (httpx.InvalidURL, ValueError) as exc:
                 return self._failed(
-                    state, current, now, "redirect", f"bad redirect Location {location!r}: {exc}"
+                    state, current, now, FailureKind.REDIRECT, f"bad redirect Location {location!r}: {exc}"
                 )
             if target.scheme not in ("http", "https"):
                 return self._failed(
-                    state, current, now, "redirect", f"redirect to a non-HTTP URL {str(target)!r}"
+                    state, current, now, FailureKind.REDIRECT, f"redirect to a non-HTTP URL {str(target)!r}"
                 )
             statuses.append(hop.status)
             following = str(target)
             if following in chain:
                 loop = " → ".join([*chain[chain.index(following) :], following])
-                return self._failed(state, current, now, "redirect", f"redirect loop: {loop}")
+                return self._failed(state, current, now, FailureKind.REDIRECT, f"redirect loop: {loop}")
             if len(statuses) > self._settings.max_redirects:
                 return self._failed(
                     state,
                     current,
                     now,
-                    "redirect",
+                    FailureKind.REDIRECT,
                     f"more than {self._settings.max_redirects} redirects (last to {following})",
                 )
             chain.append(following)
@@ -793,16 +793,16 @@ class Fetcher:
             retry_after = parse_retry_after(headers.get("retry-after"), now)
         if status == 410:
             kind, message = (
-                "gone",
+                FailureKind.GONE,
                 (
                     "HTTP 410 Gone: the publisher removed this feed; it is retired until its "
                     "config entry changes or `aggregator feeds reset URL`"
                 ),
             )
         elif status == 304:
-            kind, message = "http", "HTTP 304 Not Modified to a request without validators"
+            kind, message = FailureKind.HTTP, "HTTP 304 Not Modified to a request without validators"
         else:
-            kind, message = "http", f"HTTP {_reason(status)}"
+            kind, message = FailureKind.HTTP, f"HTTP {_reason(status)}"
             if retry_after is not None:
                 message += f"; the server asks us to wait until {retry_after.isoformat()}"
         return FetchResult(
@@ -846,11 +846,11 @@ class Fetcher:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if not host:
-            return self._failed(state, url, now, "network", "the URL has no host")
+            return self._failed(state, url, now, FailureKind.NETWORK, "the URL has no host")
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
-            return self._failed(state, url, now, "network", "the URL has an invalid port")
+            return self._failed(state, url, now, FailureKind.NETWORK, "the URL has an invalid port")
         try:
             async with self._host_limit(host), self._global:
                 if deadline is None:
@@ -860,7 +860,7 @@ class Fetcher:
                 async with asyncio.timeout_at(deadline[0]):
                     refusal = await self._precheck(host, port)
                     if refusal:
-                        return self._failed(state, url, now, "blocked", f"{refusal}; {_GUARD_HINT}")
+                        return self._failed(state, url, now, FailureKind.BLOCKED, f"{refusal}; {_GUARD_HINT}")
                     async with self._client.stream("GET", url, headers=conditional) as response:
                         headers = {k.lower(): v for k, v in response.headers.items()}
                         status = response.status_code
@@ -869,17 +869,17 @@ class Fetcher:
                         return await self._read_body(response, status, headers)
         except TimeoutError:
             return self._failed(
-                state, url, now, "timeout", f"no complete answer within {settings.timeout:g} s"
+                state, url, now, FailureKind.TIMEOUT, f"no complete answer within {settings.timeout:g} s"
             )
         except httpx.TimeoutException as exc:
             return self._failed(
-                state, url, now, "timeout", f"timed out: {exc or type(exc).__name__}"
+                state, url, now, FailureKind.TIMEOUT, f"timed out: {exc or type(exc).__name__}"
             )
         except _BlockedAddress as exc:
-            return self._failed(state, url, now, "blocked", f"{exc}; {_GUARD_HINT}")
+            return self._failed(state, url, now, FailureKind.BLOCKED, f"{exc}; {_GUARD_HINT}")
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             return self._failed(
-                state, url, now, "network", f"{type(exc).__name__}: {exc or 'connection failed'}"
+                state, url, now, FailureKind.NETWORK, f"{type(exc).__name__}: {exc or 'connection failed'}"
             )
 
     async def _read_body(
@@ -890,15 +890,15 @@ class Fetcher:
         content_type = headers.get("content-type", "")
         refusal = content_type_refusal(content_type)
         if refusal:
-            return _Hop(status, headers, failure=FeedFailure("not_a_feed", refusal, status))
+            return _Hop(status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status))
         encoding = headers.pop("content-encoding", "")
         declared = headers.pop("content-length", "")
         decoders = _decoders_for(encoding)
         if isinstance(decoders, str):
             message = f"unsupported Content-Encoding {decoders!r}"
-            return _Hop(status, headers, failure=FeedFailure("http", message, status))
+            return _Hop(status, headers, failure=FeedFailure(FailureKind.HTTP, message, status))
         too_large = FeedFailure(
-            "too_large", f"the body is larger than the {cap} byte cap (max_body_bytes)", status
+            FailureKind.TOO_LARGE, f"the body is larger than the {cap} byte cap (max_body_bytes)", status
         )
         if not decoders or isinstance(decoders[0], _IdentityDecoder):
             if (size := _ascii_int(declared)) is not None and size > cap:
@@ -916,18 +916,18 @@ class Fetcher:
                     refusal = sniff_refusal(bytes(body[:_SNIFF_BYTES]), content_type)
                     if refusal:
                         return _Hop(
-                            status, headers, failure=FeedFailure("not_a_feed", refusal, status)
+                            status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status)
                         )
             for piece in _decode(decoders, b"", last=True):
                 body += piece
                 if len(body) > cap:
                     return _Hop(status, headers, failure=too_large)
         except _DecodeError as exc:
-            return _Hop(status, headers, failure=FeedFailure("http", str(exc), status))
+            return _Hop(status, headers, failure=FeedFailure(FailureKind.HTTP, str(exc), status))
         if not sniffed:
             refusal = sniff_refusal(bytes(body[:_SNIFF_BYTES]), content_type)
             if refusal:
-                return _Hop(status, headers, failure=FeedFailure("not_a_feed", refusal, status))
+                return _Hop(status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status))
         return _Hop(status, headers, body=bytes(body))
 
     # -- local files ------------------------------------------------------------------------
@@ -936,22 +936,22 @@ class Fetcher:
         assert self._global is not None, "use `async with Fetcher`"
         path = _local_path(url)
         if isinstance(path, str):
-            return self._failed(state, url, now, "network", path)
+            return self._failed(state, url, now, FailureKind.NETWORK, path)
         cap = self._settings.max_body_bytes
         try:
             async with self._global:
                 data = await asyncio.to_thread(_read_capped, path, cap)
         except OSError as exc:
             return self._failed(
-                state, url, now, "network", f"cannot read {path}: {exc.strerror or exc}"
+                state, url, now, FailureKind.NETWORK, f"cannot read {path}: {exc.strerror or exc}"
             )
         if data is None:
             return self._failed(
-                state, url, now, "too_large", f"{path} is larger than the {cap} byte cap"
+                state, url, now, FailureKind.TOO_LARGE, f"{path} is larger than the {cap} byte cap"
             )
         refusal = sniff_refusal(data[:_SNIFF_BYTES], "", quote=False)
         if refusal:
-            return self._failed(state, url, now, "not_a_feed", f"{path}: {refusal}")
+            return self._failed(state, url, now, FailureKind.NOT_A_FEED, f"{path}: {refusal}")
         digest = _hash(data)
         unchanged = digest == state.body_hash
         return FetchResult(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from urllib.parse import urlsplit
 
 
@@ -78,12 +79,28 @@ class FeedState:
     error_count: int = 0
 
 
+class FailureKind(StrEnum):
+    """Why a feed's poll failed, as one short word: `feeds.error_kind`, the `kind` of `aggregator
+    feeds --json`. A StrEnum, so each kind is also the plain string stored and compared."""
+
+    HTTP = "http"  # an HTTP error status (404, 5xx, 429 ...)
+    NETWORK = "network"  # DNS, connection, TLS, a file that cannot be read
+    TIMEOUT = "timeout"  # no complete answer within the deadline, or a parse that overran
+    TOO_LARGE = "too_large"  # over a size cap: body, items in a document, text stored per poll
+    NOT_A_FEED = "not_a_feed"  # an HTML page, an office document, binary data, no feed markup
+    BLOCKED = "blocked"  # refused by the SSRF guard (loopback, private, site-local ...)
+    REDIRECT = "redirect"  # a redirect loop, too many hops, a redirect to a non-HTTP URL
+    GONE = "gone"  # 410 Gone: the feed is retired
+    PARSE = "parse"  # a feed that cannot be parsed, or a worker that failed on it
+    INTERNAL = "internal"  # a bug of ours, reported for that feed only
+
+
 @dataclass(frozen=True, slots=True)
 class FeedFailure:
-    """Why a feed's poll failed. `kind` is a short machine word (http, network, timeout,
-    too_large, not_a_feed, blocked, redirect, gone, parse)."""
+    """Why a feed's poll failed: a `FailureKind` (stored in feeds.error_kind), a message for
+    people, the HTTP status when there was one."""
 
-    kind: str
+    kind: FailureKind
     message: str
     status: int | None = None
 

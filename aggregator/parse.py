@@ -38,7 +38,7 @@ from typing import Any
 import feedparser  # type: ignore[import-untyped]
 
 from aggregator.errors import ParseError
-from aggregator.model import ParsedFeed, RawEntry
+from aggregator.model import FailureKind, ParsedFeed, RawEntry
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # Entries kept of one feed document: the newest, when it holds more (a podcast's archive, an
@@ -109,13 +109,15 @@ def parse_feed(
         if _looks_like_json(body, lower_headers):
             objects = body.count(b"{")
             if objects > _MAX_JSON_OBJECTS:
-                raise ParseError(url, f"too large: the JSON holds {objects:,} objects, more than "
-                                      f"{MAX_ITEMS_IN_DOCUMENT:,} items could need; not parsed")
+                raise ParseError(url, f"the JSON holds {objects:,} objects, more than "
+                                      f"{MAX_ITEMS_IN_DOCUMENT:,} items could need; not parsed",
+                                 kind=FailureKind.TOO_LARGE)
             return _newest(_parse_json_feed(body, url))
         items = body.count(b"<item") + body.count(b"<entry")
         if items > MAX_ITEMS_IN_DOCUMENT:
-            raise ParseError(url, f"too large: the document holds about {items:,} items, more "
-                                  f"than the {MAX_ITEMS_IN_DOCUMENT:,} a feed may; not parsed")
+            raise ParseError(url, f"the document holds about {items:,} items, more than the "
+                                  f"{MAX_ITEMS_IN_DOCUMENT:,} a feed may; not parsed",
+                             kind=FailureKind.TOO_LARGE)
         return _newest(_parse_xml_feed(body, lower_headers, url))
     except ParseError:
         raise
@@ -182,7 +184,8 @@ def _parse_xml_feed(body: bytes, headers: dict[str, str], url: str) -> ParsedFee
     if not entries_in and not version:
         why = result.get("bozo_exception")
         detail = f" ({type(why).__name__}: {why})" if why else ""
-        raise ParseError(url, f"not a feed: no RSS, Atom or JSON Feed found{detail}"[:500])
+        raise ParseError(url, f"not a feed: no RSS, Atom or JSON Feed found{detail}"[:500],
+                         kind=FailureKind.NOT_A_FEED)
 
     if result.get("bozo"):
         exc = result.get("bozo_exception")
@@ -605,14 +608,17 @@ def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     except RecursionError as exc:
         raise ParseError(url, "JSON nested too deeply") from exc
     except ValueError as exc:
-        raise ParseError(url, f"not a feed: invalid JSON ({exc})"[:300]) from exc
+        raise ParseError(url, f"not a feed: invalid JSON ({exc})"[:300],
+                         kind=FailureKind.NOT_A_FEED) from exc
     if not isinstance(document, dict):
-        raise ParseError(url, "not a feed: JSON document is not an object")
+        raise ParseError(url, "not a feed: JSON document is not an object",
+                         kind=FailureKind.NOT_A_FEED)
     version = document.get("version")
     items = document.get("items")
     if not (isinstance(version, str) and _JSON_FEED_VERSION.match(version.strip())):
         if not isinstance(items, list):
-            raise ParseError(url, "not a feed: JSON without a JSON Feed version or items")
+            raise ParseError(url, "not a feed: JSON without a JSON Feed version or items",
+                             kind=FailureKind.NOT_A_FEED)
         problems.append(f"unknown JSON Feed version {str(version)[:80]!r}")
     if not isinstance(items, list):
         problems.append("items is not a list")

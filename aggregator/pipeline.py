@@ -23,6 +23,7 @@ from .errors import AggregatorError
 from .fetch import Fetcher
 from .model import (
     Entry,
+    FailureKind,
     FeedFailure,
     FetchResult,
     Fingerprint,
@@ -159,10 +160,10 @@ class Poller:
                 process_body, result.body, dict(result.headers), result.final_url, now,
                 self.config.fetch.max_body_bytes, timeout=PARSE_TIMEOUT)
         except TimeoutError:
-            failure = FeedFailure("timeout", f"parsing took longer than {PARSE_TIMEOUT:.0f} s")
+            failure = FeedFailure(FailureKind.TIMEOUT, f"parsing took longer than {PARSE_TIMEOUT:.0f} s")
             return self._record_failure(feed, result, failure, now)
         except Exception as exc:  # a worker crash must not end the cycle
-            failure = FeedFailure("parse", f"worker failed: {type(exc).__name__}: {exc}")
+            failure = FeedFailure(FailureKind.PARSE, f"worker failed: {type(exc).__name__}: {exc}")
             return self._record_failure(feed, result, failure, now)
         if processed.failure is not None:
             return self._record_failure(feed, result, processed.failure, now)
@@ -189,7 +190,7 @@ class Poller:
     def _record_failure(self, feed: DueFeed, result: FetchResult, failure: FeedFailure,
                         now: datetime) -> FeedOutcome:
         errors = feed.state.error_count + 1
-        retire = retires(result) or failure.kind == "gone"
+        retire = retires(result) or failure.kind == FailureKind.GONE
         nxt = self._next_poll(feed, replace(result, failure=failure), now, errors=errors)
         with self.store.transaction():
             self.store.record_fetch_failure(

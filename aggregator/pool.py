@@ -76,40 +76,18 @@ def _worker_main(conn: Connection, max_memory: int | None) -> None:
             conn.send(("error", failure, _peak_rss()))
 
 
-def _portable(exc: BaseException) -> Any:
-    """`exc` itself if it survives pickling, else (class, args, attributes) to rebuild it.
-
-    Exceptions whose __init__ takes other arguments than `args` (errors.FeedError does) cannot
-    be unpickled by the default protocol; rebuilding them attribute by attribute keeps their
-    class, message and fields.
-    """
+def _portable(exc: BaseException) -> BaseException:
+    """`exc` itself when it survives pickling (every error of `errors` does), else a
+    RuntimeError that names it: a foreign exception that cannot cross the pipe still fails
+    the task, never the worker."""
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
     except Exception:
-        state = {k: v for k, v in vars(exc).items() if _picklable(v)}
-        return _RebuiltException(type(exc), exc.args, state)
-
-
-def _picklable(value: object) -> bool:
-    try:
-        pickle.dumps(value)
-        return True
-    except Exception:
-        return False
-
-
-class _RebuiltException:
-    """Carrier for an exception that does not pickle by itself."""
-
-    def __init__(self, cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]):
-        self.cls, self.args, self.state = cls, args, state
-
-    def rebuild(self) -> BaseException:
-        exc = self.cls.__new__(self.cls, *self.args)
-        exc.args = self.args
-        exc.__dict__.update(self.state)
-        return exc
+        portable = RuntimeError(f"{type(exc).__name__}: {exc}")
+        for note in getattr(exc, "__notes__", ()):
+            portable.add_note(note)
+        return portable
 
 
 class _Worker:
@@ -219,8 +197,6 @@ class WorkerPool:
                 self._retire_or_reuse(worker, healthy)
             if status == "ok":
                 return value  # type: ignore[no-any-return]
-            if isinstance(value, _RebuiltException):
-                value = value.rebuild()
             raise value
 
     def _retire_or_reuse(self, worker: _Worker, healthy: bool) -> None:

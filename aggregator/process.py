@@ -12,7 +12,7 @@ from datetime import datetime
 
 from .errors import ParseError
 from .fingerprint import fingerprint
-from .model import FeedFailure, ParsedFeed, ProcessedFeed
+from .model import FailureKind, FeedFailure, ParsedFeed, ProcessedFeed
 from .normalise import canonical_url, normalise_entries, plain_title
 from .parse import parse_feed
 
@@ -25,11 +25,8 @@ def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime,
     try:
         parsed = parse_feed(body, headers, url, max_bytes=max_bytes)
     except ParseError as exc:
-        lead = exc.message.lower()
-        kind = ("not_a_feed" if lead.startswith("not a feed")
-                else "too_large" if lead.startswith("too large") else "parse")
-        message = exc.message.removeprefix("too large: ") if kind == "too_large" else exc.message
-        return ProcessedFeed(feed=ParsedFeed(), entries=(), failure=FeedFailure(kind, message))
+        failure = FeedFailure(FailureKind(exc.kind), exc.message)
+        return ProcessedFeed(feed=ParsedFeed(), entries=(), failure=failure)
     entries = normalise_entries(parsed, url, now)
     stored = sum(len(e.title) + len(e.summary) + len(e.content) + len(e.text) for e in entries)
     if stored > MAX_STORED_PER_DOCUMENT:
@@ -39,7 +36,7 @@ def process_body(body: bytes, headers: dict[str, str], url: str, now: datetime,
                    f"sanitising, over the {MAX_STORED_PER_DOCUMENT // 2**20} MiB a feed may "
                    "store per poll; nothing stored")
         return ProcessedFeed(feed=ParsedFeed(), entries=(),
-                             failure=FeedFailure("too_large", message))
+                             failure=FeedFailure(FailureKind.TOO_LARGE, message))
     pairs = tuple((e, fingerprint(e)) for e in entries)
     # The feed's own title is HTML as parsed; store it as plain text, its link canonical.
     feed = replace(parsed, entries=(), title=plain_title(parsed.title or "") or None,

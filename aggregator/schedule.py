@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from .model import FetchResult, ScheduleSettings
+from .model import FailureKind, FetchResult, ScheduleSettings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?:\s*\d+\s*[smhdw])+\s*", re.ASCII)
@@ -75,7 +75,7 @@ def _bounded(seconds: int, value: str | int) -> int:
 def retires(result: FetchResult) -> bool:
     """True when the outcome retires the feed (410 Gone): it is not polled again until its
     config entry changes or it is reset."""
-    return result.failure is not None and result.failure.kind == "gone"
+    return result.failure is not None and result.failure.kind == FailureKind.GONE
 
 
 def jitter_fraction(url: str, salt: str = "") -> float:

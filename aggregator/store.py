@@ -547,7 +547,11 @@ class Store:
                      (to_db_time(hold_until), to_db_time(retry_after_until), feed_id))
 
     def feed_rows(self) -> list[sqlite3.Row]:
-        return list(self.execute("SELECT * FROM feeds ORDER BY active DESC, id"))
+        """Every feed row, with its one-word `state` from the feed_health view (the one home
+        of ok / never polled / failing / retired / inactive)."""
+        return list(self.execute(
+            "SELECT f.*, h.state FROM feeds f JOIN feed_health h ON h.feed_id = f.id"
+            " ORDER BY f.active DESC, f.id"))
 
     def reset_feed(self, url: str) -> bool:
         """Clear errors, retirement, backoff and the cache validators (ETag, Last-Modified,

@@ -322,6 +322,7 @@ def test_a_document_with_too_many_items_keeps_the_newest_and_a_huge_one_is_refus
     assert len(parsed.entries) == MAX_ENTRIES_PER_DOCUMENT
     assert {e.guid for e in parsed.entries} == {f"g{i}" for i in range(MAX_ENTRIES_PER_DOCUMENT)}
     assert "kept the newest 1,000" in (parsed.problem or "")
-    with pytest.raises(ParseError, match="too large"):
+    with pytest.raises(ParseError, match="objects, more than 20,000 items") as refused:
         parse_feed(("{\"version\": \"https://jsonfeed.org/version/1.1\", \"items\": ["
                     + ",".join(["{}"] * 300_000) + "]}").encode(), {}, "https://a.example/j")
+    assert refused.value.kind == "too_large"

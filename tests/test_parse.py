@@ -338,3 +338,22 @@ def test_only_non_xml_charrefs_are_dropped(data: bytes) -> None:
 
     problems: list[str] = []
     assert _drop_invalid_charrefs(data, problems) == _drop_every_invalid_charref(data)
+
+
+def test_errors_cross_the_worker_pipe_whole() -> None:
+    """Every error of `errors` pickles with its fields (a worker sends a ParseError back as it
+    is), and a failure kind is one word from FailureKind."""
+    import pickle
+
+    from aggregator.errors import ConfigError, FeedError, ParseError
+    from aggregator.model import FailureKind
+
+    parse = pickle.loads(pickle.dumps(ParseError("u", "no feed", kind=FailureKind.NOT_A_FEED)))
+    assert (type(parse), parse.url, parse.message, parse.kind) == (
+        ParseError, "u", "no feed", "not_a_feed")
+    config = pickle.loads(pickle.dumps(ConfigError("a.toml", "feeds[0].url", "bad")))
+    assert (config.path, config.key, config.problem, str(config)) == (
+        "a.toml", "feeds[0].url", "bad", "a.toml: feeds[0].url: bad")
+    feed = pickle.loads(pickle.dumps(FeedError("u", "m", status=503)))
+    assert (feed.status, feed.kind) == (503, "network")
+    assert FailureKind("too_large") is FailureKind.TOO_LARGE and FailureKind.GONE == "gone"
