@@ -134,8 +134,9 @@ def poll(obj: Context, urls: tuple[str, ...], poll_all: bool, wait: bool) -> Non
             only = _feed_ids(store, urls) if urls else None
             summary = run_poll(config, store, poll_all=poll_all or bool(urls), only=only)
             if only is not None and summary.due < len(only):
+                now_text = to_db_time(utcnow()) or ""
                 held = [r for r in store.feed_rows() if r["id"] in only and (
-                    r["retired_at"] or (r["retry_after_until"] or "") > to_db_time(utcnow()))]
+                    r["retired_at"] or (r["retry_after_until"] or "") > now_text)]
                 for r in held:
                     why = ("retired (410 Gone)" if r["retired_at"] else
                            f"held by the server's Retry-After until {r['retry_after_until']}")
@@ -463,7 +464,7 @@ def datasette_metadata(obj: Context, output: Path | None) -> None:
         metadata = json.loads(
             files("aggregator").joinpath("datasette_metadata.json").read_text(encoding="utf-8"))
         databases = metadata.get("databases", {})
-        body = databases.get("aggregator") or next(iter(databases.values()), {})
+        body: dict[str, Any] = databases.get("aggregator") or next(iter(databases.values()), {})
         metadata["databases"] = {config.database.stem: body}
         data = (json.dumps(metadata, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
         _emit(data, output)

@@ -679,7 +679,7 @@ class Fetcher:
         state: FeedState,
         final_url: str,
         now: datetime,
-        kind: str,
+        kind: FailureKind,
         message: str,
         status: int | None = None,
         **extra: Any,

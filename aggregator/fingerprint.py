@@ -166,7 +166,7 @@ def simhash_of(text: str, *, vectorised: bool = True) -> int | None:
     return int(Simhash([s.decode() for s in shingles], f=64, hashfunc=xxhash.xxh64_digest, log=_LOG).value)
 
 
-class _VectorisedSimhash(Simhash):
+class _VectorisedSimhash(Simhash):  # type: ignore[misc]  # simhash ships no types
     """The package's Simhash with its per-feature Python loop done as one numpy pass.
 
     Same arithmetic as `Simhash.build_by_features` for unweighted features hashed with xxh64:
@@ -175,7 +175,7 @@ class _VectorisedSimhash(Simhash):
     about 0.3 us per feature in the package; this keeps the package's type, distance and semantics
     and is what brings fingerprinting past 10x the default. Tests check both give equal values."""
 
-    def build_by_features(self, features: Iterable[bytes]) -> None:  # type: ignore[override]
+    def build_by_features(self, features: Iterable[bytes]) -> None:
         encoded = list(features)
         n = len(encoded)
         hashes = np.fromiter(map(xxhash.xxh64_intdigest, encoded), dtype=np.uint64, count=n)

@@ -399,6 +399,7 @@ def _normalise_entry(
     content = _capped_html(sanitise_html((raw.content or "")[:MAX_HTML_CHARS], base), base)
     summary_text = _sanitised_plain_text(summary)
     content_text = _sanitised_plain_text(content)
+    parts: tuple[str, ...]
     if content_text.startswith(summary_text):
         parts = (title, content_text)  # the summary is the content's lead: say it once
     else:

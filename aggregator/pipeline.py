@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from . import cluster as clustering
 from . import fingerprint
@@ -463,7 +463,12 @@ def _doc(row: Any) -> clustering.ClusterDoc:
         match_rule=_shared(row["match_rule"]), **_layout(row["title"] or ""))
 
 
-def _layout(title: str) -> dict[str, int]:
+class _Layout(TypedDict):
+    title_terms: int
+    rubric_terms: int
+
+
+def _layout(title: str) -> _Layout:
     """Which of an entry's story terms come from its headline and from a leading rubric."""
     title_terms, rubric_terms = fingerprint.title_layout(title)
     return {"title_terms": title_terms, "rubric_terms": rubric_terms}

@@ -34,7 +34,8 @@ from . import config as config_mod
 from .config import Config
 from .digests import write_digests
 from .errors import AggregatorError, ConfigError, StoreError
-from .pipeline import CycleSummary, Poller, utcnow
+from .model import utcnow
+from .pipeline import CycleSummary, Poller
 from .store import Store, WriterLock
 
 log = logging.getLogger("aggregator.service")

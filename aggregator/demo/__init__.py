@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 from aggregator.config import Config
 from aggregator.errors import AggregatorError
-from aggregator.pipeline import CycleSummary, Poller, utcnow
+from aggregator.model import utcnow
+from aggregator.pipeline import CycleSummary, Poller
 from aggregator.store import Store
 
 LAST_MODIFIED = "Wed, 30 Oct 2024 23:00:00 GMT"
