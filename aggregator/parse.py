@@ -35,7 +35,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import feedparser  # type: ignore[import-untyped]
+import feedparser  # untyped: listed in [tool.mypy] overrides
 
 from aggregator.errors import ParseError
 from aggregator.model import FailureKind, ParsedFeed, RawEntry
