@@ -50,6 +50,12 @@ class DigestSettings:
     title: str | None = None
     link: str | None = None  # the page the digest is about (RSS <channel><link>, Atom alternate)
     feed_url: str | None = None  # where the digest file is published (rel="self")
+    # Exclusions: an entry is excluded when its feed has one of `exclude_tags`, it matches
+    # `exclude_query` (full text) or its title matches one of `block_titles` (regular
+    # expressions, case-insensitive); a story is left out when every one of its entries is.
+    exclude_tags: tuple[str, ...] = ()
+    exclude_query: str | None = None
+    block_titles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +81,13 @@ class Config:
     includes: tuple[Path, ...] = ()
 
 
-def _query(r: _Reader) -> str | None:
+def _query(r: _Reader, name: str = "query") -> str | None:
     from .store import query_problem
 
-    query: str | None = r.take("query", str)
+    query: str | None = r.take(name, str)
     problem = query_problem(query) if query else None
     if problem:
-        raise r.error("query", problem)
+        raise r.error(name, problem)
     return query
 
 
@@ -376,9 +382,28 @@ def _digest(file: str, prefix: str, table: object, base: Path) -> DigestSettings
         title=r.take("title", str),
         link=_web_url(r, "link"),
         feed_url=_web_url(r, "feed_url"),
+        exclude_tags=r.strings("exclude_tags"),
+        exclude_query=_query(r, "exclude_query"),
+        block_titles=_patterns(r, "block_titles"),
     )
     r.finish()
     return digest
+
+
+def _patterns(r: _Reader, name: str) -> tuple[str, ...]:
+    """Regular expressions that compile (case-insensitive), each at most 500 characters."""
+    import re
+
+    patterns = r.strings(name)
+    for i, pattern in enumerate(patterns):
+        if len(pattern) > 500:
+            raise ConfigError(r.file, f"{r.key(name)}[{i}]", "is longer than 500 characters")
+        try:
+            re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ConfigError(r.file, f"{r.key(name)}[{i}]",
+                              f"is not a regular expression: {exc}") from None
+    return patterns
 
 
 def _web_url(r: _Reader, name: str) -> str | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from .config import Config, DigestSettings
 from .export import render
@@ -19,7 +21,9 @@ MAX_CANDIDATES = 100_000  # stories considered by a filtered digest (the window 
 def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Digest:
     """The stories a digest shows, most widely reported first, with every outlet that
     reported them."""
-    filtered = bool(settings.tags or settings.language or settings.query)
+    filtered = bool(settings.tags or settings.language or settings.query
+                    or settings.exclude_tags or settings.exclude_query or settings.block_titles)
+    blocked = [re.compile(p, re.IGNORECASE) for p in settings.block_titles]
     # With filters, every story in the window is a candidate: taking the top `limit` first and
     # filtering after would drop matching stories that rank lower.
     rows = store.stories(since=now - timedelta(seconds=settings.since),
@@ -41,6 +45,9 @@ def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Diges
             continue
         if settings.query and not store.story_matches(s["id"], settings.query):
             continue
+        if (settings.exclude_tags or settings.exclude_query or blocked) and _all_excluded(
+                store, s["id"], members, settings, blocked):
+            continue
         rep = next((m for m in members if m["id"] == s["representative_id"]), members[0])
         sources = tuple(Source(outlet=m["outlet"], title=m["title"], link=m["link"],
                                published=from_db_time(m["published"]) or now) for m in members)
@@ -57,6 +64,20 @@ def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Diges
     return Digest(title=settings.title or f"aggregator: {settings.name}",
                   generated_at=generated, stories=tuple(stories), name=settings.name,
                   link=settings.link, feed_url=settings.feed_url)
+
+
+def _all_excluded(store: Store, story_id: int, members: list[Any], settings: DigestSettings,
+                  blocked: list[re.Pattern[str]]) -> bool:
+    """Whether every entry of the story is excluded by the digest's exclusions."""
+    excluded_tags = set(settings.exclude_tags)
+    by_query = (store.matching_members(story_id, settings.exclude_query)
+                if settings.exclude_query else set())
+    for m in members:
+        tagged = bool(excluded_tags & set(json.loads(m["feed_tags"] or "[]")))
+        titled = any(p.search(m["title"] or "") for p in blocked)
+        if not (tagged or titled or m["id"] in by_query):
+            return False
+    return True
 
 
 def _primary_language(tag: str | None) -> str | None:

@@ -918,6 +918,15 @@ class Store:
                     "before the aggregator first saw it")
         return rep["id"], why
 
+    def matching_members(self, story_id: int, query: str) -> set[int]:
+        """The ids of a story's entries that match the full-text `query`."""
+        match = fts_query(query)
+        if match is None:
+            return set()
+        return {int(r[0]) for r in self.execute(
+            "SELECT e.id FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
+            " WHERE entries_fts MATCH ? AND e.story_id = ?", (match, story_id))}
+
     def story_matches(self, story_id: int, query: str) -> bool:
         """Whether any member of the story matches the full-text `query`."""
         match = fts_query(query)

@@ -590,3 +590,35 @@ def test_feeds_import_keeps_the_good_outlines_and_warns_about_each_skipped_one(
     assert nothing.returncode == 1
     assert b"no feeds to import (1 skipped); nothing written" in nothing.stderr
     assert not (tmp_path / "e.toml").exists()
+
+
+def test_digest_exclusions_drop_a_story_only_when_every_entry_is_excluded(
+        tmp_path: Path) -> None:
+    def titles(extra: str) -> list[str]:
+        folder = tmp_path / str(abs(hash(extra)))
+        folder.mkdir()
+        config = polled_site(folder, '\n[[digests]]\nname = "d"\npath = "d.json"\n'
+                             'format = "json"\nsince = "3650d"\n' + extra)
+        feed = json.loads(run_cli(config, "export", "--digest", "d").stdout)
+        return sorted(item["title"] for item in feed["items"])
+
+    everything = titles("")
+    assert FERRY in everything and "Orchestra announces its winter season" in everything
+    # Quayside Courier (culture) alone carries the orchestra; the ferry is also the Herald's.
+    culture_out = titles('exclude_tags = ["culture"]\n')
+    assert "Orchestra announces its winter season" not in culture_out and FERRY in culture_out
+    assert len(culture_out) == len(everything) - 1
+    blocked = titles('block_titles = ["^lighthouse", "c\\\\+\\\\+"]\n')
+    assert "Lighthouse keeper retires after forty years" not in blocked
+    assert "Local start-up ships C++ compiler for marine sensors" not in blocked
+    assert len(blocked) == len(everything) - 2
+    # Both reports of the ferry terminal mention it: the story goes.
+    assert FERRY not in titles('exclude_query = "ferry terminal"\n')
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "aggregator.toml").write_text(
+        '[[digests]]\nname = "d"\npath = "d.xml"\nblock_titles = ["(unclosed"]\n',
+        encoding="utf-8")
+    refused = run_cli(bad / "aggregator.toml", "export", check=False)
+    assert refused.returncode == 2 and b"digests[0].block_titles[0]" in refused.stderr
