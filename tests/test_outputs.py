@@ -249,6 +249,16 @@ def test_digest_option_uses_the_configured_filters_and_a_name_based_feed_id(
     assert missing.returncode == 2 and b"nope" in missing.stderr
 
 
+def assert_digest_key_refused(tmp_path: Path, line: str, key: str) -> None:
+    """A digest with `line` is a config error (exit 2) naming `key`."""
+    folder = tmp_path / "refused"
+    folder.mkdir(exist_ok=True)
+    (folder / "aggregator.toml").write_text(
+        f'[[digests]]\nname = "d"\npath = "d.xml"\n{line}\n', encoding="utf-8")
+    refused = run_cli(folder / "aggregator.toml", "export", check=False)
+    assert refused.returncode == 2 and key.encode() in refused.stderr, refused.stderr
+
+
 def test_digest_link_and_feed_url_give_self_links_readers_and_validators_accept(
         tmp_path: Path) -> None:
     digest = ('\n[[digests]]\nname = "wire"\npath = "digests/wire.xml"\nformat = "rss"\n'
@@ -278,13 +288,7 @@ def test_digest_link_and_feed_url_give_self_links_readers_and_validators_accept(
     document = json.loads(export(config, "json", "--digest", "wire"))
     assert document["home_page_url"] == "https://news.example.org/"
     assert document["feed_url"] == "https://news.example.org/wire.xml"
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "aggregator.toml").write_text(
-        '[[digests]]\nname = "d"\npath = "d.xml"\nfeed_url = "javascript:alert(1)"\n',
-        encoding="utf-8")
-    refused = run_cli(bad / "aggregator.toml", "export", check=False)
-    assert refused.returncode == 2 and b"digests[0].feed_url" in refused.stderr
+    assert_digest_key_refused(tmp_path, 'feed_url = "javascript:alert(1)"', "digests[0].feed_url")
 
 
 # --- a hostile feed polled with normal ones ---------------------------------------------------
@@ -615,10 +619,5 @@ def test_digest_exclusions_drop_a_story_only_when_every_entry_is_excluded(
     # Both reports of the ferry terminal mention it: the story goes.
     assert FERRY not in titles('exclude_query = "ferry terminal"\n')
 
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "aggregator.toml").write_text(
-        '[[digests]]\nname = "d"\npath = "d.xml"\nblock_titles = ["(unclosed"]\n',
-        encoding="utf-8")
-    refused = run_cli(bad / "aggregator.toml", "export", check=False)
-    assert refused.returncode == 2 and b"digests[0].block_titles[0]" in refused.stderr
+    assert_digest_key_refused(tmp_path, 'block_titles = ["(unclosed"]',
+                              "digests[0].block_titles[0]")
