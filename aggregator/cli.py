@@ -440,11 +440,17 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
         # The default feeds.d/ folder is created; a folder named with -o must exist.
         _write_file(target, feeds_toml(imported).encode("utf-8"), make_parents=output is None)
         click.echo(f"wrote {len(imported)} feeds to {target}")
-        included = obj.config.includes
+        # Read afresh: an `include` glob may already cover the file just written.
+        included = config_mod.load(config_path).includes
         if target.resolve() not in {p.resolve() for p in included}:
             rel = os.path.relpath(target.resolve(), config_path.resolve().parent)
-            click.echo(f'add this line at the top of {config_path} to use them:\n'
-                       f'include = ["{rel}"]')
+            if config_mod.add_include(config_path, rel):
+                click.echo(f'added include "{rel}" to {config_path}')
+            else:
+                click.echo(f'add "{rel}" to the include list of {config_path} to use them')
+                return
+        click.echo("a running daemon picks them up at `systemctl reload aggregator` "
+                   "(or `kill -HUP` of its pid)")
 
 
 @main.command("datasette-metadata")

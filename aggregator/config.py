@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
+import shutil
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -89,6 +92,40 @@ def _query(r: _Reader, name: str = "query") -> str | None:
     if problem:
         raise r.error(name, problem)
     return query
+
+
+_INCLUDE_LINE = re.compile(r"^include\s*=\s*\[(?P<items>[^\]\n]*)\](?P<tail>\s*(#.*)?)$", re.M)
+
+
+def add_include(config_path: Path, entry: str) -> bool:
+    """Add `entry` to the config file's top-level `include` list, editing the text so every
+    comment and the layout stay: a new `include = [...]` line above the first setting, or the
+    entry appended to a one-line `include = [...]`. Checked by parsing the result; written
+    atomically with the file's own permissions. False (nothing written) when the list is spread
+    over several lines: then the user edits it."""
+    text = config_path.read_text(encoding="utf-8")
+    quoted = json.dumps(entry)  # a JSON string is a valid TOML basic string
+    if "include" not in tomllib.loads(text):
+        lines = text.splitlines(keepends=True)
+        at = 0
+        while at < len(lines) and (not lines[at].strip() or lines[at].lstrip().startswith("#")):
+            at += 1
+        lines.insert(at, f"include = [{quoted}]\n")
+        new = "".join(lines)
+    else:
+        match = _INCLUDE_LINE.search(text)
+        if match is None:
+            return False
+        items = match.group("items").strip().rstrip(",").strip()
+        joined = f"{items}, {quoted}" if items else quoted
+        new = f"{text[:match.start()]}include = [{joined}]{match.group('tail')}{text[match.end():]}"
+    if entry not in tomllib.loads(new).get("include", []):
+        return False
+    tmp = config_path.with_name(f".{config_path.name}.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    shutil.copymode(config_path, tmp)
+    os.replace(tmp, config_path)
+    return True
 
 
 def resolve_path(cli_path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:

@@ -475,21 +475,27 @@ def test_opml_import_include_and_poll_then_export_round_trips(
 </body></opml>
 """, encoding="utf-8")
     config = tmp_path / "aggregator.toml"
-    config.write_text('[storage]\ndatabase = "agg.db"\n[fetch]\nallow_private_networks = true\n')
+    original = ('# my aggregator\n\n[storage]\ndatabase = "agg.db"  # keep it here\n'
+                '[fetch]\nallow_private_networks = true\n')
+    config.write_text(original)
+    config.chmod(0o600)
 
     result = run_cli(config, "feeds", "import", str(opml))
     target = tmp_path / "feeds.d" / "subscriptions.toml"
     assert f"wrote 2 feeds to {target}" in result.stdout.decode()
-    include_line = 'include = ["feeds.d/subscriptions.toml"]'
-    assert include_line in result.stdout.decode()
-    assert config_mod.load(config).feeds == ()  # not used until the config includes it
+    assert 'added include "feeds.d/subscriptions.toml"' in result.stdout.decode()
+    # The include line is added; every comment and line of the user's file stays.
+    assert config.read_text() == ('# my aggregator\n\ninclude = ["feeds.d/subscriptions.toml"]\n'
+                                  + original.split("\n\n", 1)[1])
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert len(config_mod.load(config).feeds) == 2
 
-    config.write_text(include_line + "\n" + config.read_text())
     polled = run_cli(config, "poll", "--all")
     assert b"entries: 6 new" in polled.stdout, polled.stdout
     assert len(server.hits("/harbour.xml")) == 1 and len(server.hits("/quay.xml")) == 1
+    before = config.read_text()
     again = run_cli(config, "feeds", "import", str(opml))
-    assert b"include =" not in again.stdout  # already included: no advice
+    assert b"added include" not in again.stdout and config.read_text() == before
 
     with Store.open(tmp_path / "agg.db") as store:
         tags = {r["url"]: json.loads(r["tags"]) for r in store.execute("SELECT url, tags FROM feeds")}
@@ -562,6 +568,27 @@ def test_one_real_day_polled_with_a_hostile_feed_exports_valid_inert_feeds(tmp_p
             parsed = feedparser.parse(data)
             assert not parsed.bozo, parsed.get("bozo_exception")
             assert len(parsed.entries) == stories
+
+
+def test_feeds_import_appends_to_a_one_line_include_list_and_leaves_a_long_one_alone(
+        tmp_path: Path) -> None:
+    opml = tmp_path / "more.opml"
+    opml.write_text('<opml version="2.0"><body><outline text="A" xmlUrl="https://a.example/f"/>'
+                    "</body></opml>", encoding="utf-8")
+    (tmp_path / "base.toml").write_text('[[feeds]]\nurl = "https://b.example/f"\n')
+    config = tmp_path / "aggregator.toml"
+    config.write_text('include = ["base.toml"]  # mine\n[storage]\ndatabase = "agg.db"\n')
+    run_cli(config, "feeds", "import", str(opml))
+    assert config.read_text().splitlines()[0] == (
+        'include = ["base.toml", "feeds.d/more.toml"]  # mine')
+    assert {f.url for f in config_mod.load(config).feeds} == {
+        "https://a.example/f", "https://b.example/f"}
+    spread = tmp_path / "spread.toml"
+    spread.write_text('include = [\n  "base.toml",\n]\n[storage]\ndatabase = "agg.db"\n')
+    before = spread.read_text()
+    told = run_cli(spread, "feeds", "import", str(opml), "-o", str(tmp_path / "other.toml"))
+    assert b'add "other.toml" to the include list' in told.stdout
+    assert spread.read_text() == before
 
 
 def test_feeds_import_keeps_the_good_outlines_and_warns_about_each_skipped_one(
