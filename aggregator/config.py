@@ -122,9 +122,13 @@ def add_include(config_path: Path, entry: str) -> bool:
     if entry not in tomllib.loads(new).get("include", []):
         return False
     tmp = config_path.with_name(f".{config_path.name}.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    shutil.copymode(config_path, tmp)
-    os.replace(tmp, config_path)
+    try:
+        tmp.write_text(new, encoding="utf-8")
+        shutil.copymode(config_path, tmp)
+        os.replace(tmp, config_path)
+    except OSError:  # a config the user may not write (/etc/aggregator): they add it
+        tmp.unlink(missing_ok=True)
+        return False
     return True
 
 

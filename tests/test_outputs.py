@@ -591,6 +591,21 @@ def test_feeds_import_appends_to_a_one_line_include_list_and_leaves_a_long_one_a
     assert spread.read_text() == before
 
 
+def test_a_config_that_cannot_be_rewritten_is_left_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As for /etc/aggregator/aggregator.toml run as the service user: the rename is refused.
+    config = tmp_path / "aggregator.toml"
+    config.write_text('[storage]\ndatabase = "agg.db"\n')
+
+    def refuse(*_args: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(config_mod.os, "replace", refuse)
+    assert config_mod.add_include(config, "feeds.d/x.toml") is False
+    assert config.read_text() == '[storage]\ndatabase = "agg.db"\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aggregator.toml"]
+
+
 def test_feeds_import_keeps_the_good_outlines_and_warns_about_each_skipped_one(
         tmp_path: Path) -> None:
     config = tmp_path / "aggregator.toml"
