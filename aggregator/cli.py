@@ -19,10 +19,10 @@ from . import config as config_mod
 from .config import Config, parse_duration
 from .errors import AggregatorError
 from .model import utcnow
+from .store import Store, WriterLock
 
 if TYPE_CHECKING:
     from .pipeline import CycleSummary, FeedOutcome
-from .store import Store, WriterLock, to_db_time
 
 
 class Context:
@@ -132,15 +132,9 @@ def poll(obj: Context, urls: tuple[str, ...], poll_all: bool, wait: bool) -> Non
                                                                    err=True))
             store.sync_feeds(config.feeds, utcnow())
             only = _feed_ids(store, urls) if urls else None
+            if only is not None:
+                _say_held(store, only)
             summary = run_poll(config, store, poll_all=poll_all or bool(urls), only=only)
-            if only is not None and summary.due < len(only):
-                now_text = to_db_time(utcnow()) or ""
-                held = [r for r in store.feed_rows() if r["id"] in only and (
-                    r["retired_at"] or (r["retry_after_until"] or "") > now_text)]
-                for r in held:
-                    why = ("retired (410 Gone)" if r["retired_at"] else
-                           f"held by the server's Retry-After until {r['retry_after_until']}")
-                    click.echo(f"aggregator: not polled: {r['url']}: {why}", err=True)
         click.echo(summary.line())
         for url, kind, message in summary.failures[:20]:
             click.echo(f"  failed: {url}: {kind}: {message}")
@@ -161,12 +155,20 @@ def _feed_ids(store: Store, urls: tuple[str, ...]) -> set[int]:
         if not any(r["active"] for r in found):
             click.echo(f"aggregator: error: {url} is no longer in the config", err=True)
             sys.exit(1)
-        retired = [r for r in found if r["retired_at"]]
-        if retired:
-            click.echo(f"aggregator: warning: {url} is retired (410 Gone); "
-                       "`aggregator feeds reset URL` to poll it again", err=True)
         ids.update(r["id"] for r in found if r["active"])
     return ids
+
+
+def _say_held(store: Store, ids: set[int]) -> None:
+    """Name each requested feed that even `poll URL` leaves alone (store.due_feeds decides
+    which: a retirement, a binding Retry-After), and why."""
+    due = {f.state.id for f in store.due_feeds(utcnow(), mode="all")}
+    for r in store.feed_rows():
+        if r["id"] in ids and r["id"] not in due:
+            why = ("retired (410 Gone): `aggregator feeds reset URL` to poll it again"
+                   if r["retired_at"] else
+                   f"held by the server's Retry-After until {r['retry_after_until']}")
+            click.echo(f"aggregator: not polled: {r['url']}: {why}", err=True)
 
 
 def run_poll(config: Config, store: Store, *, poll_all: bool,

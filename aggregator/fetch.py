@@ -836,7 +836,7 @@ class Fetcher:
 
     async def _exchange(
         self, state: FeedState, url: str, conditional: dict[str, str], now: datetime,
-        deadline: list[float] | None = None,
+        deadline: list[float],
     ) -> _Hop | FetchResult:
         """One GET under the per-host and global limits and the total deadline. `deadline`
         holds the fetch's deadline once its first hop has its slots (it is set then), so a
@@ -853,8 +853,6 @@ class Fetcher:
             return self._failed(state, url, now, FailureKind.NETWORK, "the URL has an invalid port")
         try:
             async with self._host_limit(host), self._global:
-                if deadline is None:
-                    deadline = []
                 if not deadline:
                     deadline.append(asyncio.get_running_loop().time() + settings.timeout)
                 async with asyncio.timeout_at(deadline[0]):

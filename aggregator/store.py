@@ -311,18 +311,7 @@ class WriterLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; False (holding nothing) when another process has it."""
-        if self._fd is not None:
-            return True
-        fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                return False
-            raise StoreError(f"{self.path}: cannot lock: {exc.strerror or exc}") from exc
-        self._held(fd)
-        return True
+        return self._fd is not None or self._lock(blocking=False)
 
     def acquire(self, *, wait: bool, on_wait: Any = None) -> None:
         """Take the lock; when another process holds it, wait for it (calling `on_wait` with
@@ -335,21 +324,28 @@ class WriterLock:
                              "not waiting (--no-wait): try again when it has finished")
         if on_wait is not None:
             on_wait(f"{holder} is polling this database; waiting")
+        self._lock(blocking=True)
+
+    def _lock(self, *, blocking: bool) -> bool:
+        """flock the lock file (waiting for it when `blocking`) and write the holder's name;
+        False when it is held elsewhere and not `blocking`."""
         fd = self._open()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException as exc:
             os.close(fd)
+            if isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False  # held elsewhere (EWOULDBLOCK is EAGAIN on Linux)
+            if isinstance(exc, OSError):
+                raise StoreError(f"{self.path}: cannot lock: {exc.strerror or exc}") from exc
             raise
-        self._held(fd)
-
-    def _held(self, fd: int) -> None:
         self._fd = fd
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{self.role} {os.getpid()}\n".encode(), 0)
         except OSError:
             pass  # the name is a courtesy for whoever waits; the lock itself is held
+        return True
 
     def release(self) -> None:
         if self._fd is not None:
