@@ -439,9 +439,30 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
                        + "; nothing written", err=True)
             sys.exit(1)
         target = output or config_path.parent / "feeds.d" / f"{opml_file.stem}.toml"
+        try:
+            text = target.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            click.echo(f"aggregator: error: cannot read {target}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+        known = 0
+        if text:
+            # A feeds file that exists (`feeds add` writes the same default file) gains the
+            # feeds it and the config do not have yet; nothing of it is replaced.
+            subscribed = {f.url for f in config_mod.load(config_path).feeds}
+            subscribed |= {f.url for f in config_mod.check_feeds(text, target)}
+            fresh = [f for f in imported if f.url not in subscribed]
+            known = len(imported) - len(fresh)
+            imported = fresh
+            text += "" if not imported or text.endswith("\n\n") else \
+                ("\n" if text.endswith("\n") else "\n\n")
         # The default feeds.d/ folder is created; a folder named with -o must exist.
-        _write_file(target, feeds_toml(imported).encode("utf-8"), make_parents=output is None)
-        click.echo(f"wrote {len(imported)} feeds to {target}")
+        if imported:
+            _write_file(target, (text + feeds_toml(imported)).encode("utf-8"),
+                        make_parents=output is None)
+        click.echo(f"wrote {len(imported)} feeds to {target}"
+                   + (f" ({known} already subscribed)" if known else ""))
         # Read afresh: an `include` glob may already cover the file just written.
         included = config_mod.load(config_path).includes
         if target.resolve() not in {p.resolve() for p in included}:
@@ -453,6 +474,132 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
                 return
         click.echo("a running daemon picks them up at `systemctl reload aggregator` "
                    "(or `kill -HUP` of its pid)")
+
+
+_SUBSCRIPTIONS = Path("feeds.d") / "subscriptions.toml"
+
+
+def _tell_daemon(config: Config) -> None:
+    """SIGHUP the daemon running on the config's database (it re-reads its config), or say
+    how to make it."""
+    import signal
+
+    from .store import DaemonPid
+
+    pid = DaemonPid(config.database).running()
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError:
+            pass
+        else:
+            click.echo(f"told the running daemon (pid {pid}) to reload its config")
+            return
+    click.echo("a running daemon picks this up at `systemctl reload aggregator` "
+               "(or `kill -HUP` of its pid)")
+
+
+@feeds.command("add")
+@click.argument("url")
+@click.option("--title", default=None, help="Title to show instead of the feed's own.")
+@click.option("--tag", "tags", multiple=True, help="A tag for the feed (repeatable).")
+@click.option("-f", "--file", "target", type=click.Path(dir_okay=False, path_type=Path),
+              help="Feeds file to add it to (default: feeds.d/subscriptions.toml beside "
+                   "the config; included by the config, which gets the include line if needed).")
+@click.pass_obj
+def feeds_add(obj: Context, url: str, title: str | None, tags: tuple[str, ...],
+              target: Path | None) -> None:
+    """Subscribe to a feed: add it to a feeds file the config includes."""
+    from .export import feeds_toml
+    from .model import FeedSettings
+
+    with _errors():
+        config_path = config_mod.resolve_path(obj.config_path, os.environ)
+        config = config_mod.load(config_path)
+        target = target or config_path.parent / _SUBSCRIPTIONS
+        try:
+            normalised = config_mod.feed_url(url, Path.cwd())  # a path as the user typed it
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="URL") from None
+        if normalised in {f.url for f in config.feeds}:
+            click.echo(f"aggregator: error: already subscribed to {normalised}", err=True)
+            sys.exit(1)
+        try:
+            text = target.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            click.echo(f"aggregator: error: cannot read {target}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+        feed = FeedSettings(url=normalised, title=title.strip() if title else None,
+                            tags=tuple(tags))
+        config_mod.check_feeds(feeds_toml([feed]), target)  # a bad tag or title: nothing written
+        separator = "" if not text or text.endswith("\n\n") else \
+            ("\n" if text.endswith("\n") else "\n\n")
+        included = {p.resolve() for p in config.includes}
+        try:
+            if target.resolve() in included or target.resolve() == config_path.resolve():
+                config_mod.rewrite_checked(config_path, target, text + separator + feeds_toml([feed]))
+            else:
+                _add_included(config_path, target, text + separator + feeds_toml([feed]))
+        except OSError as exc:
+            click.echo(f"aggregator: error: cannot write {target}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+        click.echo(f"subscribed to {normalised} (in {target})")
+        _tell_daemon(config)
+
+
+def _add_included(config_path: Path, target: Path, text: str) -> None:
+    """Write a new feeds file and add it to the config's include list; when the config cannot
+    be edited, keep the file and say which line to add."""
+    config_mod.rewrite_checked(config_path, target, text)
+    rel = os.path.relpath(target.resolve(), config_path.resolve().parent)
+    if config_mod.add_include(config_path, rel):
+        click.echo(f'added include "{rel}" to {config_path}')
+    else:
+        click.echo(f'add "{rel}" to the include list of {config_path} to use it')
+        sys.exit(1)
+
+
+@feeds.command("remove")
+@click.argument("url")
+@click.pass_obj
+def feeds_remove(obj: Context, url: str) -> None:
+    """Unsubscribe from a feed: take it out of the feeds file that lists it. Its entries stay
+    in the database; the feed is marked inactive at the next poll or reload."""
+    with _errors():
+        config_path = config_mod.resolve_path(obj.config_path, os.environ)
+        config = config_mod.load(config_path)
+        urls = {f.url for f in config.feeds}
+        try:
+            normalised = url if url in urls else config_mod.feed_url(url, Path.cwd())
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="URL") from None
+        if normalised not in urls:
+            click.echo(f"aggregator: error: not subscribed to {normalised}", err=True)
+            sys.exit(1)
+        for path in dict.fromkeys(config.includes):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                click.echo(f"aggregator: error: cannot read {path}: {exc.strerror or exc}",
+                           err=True)
+                sys.exit(1)
+            left = config_mod.without_feed(text, normalised, path.resolve().parent)
+            if left is None:
+                continue
+            try:
+                config_mod.rewrite_checked(config_path, path, left)
+            except OSError as exc:
+                click.echo(f"aggregator: error: cannot write {path}: {exc.strerror or exc}",
+                           err=True)
+                sys.exit(1)
+            click.echo(f"unsubscribed from {normalised} (removed from {path})")
+            _tell_daemon(config)
+            return
+        click.echo(f"aggregator: error: {normalised} is listed in {config_path} itself; remove "
+                   "its [[feeds]] table there (the main config is never rewritten)", err=True)
+        sys.exit(1)
 
 
 @main.command("datasette-metadata")

@@ -132,6 +132,82 @@ def add_include(config_path: Path, entry: str) -> bool:
     return True
 
 
+_FEEDS_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*feeds[ \t]*\]\][ \t]*(#.*)?$", re.M)
+
+
+def without_feed(text: str, url: str, base: Path) -> str | None:
+    """A feeds file's text without the `[[feeds]]` table of `url` (written as the file writes
+    it, or as it normalises against `base`), every other line as it was; None when no table
+    of the file names it. A table runs from its header to the next one (or the end), but for
+    the comments just above the next header, which speak of that table."""
+    starts = [m.start() for m in _FEEDS_HEADER.finditer(text)]
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(text)
+        lines = text[start:end].splitlines(keepends=True)
+        tail = len(lines)
+        while tail > 1 and (not lines[tail - 1].strip() or lines[tail - 1].lstrip().startswith("#")):
+            tail -= 1
+        # The blank lines after the table go with it; a comment from there on stays.
+        comment = next((j for j in range(tail, len(lines)) if lines[j].strip()), len(lines))
+        end -= sum(map(len, lines[comment:]))
+        try:
+            tables = tomllib.loads(text[start:end]).get("feeds", [])
+        except tomllib.TOMLDecodeError:
+            continue
+        for table in tables:
+            written = table.get("url") if isinstance(table, dict) else None
+            if not isinstance(written, str):
+                continue
+            try:
+                same = url in (written, feed_url(written, base))
+            except ValueError:
+                same = False
+            if same:
+                return text[:start] + text[end:]
+    return None
+
+
+def check_feeds(text: str, file: Path) -> tuple[FeedSettings, ...]:
+    """The feeds of a feeds-file fragment, checked as `load` checks an included file's (the
+    error names the file and key), without writing anything."""
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), None, f"invalid TOML: {exc}") from None
+    reader = _Reader(str(file), "", table)
+    raw = reader.take("feeds", list, [])
+    reader.finish()
+    return tuple(_feed(str(file), f"feeds[{i}]", t, file.resolve().parent)
+                 for i, t in enumerate(raw))
+
+
+def rewrite_checked(config_path: Path, target: Path, text: str) -> Config:
+    """Write `text` to the feeds file `target` (atomically, its folder created) and load the
+    config again; when it no longer loads, put the file back as it was and raise the error."""
+    try:
+        before: str | None = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        before = None
+
+    def put(data: str) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(data, encoding="utf-8")
+        if target.exists():
+            shutil.copymode(target, tmp)
+        os.replace(tmp, target)
+
+    put(text)
+    try:
+        return load(config_path)
+    except ConfigError:
+        if before is None:
+            target.unlink(missing_ok=True)
+        else:
+            put(before)
+        raise
+
+
 def resolve_path(cli_path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
     """--config PATH, else $AGGREGATOR_CONFIG, else config/aggregator.toml."""
     if cli_path:

@@ -36,7 +36,7 @@ from .digests import write_digests
 from .errors import AggregatorError, ConfigError, StoreError
 from .model import utcnow
 from .pipeline import CycleSummary, Poller
-from .store import Store, WriterLock
+from .store import DaemonPid, Store, WriterLock
 
 log = logging.getLogger("aggregator.service")
 
@@ -274,6 +274,7 @@ class Service:
         self._writer_busy_logged = False
         self._rebuild_poller = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._pid: DaemonPid | None = None  # <database>.pid, for `feeds add` to signal
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -287,6 +288,11 @@ class Service:
         try:
             self.config = config_mod.load(self.config_path)
             self.store = Store.open(self.config.database)
+            self._pid = DaemonPid(self.config.database)
+            if not self._pid.claim():
+                log.warning("%s: cannot record this daemon's pid (another daemon on this "
+                            "database?); `feeds add` and `feeds remove` will not signal it",
+                            self._pid.path)
             now = utcnow()
             report = self.store.sync_feeds(self.config.feeds, now)
             spread = spread_first_polls(self.store.start_due_feeds(now), now)
@@ -297,6 +303,8 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self._stop_watchdog()
+            if self._pid is not None:
+                self._pid.release()
             if self.store is not None:
                 self.store.close()
             return exc.exit_code
@@ -344,6 +352,8 @@ class Service:
         self.scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the next loop iteration
         clean = await self._close_poller(deadline - loop.time())
+        if self._pid is not None:
+            self._pid.release()
         self.store.close()
         log.info("stopped")
         self.notifier.send("STATUS=stopped")

@@ -9,6 +9,7 @@ working from each other's stale view of the stories.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -278,6 +279,58 @@ class UpsertResult:
     entry_id: int
     status: str  # "new", "updated", "unchanged"
     story_id: int | None
+
+
+class DaemonPid:
+    """`<database>.pid`: the running daemon's pid, under a `flock` the daemon holds for its
+    whole run. A reader believes the pid only while the lock is held, so a daemon killed with
+    -9 (whose lock the kernel dropped) or a pid reused since is never signalled."""
+
+    def __init__(self, database: Path) -> None:
+        self.path = Path(str(database) + ".pid")
+        self._fd: int | None = None
+
+    def claim(self) -> bool:
+        """Record this process as the database's daemon; False (recording nothing) when a
+        daemon already runs on it, or the file cannot be written."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            os.close(fd)
+
+    def running(self) -> int | None:
+        """The pid of the daemon running on this database, or None when none is."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    return None
+                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                return int(text) if text.isascii() and text.isdigit() else None
+            return None  # lockable: nobody holds it, the file is left over
+        finally:
+            os.close(fd)
 
 
 class WriterLock:
