@@ -22,7 +22,12 @@ Two tiers, both inside a time window:
    do not chain, and a big story is not held back by its peripheral members. Stories whose
    members quote measurements must share one (the *numbers* guard: a 6.1 and a 5.3
    earthquake are two events), and a story told by one outlet (host) never merges with
-   another story of that outlet alone.
+   another story of that outlet alone. A story spans at most one window, first to last
+   publication (the *span* bound: a subject covered every day does not chain a week of
+   happenings into one story). Headlines that share a name bursting in their day's headlines
+   (in at least three times as many as in the week before: "Ballon d'Or" on the night of the
+   ceremony, not "Ukraine") match on less evidence (the *event* rule, `_event_names`; it
+   needs a week of stored headline counts, so a new database goes without it at first).
 
 How the pieces fit within one poll cycle, and why the result depends neither on the order feeds
 are polled nor on where a crash cut a cycle:
@@ -49,14 +54,15 @@ import math
 import re
 from array import array
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
 
-from aggregator.fingerprint import hamming, title_names
+from aggregator.fingerprint import hamming, headline_words, title_names
 from aggregator.model import (
     Assignment,
     ClusterDoc,
@@ -241,12 +247,19 @@ def _pair_match(a: Vector, b: Vector) -> tuple[float, float]:
 
 
 def _pair_rule(a: Vector, b: Vector, threshold: float,
-               docs: tuple[ClusterDoc, ClusterDoc] | None = None) -> tuple[float, bool]:
+               docs: tuple[ClusterDoc, ClusterDoc] | None = None,
+               events: Mapping[str, frozenset[str]] | None = None) -> tuple[float, bool]:
     """The cosine of two entries and whether they match: it reaches the threshold, and keeps
     `_GUARD_SHARE` of it without their strongest unit (the leave-one-out guard); and, for the
     `docs` of the vectors, when the match shares no name or number of their headlines, it
-    reaches `_PLAIN_SHARE` times the threshold (the *names* guard)."""
+    reaches `_PLAIN_SHARE` times the threshold (the *names* guard). Two headlines naming the
+    same event of their day (`events`, see `_event_names`) match on less: `_EVENT_SHARE` of
+    the threshold, of which `_EVENT_REST` without that name (the *event* rule)."""
     cosine, strongest = _pair_match(a, b)
+    if docs is not None and events and cosine >= threshold * _EVENT_SHARE:
+        keys = _event_keys(*docs, events)
+        if keys and cosine - _unit_share(a, b, keys) >= threshold * _EVENT_REST:
+            return cosine, True
     passes = cosine >= threshold and cosine - strongest >= threshold * _GUARD_SHARE
     if passes and docs is not None and cosine < threshold * _PLAIN_SHARE:
         passes = _names_shared(a, b, *docs)
@@ -258,6 +271,125 @@ def _pair_rule(a: Vector, b: Vector, threshold: float,
 # the threshold (0.35 at the default 0.2). On the French day this took pairwise precision from
 # 0.920 to 0.930 for 0.003 of recall (a hedgehog story told without a name loses one member).
 _PLAIN_SHARE = 1.75
+
+
+# -- the event rule: a name bursting in the day's headlines --------------------------------------
+#
+# Sub-stories of one happening (the Ballon d'Or ceremony: Real Madrid's boycott, Mbappé sixth,
+# Yamal's Kopa trophy) share little but the happening's name, and so do the many items of a
+# story that runs every day ("Guerre en Ukraine", "Trump"). What tells them apart is the week
+# before: a name in far more of today's headlines than usual names today's happening. On the
+# French day, headline words at least 3 times as frequent as in the week before (with 4
+# headlines from 3 outlets) were, among others, "ballon", "depardieu", "unrwa", "volkswagen",
+# "free", "herisson"; "ukraine", "trump", "macron", "guerre" were not.
+_EVENT_HEADLINES = 4  # an event name is in at least this many headlines of its day
+_EVENT_OUTLETS = 3  # from at least this many outlets
+_EVENT_BURST = 3.0  # and at least this many times as frequent as in the week before
+_EVENT_WEEK = 7  # days of history an event name is measured against
+# A week counts when at least this many of its days hold a quarter of the day's headlines: a
+# new database (whose first poll holds only what feeds still list) has no week yet.
+_EVENT_COVERED_DAYS = 5
+_EVENT_SHARE = 0.5  # an event pair needs this share of the threshold ...
+_EVENT_REST = 0.25  # ... and this share without the event name (not the name alone)
+
+
+@lru_cache(maxsize=4096)
+def _day(published: datetime) -> str:
+    return published.astimezone(UTC).date().isoformat()
+
+
+def _event_keys(doc_a: ClusterDoc, doc_b: ClusterDoc,
+                events: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    """The event names of their days both headlines carry, as names (capitalised) in both."""
+    day_a, day_b = _day(doc_a.published), _day(doc_b.published)
+    bursting = events.get(day_a, _NO_EVENTS) | events.get(day_b, _NO_EVENTS)
+    if not bursting:
+        return _NO_EVENTS
+    shared = bursting.intersection(headline_words(doc_a.terms, doc_a.title_terms)).intersection(
+        headline_words(doc_b.terms, doc_b.title_terms))
+    if not shared:
+        return _NO_EVENTS
+    names_a, names_b = title_names(doc_a.title), title_names(doc_b.title)
+    if names_a is None or names_b is None:
+        return _NO_EVENTS
+    return shared & names_a & names_b
+
+
+_NO_EVENTS: frozenset[str] = frozenset()
+
+
+def _unit_share(a: Vector, b: Vector, keys: frozenset[str]) -> float:
+    """What the names `keys` add to the cosine of two vectors, with every name phrase that
+    holds one of them and that phrase's other words ("ballon_d_or" with "ballon")."""
+    part = math.fsum(a[k] * b[k] for k in keys if k in a and k in b)
+    for term in a.keys() & b.keys():
+        if "_" in term:
+            words = term.split("_")
+            if keys.intersection(words):
+                part += a[term] * b[term] + math.fsum(
+                    a[w] * b[w] for w in set(words) - keys if w in a and w in b)
+    return part
+
+
+def _event_candidates(docs: Iterable[ClusterDoc]) -> dict[str, frozenset[str]]:
+    """Per day, the headline words that could be its event names: in `_EVENT_HEADLINES`
+    headlines from `_EVENT_OUTLETS` outlets of that day among `docs`. Counted one day at a
+    time, so a window of tens of thousands of entries holds one day's counts at once."""
+    by_day: dict[str, list[tuple[ClusterDoc, tuple[str, ...]]]] = {}
+    for doc in docs:
+        words = headline_words(doc.terms, doc.title_terms)
+        if words:
+            by_day.setdefault(_day(doc.published), []).append((doc, words))
+    found: dict[str, frozenset[str]] = {}
+    for day, items in by_day.items():
+        counts = Counter(w for _, words in items for w in set(words))
+        frequent = {w for w, n in counts.items() if n >= _EVENT_HEADLINES}
+        if not frequent:
+            continue
+        outlets: dict[str, set[int | str]] = {}
+        for doc, words in items:
+            for w in frequent.intersection(words):
+                outlets.setdefault(w, set()).add(_outlet(doc))
+        names = frozenset(w for w, who in outlets.items() if len(who) >= _EVENT_OUTLETS)
+        if names:
+            found[day] = names
+    return found
+
+
+def _event_names(candidates: Mapping[str, frozenset[str]],
+                 counts: Mapping[tuple[str, str], int]) -> dict[str, frozenset[str]]:
+    """Each day's event names: candidates (`_event_candidates`) `_EVENT_BURST` times as
+    frequent in that day's headlines as in the week before, scaled to the day's volume.
+    `counts`: (day, term) -> headlines, term '' for all of a day's headlines, over the days
+    and the week before each (`Store.headline_counts`)."""
+    events: dict[str, frozenset[str]] = {}
+    for day, words in sorted(candidates.items()):
+        week = _week(day, counts)
+        if week is None:
+            continue
+        days, scale = week
+        bursting = set()
+        for word in words:
+            today = counts.get((day, word), 0)
+            expected = scale * sum(counts.get((d, word), 0) for d in days) / len(days)
+            if today >= _EVENT_HEADLINES and today + 1 >= _EVENT_BURST * (expected + 1):
+                bursting.add(word)
+        if bursting:
+            events[day] = frozenset(bursting)
+    return events
+
+
+def _week(day: str, counts: Mapping[tuple[str, str], int]) -> tuple[list[str], float] | None:
+    """The covered days of the week before `day` and the factor that scales their headline
+    counts to `day`'s volume, or None when too few days are covered."""
+    start = date.fromisoformat(day)
+    volume = counts.get((day, ""), 0)
+    days = [(start - timedelta(days=n)).isoformat() for n in range(1, _EVENT_WEEK + 1)]
+    covered = [d for d in days if 4 * counts.get((d, ""), 0) >= volume > 0]
+    if len(covered) < _EVENT_COVERED_DAYS:
+        return None
+    mean = sum(counts[d, ""] for d in covered) / len(covered)
+    return covered, volume / mean
 
 
 def _names_shared(a: Vector, b: Vector, doc_a: ClusterDoc, doc_b: ClusterDoc) -> bool:
@@ -497,6 +629,10 @@ class StoryClusterer:
         self._span = timedelta(hours=settings.window_hours)
         self._vector_of: Callable[[int], Vector] | None = None  # set during a merge pass
         self._single_outlets: dict[frozenset[int | str], frozenset[int | str]] = {}
+        self._candidates: dict[str, frozenset[str]] = {}  # possible event names, by day
+        # First and last publication of stored stories, members outside the window included.
+        self._spans: dict[int, tuple[datetime, datetime]] = {}
+        self._events: dict[str, frozenset[str]] = {}  # the days' event names (the event rule)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -560,6 +696,33 @@ class StoryClusterer:
                 _put(self._by_band[i], value, eid)
         for term in set(doc.terms):
             self._df[term] += 1
+
+    def headline_request(self) -> tuple[frozenset[str], str, str] | None:
+        """Which headline counts the event rule needs (give them to `use_headline_counts`
+        before `merge_pass`): the words of the window that could be an event name of their
+        day, and the days, from the week before the first such day through the last; None
+        when no word could be one. Without counts the event rule stays off."""
+        self._candidates = _event_candidates(self._docs.values())
+        if not self._candidates:
+            return None
+        days = sorted(self._candidates)
+        first = (date.fromisoformat(days[0]) - timedelta(days=_EVENT_WEEK)).isoformat()
+        return frozenset().union(*self._candidates.values()), first, days[-1]
+
+    def use_story_spans(self, spans: Mapping[int, tuple[datetime, datetime]]) -> None:
+        """The first and last publication of stored stories over all their members
+        (`Store.story_spans`): a story whose older members the window no longer holds still
+        spans from them, for the span bound."""
+        self._spans.update(spans)
+
+    def use_headline_counts(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """(day, term) -> headlines for `headline_request`'s words and days (term '': all of a
+        day's headlines): decides each day's event names."""
+        self._events = _event_names(self._candidates, counts)
+
+    def event_names(self) -> dict[str, frozenset[str]]:
+        """The event names by day that the event rule uses (after `use_headline_counts`)."""
+        return dict(self._events)
 
     def _stats(self) -> _Stats:
         return _Stats(len(self._docs), dict(self._df), self.settings.idf_prior_docs)
@@ -679,6 +842,10 @@ class StoryClusterer:
         return story_id
 
     def _merge_into(self, from_id: int, into_id: int) -> None:
+        span = self._spans.pop(from_id, None)
+        if span is not None:
+            held = self._spans.get(into_id, span)
+            self._spans[into_id] = (min(span[0], held[0]), max(span[1], held[1]))
         moved = self._members.pop(from_id, [])
         for eid in moved:
             self._story_of[eid] = into_id
@@ -688,6 +855,24 @@ class StoryClusterer:
             self._first_seen[into_id] = first
         self._dirty.discard(from_id)
         self._dirty.add(into_id)
+
+    def _event_reason(self, a: ClusterDoc, b: ClusterDoc, va: Vector, vb: Vector,
+                      cosine: float) -> str | None:
+        """Why the event rule joins two entries, in words, or None when it does not."""
+        threshold = self.settings.story_threshold
+        if not self._events or _outlet(a) == _outlet(b) or cosine < threshold * _EVENT_SHARE:
+            return None
+        keys = _event_keys(a, b, self._events)
+        if not keys:
+            return None
+        rest = cosine - _unit_share(va, vb, keys)
+        if rest < threshold * _EVENT_REST:
+            return None
+        names = ", ".join(sorted(keys))
+        return (f"story match on the event of the day: both headlines name {names}, in at least"
+                f" {_EVENT_BURST:g} times as many of the day's headlines as in the week before;"
+                f" cosine {round(cosine, 4)} >= {round(threshold * _EVENT_SHARE, 4)}, and"
+                f" {round(rest, 4)} >= {round(threshold * _EVENT_REST, 4)} without it")
 
     def _guard(
         self, dot: float, top: float, norms: float, decimals_a: frozenset[str],
@@ -878,9 +1063,13 @@ class StoryClusterer:
         decimal_counts = Counter(t for d in docs for t in _decimals(d.terms)) or _NO_COUNTS
         key = min((d.published, d.content_hash) for d in docs)
         first_seen = min(d.first_seen or d.published for d in docs)
-        published = [d.published for d in docs]
-        return _Story(sid, members, vector, decimal_counts, key, first_seen, min(published),
-                      max(published), self._outlet_set(docs), terms)
+        earliest = min(d.published for d in docs)
+        latest = max(d.published for d in docs)
+        if sid in self._spans:  # members outside the window count for the span bound
+            earliest = min(earliest, self._spans[sid][0])
+            latest = max(latest, self._spans[sid][1])
+        return _Story(sid, members, vector, decimal_counts, key, first_seen, earliest, latest,
+                      self._outlet_set(docs), terms)
 
     def _outlet_set(self, docs: list[ClusterDoc]) -> frozenset[int | str]:
         """The outlets of a story's members; one shared set per outlet for the many stories
@@ -912,7 +1101,7 @@ class StoryClusterer:
         if not a.norm or not b.norm:
             return None
         # The cheap guards first: most neighbours by term are out of the window or one outlet.
-        if not self._windows_overlap(a, b):
+        if not self._windows_overlap(a, b) or not self._within_span(a, b):
             return None
         if len(a.outlets | b.outlets) < 2:
             # Stories told by one outlet alone do not merge by similarity: an outlet's own items
@@ -939,7 +1128,8 @@ class StoryClusterer:
         if pairs == 1:  # two single entries: the centroids are their vectors
             cosine, passes = _pair_rule(a.vector if a_vector is None else a_vector, b.vector,
                                         threshold,
-                                        (self._docs[a.members[0]], self._docs[b.members[0]]))
+                                        (self._docs[a.members[0]], self._docs[b.members[0]]),
+                                        self._events)
             return cosine if passes else None
         vector_of, docs = self._vector_of, self._docs
         assert vector_of is not None, "stories are scored inside a merge pass"
@@ -958,7 +1148,7 @@ class StoryClusterer:
         for e in core_b:
             vb, language, doc = vector_of(e), docs[e].language, docs[e]
             for va, other_language, other in left:
-                cosine, passes = _pair_rule(va, vb, threshold, (other, doc))
+                cosine, passes = _pair_rule(va, vb, threshold, (other, doc), self._events)
                 if passes and other.feed_id == doc.feed_id and not _headlines_meet(other, doc):
                     # One feed's two items that share no headline word agree only through the
                     # feed's own text (a programme's blurb under every episode): no evidence.
@@ -999,6 +1189,13 @@ class StoryClusterer:
                                            self._docs[e].published, self._docs[e].content_hash))
             story.core = tuple(ranked[:_CORE])
         return story.core
+
+    def _within_span(self, a: _Story, b: _Story) -> bool:
+        """A story spans at most one window, first to last publication: a subject covered day
+        after day ("présidentielle américaine", migrants in the Channel) would otherwise chain
+        each day's items onto yesterday's story until it holds a week of different happenings
+        (39 members over 7 days on the French corpus polled one day at a time)."""
+        return max(a.latest, b.latest) - min(a.earliest, b.earliest) <= self._span
 
     def _windows_overlap(self, a: _Story, b: _Story) -> bool:
         """Two stories may merge only if some members are within the window of each other."""
@@ -1059,6 +1256,8 @@ class StoryClusterer:
         elif dot >= self.settings.story_threshold and guard is None:
             rule = "story_match"
             reason = f"story match: cosine {score} >= {self.settings.story_threshold} on {', '.join(shared[:6])}"
+        elif (event := self._event_reason(a, b, va, vb, dot)) is not None:
+            rule, guard, reason = "story_match", None, event
         else:
             rule = None
             if guard == "same_outlet":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -243,6 +243,12 @@ def title_layout(title: str) -> tuple[int, int]:
         if list(seen)[:rubric] != list(words):  # cannot happen; keep the contract safe
             rubric = 0
     return len(seen), rubric
+
+
+def headline_words(terms: Sequence[str], title_terms: int) -> tuple[str, ...]:
+    """The headline's plain story terms (no numbers, no name phrases), as the story tier counts
+    them per day to tell a name bursting today from one that is in the news every day."""
+    return tuple(t for t in terms[:title_terms] if t[0] != "#" and "_" not in t)
 
 
 def _fold(text: str) -> str:

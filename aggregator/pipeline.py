@@ -109,6 +109,7 @@ class Poller:
             due = [feed for feed in due if feed.state.id in only]
         summary = CycleSummary(due=len(due))
         cycle = _ClusterCycle(self.store, self.config, now)
+        backfill_headlines(self.store)
         cycle.recover()
 
         queue = iter(due)
@@ -316,6 +317,8 @@ class _ClusterCycle:
             self.store.insert_entries(
                 feed_id, [(first + offset, entry, fp, clusterer.assignment(first + offset))
                           for offset, (entry, fp) in enumerate(fresh)], self.now)
+            self.store.count_headlines(
+                (entry.published, _headline(entry.title, fp.terms)) for entry, fp in fresh)
             for bridge in self.bridges:
                 self._merge(bridge)
             self.bridges.clear()
@@ -406,6 +409,8 @@ class _ClusterCycle:
         """The merge pass, yielding to the event loop between its steps, then its writes."""
         if self.clusterer is None:
             return
+        _use_headline_counts(self.store, self.clusterer)
+        self.clusterer.use_story_spans(self.store.story_spans(self.clusterer.stories()))
         steps = self.clusterer.merge_steps()
         while True:
             try:
@@ -429,6 +434,36 @@ class _ClusterCycle:
                                         score=a.score, matched_entry_id=a.matched_entry_id,
                                         now=self.now)
             self.refresh()
+
+
+def _headline(title: str, terms: Sequence[str]) -> tuple[str, ...]:
+    """The headline words of an entry that the day counts keep (see `Store.count_headlines`)."""
+    return fingerprint.headline_words(terms, fingerprint.title_layout(title)[0])
+
+
+def _use_headline_counts(store: Store, clusterer: clustering.StoryClusterer) -> None:
+    """Give the clusterer the headline counts its event rule asks for."""
+    request = clusterer.headline_request()
+    if request is not None:
+        clusterer.use_headline_counts(store.headline_counts(*request))
+
+
+def backfill_headlines(store: Store, *, batch: int = 5000) -> int:
+    """Count the headlines of entries stored before migration 7 (see `Store.headline_backfill`),
+    one transaction per batch with its progress, so a crash resumes where it stopped and never
+    counts an entry twice. Returns how many entries were counted."""
+    done = 0
+    while (progress := store.headline_backfill()) is not None:
+        after, until = progress
+        with store.transaction():
+            rows = store.backfill_rows(after, until, batch)
+            store.count_headlines(
+                (from_db_time(r["published"]) or utcnow(), _headline(r["title"] or "",
+                                                                    (r["terms"] or "").split()))
+                for r in rows)
+            store.note_backfill(rows[-1]["id"] if rows else until, until)
+        done += len(rows)
+    return done
 
 
 def _shift(when: datetime, delta: timedelta) -> datetime:
@@ -490,4 +525,5 @@ def explain_pair(store: Store, config: Config, a_id: int, b_id: int) -> Any:
     lo = min(d.published for d in docs)
     hi = max(d.published for d in docs)
     clusterer.load(_doc(r) for r in store.window_entries(_shift(lo, -window), _shift(hi, window)))
+    _use_headline_counts(store, clusterer)
     return clusterer.explain_pair(docs[0], docs[1])

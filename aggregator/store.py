@@ -255,6 +255,20 @@ MIGRATIONS: list[str] = [
         INSERT INTO entries_fts (rowid, title, text) VALUES (new.id, new.title, new.text);
     END;
     """,
+    # 7: how many headlines of each day carry each story term (term '' counts the day's
+    # headlines): the story tier tells a name bursting today ("Ballon d'Or") from one that is
+    # in the news every day ("Ukraine"). Entries stored before this migration are counted by
+    # the next poll cycle (`headline_backfill`), up to the id noted here.
+    """
+    CREATE TABLE headline_terms (
+        day TEXT NOT NULL,
+        term TEXT NOT NULL,
+        entries INTEGER NOT NULL,
+        PRIMARY KEY (day, term)
+    ) WITHOUT ROWID;
+    INSERT INTO meta (key, value)
+    SELECT 'headline_backfill_until', max(id) FROM entries HAVING max(id) IS NOT NULL;
+    """,
 ]
 
 
@@ -734,6 +748,78 @@ class Store:
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
 
+    # -- headline terms by day ------------------------------------------------------------
+
+    def count_headlines(self, items: Iterable[tuple[datetime, Iterable[str]]]) -> None:
+        """Add headlines (publication time, story terms of the headline) to the day counts,
+        inside the caller's transaction; each headline also counts once under term ''."""
+        counts: dict[tuple[str, str], int] = {}
+        for published, terms in items:
+            day = published.astimezone(UTC).date().isoformat()
+            for term in {"", *terms}:
+                counts[day, term] = counts.get((day, term), 0) + 1
+        try:
+            self.conn.executemany(
+                "INSERT INTO headline_terms (day, term, entries) VALUES (?, ?, ?)"
+                " ON CONFLICT (day, term) DO UPDATE SET entries = entries + excluded.entries",
+                [(d, t, n) for (d, t), n in sorted(counts.items())])
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
+
+    def headline_counts(self, terms: Iterable[str], first_day: str,
+                        last_day: str) -> dict[tuple[str, str], int]:
+        """(day, term) -> headlines, for these terms (and '') on days first_day..last_day."""
+        wanted = sorted({"", *terms})
+        found: dict[tuple[str, str], int] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for day, term, n in self.execute(
+                    f"SELECT day, term, entries FROM headline_terms WHERE term IN ({marks})"
+                    " AND day BETWEEN ? AND ?", (*chunk, first_day, last_day)):
+                found[day, term] = int(n)
+        return found
+
+    def story_spans(self, story_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
+        """First and last publication of each story over all its stored members."""
+        ids = sorted(set(story_ids))
+        spans: dict[int, tuple[datetime, datetime]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for sid, lo, hi in self.execute(
+                    "SELECT story_id, min(published), max(published) FROM entries"
+                    f" WHERE story_id IN ({marks}) GROUP BY story_id", chunk):
+                first, last = from_db_time(lo), from_db_time(hi)
+                if first is not None and last is not None:
+                    spans[int(sid)] = (first, last)
+        return spans
+
+    def headline_backfill(self) -> tuple[int, int] | None:
+        """(entry ids counted so far, last id to count) while entries stored before migration 7
+        are still to be counted, else None."""
+        rows = dict(self.execute(
+            "SELECT key, value FROM meta WHERE key IN"
+            " ('headline_backfill_done', 'headline_backfill_until')").fetchall())
+        if "headline_backfill_until" not in rows:
+            return None
+        return int(rows.get("headline_backfill_done") or 0), int(rows["headline_backfill_until"])
+
+    def backfill_rows(self, after: int, until: int, limit: int) -> list[sqlite3.Row]:
+        """Entries after..until (ids) to count: id, title, terms, language, published."""
+        return list(self.execute(
+            "SELECT id, title, terms, language, published FROM entries WHERE id > ? AND id <= ?"
+            " ORDER BY id LIMIT ?", (after, until, limit)))
+
+    def note_backfill(self, done: int, until: int) -> None:
+        """Record (in the caller's transaction) that entry ids up to `done` are counted."""
+        if done >= until:
+            self.execute("DELETE FROM meta WHERE key IN"
+                         " ('headline_backfill_done', 'headline_backfill_until')")
+        else:
+            self.execute("INSERT INTO meta (key, value) VALUES ('headline_backfill_done', ?)"
+                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(done),))
+
     def update_entry(self, row: sqlite3.Row, entry: Entry, fp: Fingerprint, now: datetime,
                      *, max_changes: int = 5, settle_seconds: int = 86400) -> UpsertResult:
         """Update a stored entry (`row` from `existing_entries`) in place if its content changed.
@@ -1068,6 +1154,9 @@ class Store:
         cutoff = to_db_time(now - timedelta(days=keep_days))
         counts = {"entries": 0, "stories": 0, "stories_trimmed": 0}
         with self.transaction():
+            # Headline counts serve as the week before the oldest day still clustered.
+            self.execute("DELETE FROM headline_terms WHERE day < ?",
+                         ((now - timedelta(days=keep_days + 8)).astimezone(UTC).date().isoformat(),))
             top = self.execute("SELECT max(id) FROM stories").fetchone()[0]
             merged = self.execute(
                 "SELECT into_story_id FROM story_merges WHERE from_story_id ="

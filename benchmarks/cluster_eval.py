@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,6 +240,83 @@ def write_config(directory: Path, feeds: list[Path], database: Path) -> Path:
     return path
 
 
+FR_CORPUS = ROOT.parent / "shared" / "corpora" / "news-fr-2024-10"
+
+
+def corpus_day(day: datetime, corpus: Path = FR_CORPUS) -> list[Row]:
+    """One day of the French news corpus as rows (no labels), spread over the day as
+    `read_labelled_day` does; ids `<date>-<n>`."""
+    records = json.loads((corpus / f"{day:%Y-%m-%d}.json").read_text(encoding="utf-8"))
+    lines = [json.dumps({"id": f"{day:%Y-%m-%d}-{i}", "outlet": urlsplit(r["link"]).hostname
+                         or "unknown", "title": r["title"], "summary": r.get("summary") or "",
+                         "link": r["link"], "story": "unlabelled"}, ensure_ascii=False)
+             for i, r in enumerate(records) if r.get("title") and r.get("link")]
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "day.jsonl"
+        source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return read_labelled_day(source, day)
+
+
+def history_days(day: datetime, days: int = 7, corpus: Path = FR_CORPUS) -> list[list[Row]]:
+    """The corpus days before `day` (up to `days`, oldest first) that the corpus holds."""
+    found = []
+    for n in range(days, 0, -1):
+        before = day - timedelta(days=n)
+        if (corpus / f"{before:%Y-%m-%d}.json").exists():
+            found.append(corpus_day(before, corpus))
+    return found
+
+
+def run_days(days: list[list[Row]], aggregator: str, directory: Path) -> Path:
+    """Poll day after day, as a daemon would have: one feed file per outlet, rewritten with
+    each day's items before one `aggregator poll --all`. An item's guid is its link, so an
+    article a feed still lists the next day is the entry it was (as with real guids), not a
+    second copy. Returns the database."""
+    directory.mkdir(parents=True, exist_ok=True)
+    outlets = sorted({r.publisher for rows in days for r in rows})
+    names = {o: f"outlet-{n:03d}.xml" for n, o in enumerate(outlets, 1)}
+    database = directory / "eval.db"
+    config = write_config(directory, [directory / names[o] for o in outlets], database)
+    for n, rows in enumerate(days, 1):
+        by_outlet: dict[str, list[Row]] = defaultdict(list)
+        for r in rows:
+            by_outlet[r.publisher].append(r)
+        for outlet in outlets:
+            items = by_outlet.get(outlet, [])
+            (directory / names[outlet]).write_text(_rss(outlet, items), encoding="utf-8")
+        cmd = [aggregator, "--config", str(config), "poll", "--all"]
+        print(f"running ({n}/{len(days)}):", " ".join(cmd), f"({len(rows)} items)",
+              file=sys.stderr)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return database
+
+
+def _rss(publisher: str, items: list[Row]) -> str:
+    host = items[0].host if items else "unknown.invalid"
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>',
+             f"<title>{escape(publisher)}</title><link>http://{escape(host)}/</link>",
+             "<description>rows</description>"]
+    for r in items:
+        parts.append(
+            f'<item><guid isPermaLink="false">{escape(r.url)}</guid>'
+            f"<title>{escape(r.title)}</title><link>{escape(r.url)}</link>"
+            + (f"<description>{escape(r.summary)}</description>" if r.summary else "")
+            + f"<pubDate>{format_datetime(r.published, usegmt=True)}</pubDate></item>")
+    parts.append("</channel></rss>\n")
+    return "".join(parts)
+
+
+def run_with_history(rows: list[Row], history: list[list[Row]], aggregator: str,
+                     keep: Path | None) -> dict[str, int]:
+    with tempfile.TemporaryDirectory(prefix="cluster-eval-") as tmp:
+        directory = keep / "with-history" if keep else Path(tmp)
+        directory.mkdir(parents=True, exist_ok=True)
+        database = run_days([*history, rows], aggregator, directory)
+        with sqlite3.connect(database) as conn:
+            by_link = {guid: sid for guid, sid in conn.execute("SELECT guid, story_id FROM entries")}
+        return {r.id: by_link[r.url] for r in rows if r.url in by_link}
+
+
 def run_pipeline(rows: list[Row], aggregator: str, keep: Path | None) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="cluster-eval-") as tmp:
         directory = keep or Path(tmp)
@@ -275,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--aggregator", default=str(ROOT / ".venv" / "bin" / "aggregator"))
     ap.add_argument("--keep", type=Path, help="pipeline: keep feeds, config and database here")
     ap.add_argument("--show", type=int, default=0, help="print the N largest predicted stories")
+    ap.add_argument("--history", type=int, default=7, metavar="DAYS",
+                    help="French day: also poll the DAYS corpus days before it first, one poll"
+                         " a day, as a running daemon would have (0: only the day alone)")
     args = ap.parse_args(argv)
     sets = []
     if args.set in ("all", "fr"):
@@ -299,6 +380,7 @@ def evaluate(name: str, rows: list[Row], args: argparse.Namespace,
     by_id = {r.id: r for r in rows}
 
     def score(label: str, story_of: dict[str, int], seconds: float) -> dict[str, int]:
+        story_of = {i: sid for i, sid in story_of.items() if i in gold_of}  # not history days
         ids = sorted(gold_of)
         missing = [i for i in ids if i not in story_of]
         if missing:
@@ -330,6 +412,13 @@ def evaluate(name: str, rows: list[Row], args: argparse.Namespace,
         t0 = time.perf_counter()
         score("aggregator poll --all", run_pipeline(rows, args.aggregator, args.keep),
               time.perf_counter() - t0)
+        if name.startswith("fr-") and args.history:
+            history = history_days(FR_DAY, args.history)
+            if history:
+                t0 = time.perf_counter()
+                score(f"after {len(history)} days of history (one poll a day)",
+                      run_with_history(rows, history, args.aggregator, args.keep),
+                      time.perf_counter() - t0)
         return
     cycle = parse_period(args.cycles)
     label = f"direct, {'one cycle' if cycle is None else 'cycles of ' + args.cycles}"

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -71,7 +72,6 @@ def unseen_french_day(directory: Path) -> list[Path]:
              for i, r in enumerate(records) if r.get("title") and r.get("link")]
     source = directory / f"fr-{OPTIONS['fr_date']}.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    from datetime import UTC, datetime
 
     day = datetime.strptime(OPTIONS["fr_date"], "%Y-%m-%d").replace(tzinfo=UTC)
     rows = cluster_eval.read_labelled_day(source, day)
@@ -86,21 +86,25 @@ DAYS = {"en": ("news-en-2020, 2020-08-05/06", english_day),
                      unseen_french_day)}
 
 
-def largest(database: Path, top: int) -> list[tuple[int, list[tuple[str, str, str]]]]:
+def largest(database: Path, top: int,
+            since: str = "") -> list[tuple[int, list[tuple[str, str, str]]]]:
+    """The `top` largest stories with a member published `since` (ISO date) or later, by their
+    members of that day; members of earlier days are listed too, their date before them."""
     with sqlite3.connect(database) as conn:
         ids = [r[0] for r in conn.execute(
             # Ties broken by content, not by story ids (which follow the order a poll happened
             # to store feeds in), so two runs list the same stories.
-            "SELECT story_id FROM entries GROUP BY story_id"
+            "SELECT story_id FROM entries WHERE published >= ? GROUP BY story_id"
             " ORDER BY count(*) DESC, count(DISTINCT feed_id) DESC, min(published), min(guid)"
-            " LIMIT ?", (top,))]
+            " LIMIT ?", (since, top))]
         out = []
         for sid in ids:
             members = conn.execute(
-                "SELECT coalesce(f.title, e.link, f.url), e.title, e.guid FROM entries e"
-                " JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ? ORDER BY e.published",
-                (sid,)).fetchall()
-            out.append((sid, [(_outlet(str(a)), str(b), str(c)) for a, b, c in members]))
+                "SELECT coalesce(f.title, e.link, f.url), e.title, e.guid, e.published"
+                " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?"
+                " ORDER BY e.published", (sid,)).fetchall()
+            out.append((sid, [(_outlet(str(a)), (f"({d[:10]}) " if d < since else "") + str(b),
+                               str(c)) for a, b, c, d in members]))
         return out
 
 
@@ -120,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--keep", type=Path,
                     help="keep each day's feeds, config and database in DIR/<day> (to run "
                          "`aggregator explain` on them)")
+    ap.add_argument("--history", type=int, default=0, metavar="DAYS",
+                    help="French days: first poll the DAYS corpus days before, one poll a day,"
+                         " as a daemon running for a week would have (the event rule needs"
+                         " them); stories are those with a member on the day")
     ap.add_argument("--fr-date", default=OPTIONS["fr_date"],
                     help="the news-fr-2024-10 day of --day fr-other (default %(default)s)")
     args = ap.parse_args(argv)
@@ -131,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     labelled = SHARED / "labelled" / "fr-2024-10-28.jsonl"
     if labelled.exists():
         gold = {r.id: r.story for r in cluster_eval.read_labelled_day(labelled)}
+        # After history days an entry's guid is its link (see cluster_eval.run_days).
+        gold |= {r.url: r.story for r in cluster_eval.read_labelled_day(labelled)}
     for key, (label, build) in DAYS.items():
         if args.day not in ("all", key):
             continue
@@ -145,14 +155,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                     tempfile.TemporaryDirectory(prefix="largest-")))
             feeds = build(directory)
             database = directory / "day.db"
-            config = cluster_eval.write_config(directory, feeds, database)
-            subprocess.run([args.aggregator, "--config", str(config), "poll", "--all"],
-                           check=True, stdout=subprocess.DEVNULL)
+            since = ""
+            if args.history and key in ("fr", "fr-other"):
+                # The same day again, this time after a week polled day by day.
+                day = datetime.strptime(OPTIONS["fr_date"] if key == "fr-other" else "2024-10-28",
+                                        "%Y-%m-%d").replace(tzinfo=UTC)
+                rows = (cluster_eval.read_labelled_day(labelled) if key == "fr"
+                        else cluster_eval.corpus_day(day))
+                history = cluster_eval.history_days(day, args.history)
+                database = cluster_eval.run_days([*history, rows], args.aggregator,
+                                                 directory / "with-history")
+                since = day.strftime("%Y-%m-%d")
+                label += f", after {len(history)} days of history"
+            else:
+                config = cluster_eval.write_config(directory, feeds, database)
+                subprocess.run([args.aggregator, "--config", str(config), "poll", "--all"],
+                               check=True, stdout=subprocess.DEVNULL)
             with sqlite3.connect(database) as conn:
                 entries, stories = conn.execute(
-                    "SELECT count(*), count(DISTINCT story_id) FROM entries").fetchone()
+                    "SELECT count(*), count(DISTINCT story_id) FROM entries WHERE published >= ?",
+                    (since,)).fetchone()
             print(f"== {label}: {len(feeds)} feeds, {entries} entries, {stories} stories")
-            for rank, (sid, members) in enumerate(largest(database, args.top), 1):
+            for rank, (sid, members) in enumerate(largest(database, args.top, since), 1):
                 outlets = len({m[0] for m in members})
                 print(f"  #{rank} story {sid}: {len(members)} members, {outlets} outlets")
                 for outlet, title, guid in members:
