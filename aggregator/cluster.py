@@ -334,25 +334,29 @@ def _unit_share(a: Vector, b: Vector, keys: frozenset[str]) -> float:
 def _event_candidates(docs: Iterable[ClusterDoc]) -> dict[str, frozenset[str]]:
     """Per day, the headline words that could be its event names: in `_EVENT_HEADLINES`
     headlines from `_EVENT_OUTLETS` outlets of that day among `docs`. Counted one day at a
-    time, so a window of tens of thousands of entries holds one day's counts at once."""
-    by_day: dict[str, list[tuple[ClusterDoc, tuple[str, ...]]]] = {}
+    time and without keeping each document's words, so a window of tens of thousands of
+    entries costs little memory."""
+    by_day: dict[str, list[ClusterDoc]] = {}
     for doc in docs:
-        words = headline_words(doc.terms, doc.title_terms)
-        if words:
-            by_day.setdefault(_day(doc.published), []).append((doc, words))
+        by_day.setdefault(_day(doc.published), []).append(doc)
     found: dict[str, frozenset[str]] = {}
-    for day, items in by_day.items():
-        counts = Counter(w for _, words in items for w in set(words))
+    for day, day_docs in by_day.items():
+        counts = Counter(w for d in day_docs for w in set(headline_words(d.terms, d.title_terms)))
         frequent = {w for w, n in counts.items() if n >= _EVENT_HEADLINES}
-        if not frequent:
-            continue
+        del counts
         outlets: dict[str, set[int | str]] = {}
-        for doc, words in items:
-            for w in frequent.intersection(words):
-                outlets.setdefault(w, set()).add(_outlet(doc))
-        names = frozenset(w for w, who in outlets.items() if len(who) >= _EVENT_OUTLETS)
+        names: set[str] = set()
+        for doc in day_docs:
+            for w in frequent.intersection(headline_words(doc.terms, doc.title_terms)):
+                if w in names:
+                    continue
+                who = outlets.setdefault(w, set())
+                who.add(_outlet(doc))
+                if len(who) >= _EVENT_OUTLETS:
+                    names.add(w)
+                    del outlets[w]
         if names:
-            found[day] = names
+            found[day] = frozenset(names)
     return found
 
 
@@ -664,6 +668,10 @@ class StoryClusterer:
         """The story an entry in memory currently belongs to."""
         return self._story_of[entry_id]
 
+    def story_ids(self) -> list[int]:
+        """The ids of every story in memory."""
+        return [sid for sid, m in self._members.items() if m]
+
     def stories(self) -> dict[int, tuple[int, ...]]:
         """Every story in memory and its member entry ids (ascending)."""
         return {sid: tuple(sorted(m)) for sid, m in self._members.items() if m}
@@ -712,8 +720,15 @@ class StoryClusterer:
     def use_story_spans(self, spans: Mapping[int, tuple[datetime, datetime]]) -> None:
         """The first and last publication of stored stories over all their members
         (`Store.story_spans`): a story whose older members the window no longer holds still
-        spans from them, for the span bound."""
-        self._spans.update(spans)
+        spans from them, for the span bound. Only spans reaching beyond the members in memory
+        are kept (most stories have all their members there)."""
+        for sid, (first, last) in spans.items():
+            members = self._members.get(sid)
+            if not members:
+                continue
+            published = [self._docs[e].published for e in members]
+            if first < min(published) or last > max(published):
+                self._spans[sid] = (first, last)
 
     def use_headline_counts(self, counts: Mapping[tuple[str, str], int]) -> None:
         """(day, term) -> headlines for `headline_request`'s words and days (term '': all of a

@@ -410,7 +410,7 @@ class _ClusterCycle:
         if self.clusterer is None:
             return
         _use_headline_counts(self.store, self.clusterer)
-        self.clusterer.use_story_spans(self.store.story_spans(self.clusterer.stories()))
+        self.clusterer.use_story_spans(self.store.story_spans(self.clusterer.story_ids()))
         steps = self.clusterer.merge_steps()
         while True:
             try:
