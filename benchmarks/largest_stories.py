@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,6 +46,35 @@ def english_day(directory: Path) -> list[Path]:
             shutil.copyfile(snapshots[0], target)
             feeds.append(target)
     return feeds
+
+
+def english_history(directory: Path, aggregator: str, days: int) -> Path:
+    """news-en-2020 as a daemon would have seen it: every outlet's snapshots of the `days`
+    days before 5 August 2020, one poll per date (a feed keeps its last document on a date it
+    has none), then the day's snapshots (`english_day`). Returns the database."""
+    corpus = SHARED / "corpora" / "news-en-2020"
+    outlets = sorted(p for p in corpus.iterdir() if p.is_dir())
+    first = (datetime(2020, 8, 5) - timedelta(days=days)).strftime("%Y%m%d")
+    dates = sorted({p.name[:8] for o in outlets for p in o.iterdir()
+                    if first <= p.name[:8] < "20200805"})
+    directory.mkdir(parents=True, exist_ok=True)
+    database = directory / "day.db"
+    feeds = [directory / f"{o.name}.xml" for o in outlets]
+    config = cluster_eval.write_config(directory, feeds, database)
+    for feed in feeds:
+        feed.write_text('<?xml version="1.0"?><rss version="2.0"><channel><title>-</title>'
+                        "<link>http://x/</link><description>-</description></channel></rss>")
+    for date in dates:
+        for outlet, feed in zip(outlets, feeds, strict=True):
+            snapshots = sorted(p for p in outlet.iterdir() if p.name.startswith(date))
+            if snapshots:
+                shutil.copyfile(snapshots[0], feed)
+        subprocess.run([aggregator, "--config", str(config), "poll", "--all"], check=True,
+                       stdout=subprocess.DEVNULL)
+    english_day(directory)  # the day's snapshots over the same files
+    subprocess.run([aggregator, "--config", str(config), "poll", "--all"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return database
 
 
 def german_day(directory: Path) -> list[Path]:
@@ -167,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  directory / "with-history")
                 since = day.strftime("%Y-%m-%d")
                 label += f", after {len(history)} days of history"
+            elif args.history and key == "en":
+                database = english_history(directory / "with-history", args.aggregator,
+                                           args.history)
+                since = "2020-08-04"  # the day the snapshots of the 5th begin with
+                label += f", after the snapshots of the {args.history} days before"
             else:
                 config = cluster_eval.write_config(directory, feeds, database)
                 subprocess.run([args.aggregator, "--config", str(config), "poll", "--all"],
