@@ -635,9 +635,14 @@ def datasette_metadata(obj: Context, output: Path | None) -> None:
 @click.option("--stop-timeout", default=10.0, show_default=True, hidden=True,
               type=click.FloatRange(min=1.0),
               help="Seconds SIGTERM waits for in-flight polls before abandoning them.")
+@click.option("--metrics", "metrics_address", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics on /metrics and health on /healthz (off by"
+                   " default; a loopback address, e.g. 127.0.0.1:9464).")
+@click.option("--metrics-remote", is_flag=True,
+              help="Allow --metrics on an address other machines can reach.")
 @click.pass_context
 def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float,
-        stop_timeout: float) -> None:
+        stop_timeout: float, metrics_address: str | None, metrics_remote: bool) -> None:
     """Run as a daemon: poll due feeds, write digests, prune (systemd Type=notify).
 
     SIGHUP re-reads the config, SIGTERM/SIGINT stop within 10 s. Logs go to stderr, with
@@ -652,6 +657,15 @@ def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float,
             None, click.core.ParameterSource.DEFAULT):
         level = parent.params["log_level"]
     path = config_mod.resolve_path(obj.config_path, os.environ)
+    metrics = None
+    if metrics_address is not None:
+        from .metrics import parse_address
+
+        try:
+            metrics = parse_address(metrics_address, allow_remote=metrics_remote)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metrics") from None
     options = ServiceOptions(dispatch_interval=dispatch_interval,
-                             housekeeping_delay=housekeeping_delay, stop_timeout=stop_timeout)
+                             housekeeping_delay=housekeeping_delay, stop_timeout=stop_timeout,
+                             metrics=metrics)
     sys.exit(run_service(path, log_level=level, options=options))

@@ -247,6 +247,7 @@ class ServiceOptions:
     housekeeping_hour: int = 3  # then daily at this UTC hour (minute 17)
     stop_timeout: float = 10.0  # SIGTERM → exit within this, in-flight work or not
     workers: int | None = None  # worker processes for parsing (default: up to 4)
+    metrics: tuple[str, int] | None = None  # serve /metrics and /healthz here (run --metrics)
 
 
 class Service:
@@ -275,6 +276,7 @@ class Service:
         self._rebuild_poller = False
         self._watchdog: asyncio.Task[None] | None = None
         self._pid: DaemonPid | None = None  # <database>.pid, for `feeds add` to signal
+        self._metrics: Any = None  # metrics.Metrics when serving them
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -314,6 +316,14 @@ class Service:
         if spread:
             log.info("first polls of %d feeds spread over %d s", len(spread),
                      int((spread[-1][1] - now).total_seconds()) if spread else 0)
+        if self.options.metrics is not None and not self._start_metrics(*self.options.metrics):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self._stop_watchdog()
+            if self._pid is not None:
+                self._pid.release()
+            self.store.close()
+            return 1
         self.poller = Poller(self.config, self.store, workers=self.options.workers)
         await self.poller.__aenter__()
         self.scheduler = self._make_scheduler()
@@ -325,6 +335,26 @@ class Service:
 
         await self._stop.wait()
         return await self._shutdown(loop)
+
+    def _start_metrics(self, host: str, port: int) -> bool:
+        from .metrics import Metrics
+
+        metrics = Metrics(self._database_path, self.options.dispatch_interval)
+        try:
+            bound = metrics.start(host, port)
+        except OSError as exc:
+            log.error("cannot start: cannot serve metrics on %s:%d: %s", host, port,
+                      exc.strerror or exc)
+            self.notifier.send(f"STATUS=cannot serve metrics on {host}:{port}")
+            return False
+        self._metrics = metrics
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        log.info("metrics on http://%s:%d/metrics, health on /healthz", shown, bound[1])
+        return True
+
+    def _database_path(self) -> Path:
+        assert self.config is not None
+        return self.config.database
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """SIGTERM/SIGINT: stop dispatching and shut down (idempotent)."""
@@ -352,6 +382,8 @@ class Service:
         self.scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the next loop iteration
         clean = await self._close_poller(deadline - loop.time())
+        if self._metrics is not None:
+            self._metrics.close()
         if self._pid is not None:
             self._pid.release()
         self.store.close()
@@ -431,12 +463,16 @@ class Service:
                 async with self._db_lock:
                     if self._stopping or not self._take_writer():
                         return
+                    if self._metrics is not None:
+                        self._metrics.dispatch_started()
+                    summary: CycleSummary | None = None
                     try:
                         await self._maybe_rebuild_poller()
                         assert self.poller is not None
                         summary = await self.poller.run_cycle()
                     finally:
                         self._release_writer()
+                        self._report_dispatch(summary)
             except asyncio.CancelledError:
                 if not self._stopping:
                     raise
@@ -458,6 +494,18 @@ class Service:
                 if summary.changed or summary.new_stories or summary.grown_stories:
                     self._write_digests("cycle")
             self.notifier.send(f"STATUS={self.status_line()}")
+
+    def _report_dispatch(self, summary: CycleSummary | None) -> None:
+        """Tell the metrics a dispatch ended (`summary` None: it did not run to its end)."""
+        if self._metrics is None:
+            return
+        if summary is None:
+            self._metrics.dispatch_finished(polled=False, ok=False)
+            return
+        self._metrics.dispatch_finished(
+            polled=bool(summary.due), ok=True, fetched=summary.fetched,
+            not_modified=summary.not_modified, new_entries=summary.new_entries,
+            failures=[kind for _, kind, _ in summary.failures])
 
     async def _hourly(self) -> None:
         """Digests age (stories leave their windows) without new entries; and a WAL that

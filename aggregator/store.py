@@ -295,6 +295,25 @@ class UpsertResult:
     story_id: int | None
 
 
+def database_counts(database: Path) -> dict[str, Any]:
+    """What a database holds, read through a read-only connection of the caller's own (for a
+    metrics scrape in another thread): feeds by state, entries, stories, bytes on disk."""
+    try:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error as exc:
+        raise OSError(f"{database}: {exc}") from exc
+    try:
+        feeds = dict(conn.execute("SELECT state, count(*) FROM feed_health GROUP BY state"))
+        entries = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+        stories = conn.execute("SELECT count(*) FROM stories").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise OSError(f"{database}: {exc}") from exc
+    finally:
+        conn.close()
+    size = sum(p.stat().st_size for p in (database, Path(f"{database}-wal")) if p.exists())
+    return {"feeds": feeds, "entries": int(entries), "stories": int(stories), "bytes": size}
+
+
 class DaemonPid:
     """`<database>.pid`: the running daemon's pid, under a `flock` the daemon holds for its
     whole run. A reader believes the pid only while the lock is held, so a daemon killed with
