@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 
@@ -506,10 +507,15 @@ def _tell_daemon(config: Config) -> None:
 @click.option("-f", "--file", "target", type=click.Path(dir_okay=False, path_type=Path),
               help="Feeds file to add it to (default: feeds.d/subscriptions.toml beside "
                    "the config; included by the config, which gets the include line if needed).")
+@click.option("--pick", type=click.IntRange(1, 50), default=None,
+              help="When a web page names several feeds, subscribe to the Nth one listed.")
+@click.option("--no-discover", is_flag=True,
+              help="Subscribe to the URL as given, without fetching it first.")
 @click.pass_obj
 def feeds_add(obj: Context, url: str, title: str | None, tags: tuple[str, ...],
-              target: Path | None) -> None:
-    """Subscribe to a feed: add it to a feeds file the config includes."""
+              target: Path | None, pick: int | None, no_discover: bool) -> None:
+    """Subscribe to a feed: add it to a feeds file the config includes. A web page's URL
+    (https://www.lemonde.fr/) finds the feeds the page names, or one at a common path."""
     from .export import feeds_toml
     from .model import FeedSettings
 
@@ -521,6 +527,12 @@ def feeds_add(obj: Context, url: str, title: str | None, tags: tuple[str, ...],
             normalised = config_mod.feed_url(url, Path.cwd())  # a path as the user typed it
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="URL") from None
+        # A bad tag or title is refused before anything is fetched or written.
+        config_mod.check_feeds(feeds_toml([FeedSettings(
+            url=normalised, title=title.strip() if title else None, tags=tuple(tags))]), target)
+        if not no_discover and urlsplit(normalised).scheme in ("http", "https") \
+                and normalised not in {f.url for f in config.feeds}:
+            normalised = _discover(config, normalised, pick)
         if normalised in {f.url for f in config.feeds}:
             click.echo(f"aggregator: error: already subscribed to {normalised}", err=True)
             sys.exit(1)
@@ -533,20 +545,74 @@ def feeds_add(obj: Context, url: str, title: str | None, tags: tuple[str, ...],
             sys.exit(1)
         feed = FeedSettings(url=normalised, title=title.strip() if title else None,
                             tags=tuple(tags))
-        config_mod.check_feeds(feeds_toml([feed]), target)  # a bad tag or title: nothing written
         separator = "" if not text or text.endswith("\n\n") else \
             ("\n" if text.endswith("\n") else "\n\n")
+        # A feeds file the config does not include yet may list the feed already.
+        listed = text and normalised in {f.url for f in config_mod.check_feeds(text, target)}
+        new_text = text if listed else text + separator + feeds_toml([feed])
         included = {p.resolve() for p in config.includes}
         try:
             if target.resolve() in included or target.resolve() == config_path.resolve():
-                config_mod.rewrite_checked(config_path, target, text + separator + feeds_toml([feed]))
+                config_mod.rewrite_checked(config_path, target, new_text)
             else:
-                _add_included(config_path, target, text + separator + feeds_toml([feed]))
+                _add_included(config_path, target, new_text)
         except OSError as exc:
             click.echo(f"aggregator: error: cannot write {target}: {exc.strerror or exc}", err=True)
             sys.exit(1)
         click.echo(f"subscribed to {normalised} (in {target})")
         _tell_daemon(config)
+
+
+def _discover(config: Config, url: str, pick: int | None) -> str:
+    """The feed to subscribe to for `url`: itself when it serves a feed, else the one its page
+    names (the `pick`th of several), else one at a common path. Fetched through the polite,
+    SSRF-guarded fetcher; every way of finding nothing ends with one line and exit 1."""
+    import asyncio
+
+    from .discover import common_candidates, feed_links, looks_like_feed, looks_like_html
+    from .fetch import Fetcher
+    from .model import FeedState
+
+    async def fetch(fetcher: Fetcher, target: str) -> Any:
+        return await fetcher.fetch(FeedState(id=0, url=target), utcnow())
+
+    async def find() -> str:
+        async with Fetcher(config.fetch, pages=True) as fetcher:
+            page = await fetch(fetcher, url)
+            if page.failure is not None:
+                _fail(f"cannot fetch {url}: {page.failure.message}")
+            body = page.body or b""
+            if looks_like_feed(body):
+                return url
+            if not looks_like_html(body):
+                _fail(f"{url} serves neither a feed nor an HTML page that could name one")
+            links = feed_links(body, page.final_url)
+            if not links:
+                for candidate in common_candidates(page.final_url):
+                    found = await fetch(fetcher, candidate)
+                    if found.failure is None and looks_like_feed(found.body or b""):
+                        click.echo(f"found a feed at {candidate}")
+                        return candidate
+                _fail(f"no feed found for {url}: its page names none (no <link rel=\"alternate\">"
+                      " in its head) and none of /feed, /rss, /rss.xml, /atom.xml ... is one")
+            if len(links) == 1 and pick in (None, 1):
+                click.echo(f"found a feed on the page: {links[0].url}")
+                return links[0].url
+            if pick is None or pick > len(links):
+                click.echo(f"{url} names {len(links)} feeds:")
+                for n, link in enumerate(links, 1):
+                    click.echo(f"  {n}. {link.url}  ({link.kind}"
+                               + (f": {link.title}" if link.title else "") + ")")
+                _fail("pick one with --pick N" if pick is None
+                      else f"--pick {pick}: there are only {len(links)}")
+            return links[pick - 1].url
+
+    return asyncio.run(find())
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"aggregator: error: {message}", err=True)
+    sys.exit(1)
 
 
 def _add_included(config_path: Path, target: Path, text: str) -> None:

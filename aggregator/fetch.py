@@ -586,8 +586,10 @@ def _read_capped(path: Path, cap: int) -> bytes | None:
 class Fetcher:
     """Fetches feeds politely. Use as `async with Fetcher(settings) as fetcher:`."""
 
-    def __init__(self, settings: FetchSettings) -> None:
+    def __init__(self, settings: FetchSettings, *, pages: bool = False) -> None:
         self._settings = settings
+        # `pages`: web pages are answers too (feed discovery reads a site's HTML head).
+        self._pages = pages
         self._client: httpx.AsyncClient | None = None
         self._global: asyncio.Semaphore | None = None
         self._per_host: dict[str, asyncio.Semaphore] = {}
@@ -887,7 +889,7 @@ class Fetcher:
         cap = self._settings.max_body_bytes
         content_type = headers.get("content-type", "")
         refusal = content_type_refusal(content_type)
-        if refusal:
+        if refusal and not self._pages:
             return _Hop(status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status))
         encoding = headers.pop("content-encoding", "")
         declared = headers.pop("content-length", "")
@@ -909,7 +911,7 @@ class Fetcher:
                     body += piece
                     if len(body) > cap:
                         return _Hop(status, headers, failure=too_large)
-                if not sniffed and len(body) >= _SNIFF_BYTES:
+                if not sniffed and not self._pages and len(body) >= _SNIFF_BYTES:
                     sniffed = True
                     refusal = sniff_refusal(bytes(body[:_SNIFF_BYTES]), content_type)
                     if refusal:
@@ -922,7 +924,7 @@ class Fetcher:
                     return _Hop(status, headers, failure=too_large)
         except _DecodeError as exc:
             return _Hop(status, headers, failure=FeedFailure(FailureKind.HTTP, str(exc), status))
-        if not sniffed:
+        if not sniffed and not self._pages:
             refusal = sniff_refusal(bytes(body[:_SNIFF_BYTES]), content_type)
             if refusal:
                 return _Hop(status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status))

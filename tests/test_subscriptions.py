@@ -64,11 +64,12 @@ def test_feeds_add_writes_an_included_feeds_file_and_the_feed_is_polled(
     assert (feed.url, feed.title, feed.tags) == (url, "Harbour", ("local", "sea"))
 
     assert "entries: 1 new" in cli(config, "poll").stdout
-    assert len(server.hits("/harbour.xml")) == 1
+    # One request from `feeds add` (does the URL serve a feed?), one from the poll.
+    assert len(server.hits("/harbour.xml")) == 2
 
     # A second feed goes into the same file; the include is not added twice.
     second = server.url("/quay.xml")
-    out = cli(config, "feeds", "add", second)
+    out = cli(config, "feeds", "add", second, "--no-discover")
     assert "added include" not in out.stdout
     assert [f.url for f in config_mod.load(config).feeds] == [url, second]
     assert config.read_text().count("include") == 1
@@ -134,7 +135,7 @@ def test_a_removed_feed_keeps_its_entries_and_is_marked_inactive(
         assert conn.execute("SELECT active FROM feeds WHERE url = ?", (url,)).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM entries").fetchone() == (1,)
     conn.close()
-    assert len(server.hits("/harbour.xml")) == 1  # not polled once removed
+    assert len(server.hits("/harbour.xml")) == 2  # `feeds add`, the first poll; not once removed
 
 
 def test_feeds_add_and_remove_tell_the_running_daemon_which_reloads(
@@ -162,7 +163,7 @@ def test_feeds_add_and_remove_tell_the_running_daemon_which_reloads(
         assert daemon.stop() == 0, daemon.text()
     # Stopped: the pid is no longer believed, and nothing is signalled.
     assert DaemonPid(tmp_path / "agg.db").running() is None
-    out = cli(config, "feeds", "add", "https://after.example/feed")
+    out = cli(config, "feeds", "add", "https://after.example/feed", "--no-discover")
     assert "systemctl reload aggregator" in out.stdout
 
 
@@ -190,7 +191,7 @@ def test_feeds_import_into_the_file_feeds_add_wrote_keeps_what_was_added(
         tmp_path: Path) -> None:
     config = tmp_path / "aggregator.toml"
     config.write_text(MAIN)
-    cli(config, "feeds", "add", "https://added.example/feed", "--tag", "mine")
+    cli(config, "feeds", "add", "https://added.example/feed", "--tag", "mine", "--no-discover")
     opml = tmp_path / "subscriptions.opml"  # imports into feeds.d/subscriptions.toml too
     opml.write_text('<?xml version="1.0"?><opml version="2.0"><head/><body>'
                     '<outline type="rss" text="A" xmlUrl="https://added.example/feed"/>'
@@ -203,3 +204,83 @@ def test_feeds_import_into_the_file_feeds_add_wrote_keeps_what_was_added(
     again = cli(config, "feeds", "import", str(opml))
     assert "wrote 0 feeds" in again.stdout and "(2 already subscribed)" in again.stdout
     assert len(config_mod.load(config).feeds) == 2
+
+
+# -- discovery: feeds add on a web page -------------------------------------------------------
+
+PAGE = """<!doctype html><html><head><title>Harbour News</title>
+<link rel="alternate" type="application/rss+xml" title="Harbour: front page" href="/rss/front.xml">
+<link rel="alternate" type="application/atom+xml" title="Harbour: culture" href="{culture}">
+<link rel="stylesheet" href="/style.css">
+</head><body><a href="/rss/not-in-head.xml" rel="alternate" type="application/rss+xml">x</a>
+</body></html>"""
+HTML = {"Content-Type": "text/html; charset=utf-8"}
+RSS = {"Content-Type": "application/rss+xml"}
+PRIVATE = MAIN  # MAIN allows private networks: the loopback server is one
+
+
+def test_feeds_add_on_a_page_lists_its_feeds_and_subscribes_to_the_one_picked(
+        tmp_path: Path, server: LoopbackServer) -> None:
+    culture = server.url("/culture.atom")
+    server.serve("/", PAGE.format(culture=culture).encode(), **HTML)
+    server.serve("/rss/front.xml", FEED, **RSS)
+    config = tmp_path / "aggregator.toml"
+    config.write_text(PRIVATE)
+
+    listed = cli(config, "feeds", "add", server.url("/"), code=1)
+    assert f"names 2 feeds:\n  1. {server.url('/rss/front.xml')}  (RSS: Harbour: front page)\n" \
+           f"  2. {culture}  (Atom: Harbour: culture)" in listed.stdout
+    assert "pick one with --pick N" in listed.stderr
+    assert not (tmp_path / "feeds.d").exists()  # nothing written
+
+    out = cli(config, "feeds", "add", server.url("/"), "--pick", "2", "--tag", "culture")
+    assert f"subscribed to {culture}" in out.stdout
+    too_far = cli(config, "feeds", "add", server.url("/"), "--pick", "3", code=1)
+    assert "--pick 3: there are only 2" in too_far.stderr
+    assert [(f.url, f.tags) for f in config_mod.load(config).feeds] == [(culture, ("culture",))]
+
+
+def test_feeds_add_on_a_page_naming_none_tries_the_common_paths(
+        tmp_path: Path, server: LoopbackServer) -> None:
+    server.serve("/", b"<!doctype html><html><head><title>x</title></head><body>hi</body></html>",
+                 **HTML)
+    server.serve("/rss", FEED, **RSS)
+    config = tmp_path / "aggregator.toml"
+    config.write_text(PRIVATE)
+    out = cli(config, "feeds", "add", server.url("/"))
+    assert f"found a feed at {server.url('/rss')}" in out.stdout
+    assert [f.url for f in config_mod.load(config).feeds] == [server.url("/rss")]
+    assert server.hits("/feed")  # tried first, and missing (404)
+
+
+def test_feeds_add_finds_nothing_on_a_page_without_feeds_and_writes_nothing(
+        tmp_path: Path, server: LoopbackServer) -> None:
+    server.serve("/", b"<html><head></head><body>no feeds here</body></html>", **HTML)
+    server.serve("/image.png", b"\x89PNG\r\n\x1a\n\0\0\0binary", **{"Content-Type": "image/png"})
+    config = tmp_path / "aggregator.toml"
+    config.write_text(PRIVATE)
+    before = config.read_text()
+    none = cli(config, "feeds", "add", server.url("/"), code=1)
+    assert "no feed found for" in none.stderr and "<link rel=\"alternate\">" in none.stderr
+    binary = cli(config, "feeds", "add", server.url("/image.png"), code=1)
+    assert "serves neither a feed nor an HTML page" in binary.stderr
+    missing = cli(config, "feeds", "add", server.url("/gone"), code=1)
+    assert "cannot fetch" in missing.stderr and "404" in missing.stderr
+    assert config.read_text() == before and not (tmp_path / "feeds.d").exists()
+
+
+def test_feeds_add_of_a_feed_url_keeps_it_and_discovery_honours_the_ssrf_guard(
+        tmp_path: Path, server: LoopbackServer) -> None:
+    server.serve("/harbour.xml", FEED, **RSS)
+    config = tmp_path / "aggregator.toml"
+    config.write_text(PRIVATE)
+    out = cli(config, "feeds", "add", server.url("/harbour.xml"))
+    assert f"subscribed to {server.url('/harbour.xml')}" in out.stdout
+    (tmp_path / "guarded").mkdir()
+    guarded = tmp_path / "guarded" / "aggregator.toml"  # the default: private addresses refused
+    guarded.write_text('[storage]\ndatabase = "g.db"\n')
+    refused = cli(guarded, "feeds", "add", server.url("/harbour.xml"), code=1)
+    assert "cannot fetch" in refused.stderr and "127.0.0.1" in refused.stderr
+    # --no-discover subscribes without asking the network.
+    cli(guarded, "feeds", "add", server.url("/harbour.xml"), "--no-discover")
+    assert [f.url for f in config_mod.load(guarded).feeds] == [server.url("/harbour.xml")]
