@@ -23,6 +23,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check aggregator tests benchmarks
 	$(BIN)/mypy aggregator
+	$(BIN)/lint-imports
 
 # Benchmarks print figures (see the README's table); `make bench` runs the headline one.
 bench: $(STAMP)
