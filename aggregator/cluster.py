@@ -295,7 +295,13 @@ _EVENT_REST = 0.25  # ... and this share without the event name (not the name al
 
 @lru_cache(maxsize=4096)
 def _day(published: datetime) -> str:
-    return published.astimezone(UTC).date().isoformat()
+    """The UTC day of a publication time (a naive one is taken as UTC)."""
+    if published.tzinfo is None:
+        return published.date().isoformat()
+    try:
+        return published.astimezone(UTC).date().isoformat()
+    except OverflowError:  # at the ends of the calendar
+        return published.date().isoformat()
 
 
 def _event_keys(doc_a: ClusterDoc, doc_b: ClusterDoc,
@@ -321,14 +327,15 @@ _NO_EVENTS: frozenset[str] = frozenset()
 def _unit_share(a: Vector, b: Vector, keys: frozenset[str]) -> float:
     """What the names `keys` add to the cosine of two vectors, with every name phrase that
     holds one of them and that phrase's other words ("ballon_d_or" with "ballon")."""
-    part = math.fsum(a[k] * b[k] for k in keys if k in a and k in b)
-    for term in a.keys() & b.keys():
+    shared = sorted(a.keys() & b.keys())
+    counted = {k for k in keys if k in a and k in b}
+    for term in shared:
         if "_" in term:
             words = term.split("_")
             if keys.intersection(words):
-                part += a[term] * b[term] + math.fsum(
-                    a[w] * b[w] for w in set(words) - keys if w in a and w in b)
-    return part
+                counted.add(term)
+                counted.update(w for w in words if w in a and w in b)
+    return math.fsum(a[t] * b[t] for t in sorted(counted))
 
 
 def _event_candidates(docs: Iterable[ClusterDoc]) -> dict[str, frozenset[str]]:
@@ -388,6 +395,8 @@ def _week(day: str, counts: Mapping[tuple[str, str], int]) -> tuple[list[str], f
     counts to `day`'s volume, or None when too few days are covered."""
     start = date.fromisoformat(day)
     volume = counts.get((day, ""), 0)
+    if start < date.min + timedelta(days=_EVENT_WEEK):
+        return None  # no week before the first days of the calendar
     days = [(start - timedelta(days=n)).isoformat() for n in range(1, _EVENT_WEEK + 1)]
     covered = [d for d in days if 4 * counts.get((d, ""), 0) >= volume > 0]
     if len(covered) < _EVENT_COVERED_DAYS:
@@ -714,7 +723,9 @@ class StoryClusterer:
         if not self._candidates:
             return None
         days = sorted(self._candidates)
-        first = (date.fromisoformat(days[0]) - timedelta(days=_EVENT_WEEK)).isoformat()
+        earliest = date.fromisoformat(days[0])
+        back = min(_EVENT_WEEK, (earliest - date.min).days)  # not before the calendar's start
+        first = (earliest - timedelta(days=back)).isoformat()
         return frozenset().union(*self._candidates.values()), first, days[-1]
 
     def use_story_spans(self, spans: Mapping[int, tuple[datetime, datetime]]) -> None:
@@ -1136,6 +1147,9 @@ class StoryClusterer:
         # (Two single entries must reach the threshold itself: their centroids are their
         # vectors, so this is their cosine.)
         floor = threshold if pairs == 1 or pairs > _WHOLE_STORY_PAIRS else threshold * _GUARD_SHARE
+        if pairs == 1 and self._events and _event_keys(
+                self._docs[a.members[0]], self._docs[b.members[0]], self._events):
+            floor = threshold * _EVENT_SHARE  # two entries naming their day's event
         if dot / pairs < floor:
             return None
         if a.decimals and b.decimals and not a.decimals & b.decimals:
@@ -1271,7 +1285,8 @@ class StoryClusterer:
         elif dot >= self.settings.story_threshold and guard is None:
             rule = "story_match"
             reason = f"story match: cosine {score} >= {self.settings.story_threshold} on {', '.join(shared[:6])}"
-        elif (event := self._event_reason(a, b, va, vb, dot)) is not None:
+        elif guard not in ("numbers", "same_outlet") and (
+                event := self._event_reason(a, b, va, vb, dot)) is not None:
             rule, guard, reason = "story_match", None, event
         else:
             rule = None

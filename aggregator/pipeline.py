@@ -109,7 +109,8 @@ class Poller:
             due = [feed for feed in due if feed.state.id in only]
         summary = CycleSummary(due=len(due))
         cycle = _ClusterCycle(self.store, self.config, now)
-        backfill_headlines(self.store)
+        for _ in backfill_steps(self.store):
+            await asyncio.sleep(0)
         cycle.recover()
 
         queue = iter(due)
@@ -452,6 +453,13 @@ def backfill_headlines(store: Store, *, batch: int = 5000) -> int:
     """Count the headlines of entries stored before migration 7 (see `Store.headline_backfill`),
     one transaction per batch with its progress, so a crash resumes where it stopped and never
     counts an entry twice. Returns how many entries were counted."""
+    counted = list(backfill_steps(store, batch=batch))
+    return counted[-1] if counted else 0
+
+
+def backfill_steps(store: Store, *, batch: int = 5000) -> Iterator[int]:
+    """`backfill_headlines` one batch at a time (yields the running count): the daemon goes
+    back to its event loop between batches, so a million entries never stall its watchdog."""
     done = 0
     while (progress := store.headline_backfill()) is not None:
         after, until = progress
@@ -463,7 +471,7 @@ def backfill_headlines(store: Store, *, batch: int = 5000) -> int:
                 for r in rows)
             store.note_backfill(rows[-1]["id"] if rows else until, until)
         done += len(rows)
-    return done
+        yield done
 
 
 def _shift(when: datetime, delta: timedelta) -> datetime:

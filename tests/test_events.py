@@ -233,3 +233,65 @@ def test_entries_stored_before_the_headline_counts_are_counted_once(tmp_path: Pa
     with sqlite3.connect(database) as conn:
         assert sorted(conn.execute("SELECT day, term, entries FROM headline_terms")) == before
     conn.close()
+
+
+def test_a_subject_polled_every_day_never_makes_a_story_longer_than_the_window(
+        tmp_path: Path) -> None:
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    database = tmp_path / "agg.db"
+    config = tmp_path / "aggregator.toml"
+    config.write_text(f'[storage]\ndatabase = "{database}"\n\n' + "".join(
+        f'[[feeds]]\nurl = "{(feeds / f"{o}.xml").as_uri()}"\n\n' for o in "abcd"))
+    for n in range(6):  # the same subject every day, told alike by two outlets
+        day = DAY + timedelta(days=n)
+        write_day(feeds, day, {o: [(12, f"Présidentielle américaine : Kamala Harris et Donald"
+                                        f" Trump en meeting dans le Michigan, étape {n}{o}",
+                                    "Les deux candidats à la Maison Blanche se disputent les"
+                                    " États clés à quelques jours du scrutin.")] for o in "ab"})
+        result = subprocess.run([*CLI, "--config", str(config), "poll", "--all"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    with sqlite3.connect(database) as conn:
+        spans = conn.execute("SELECT story_id, count(*), julianday(max(published))"
+                             " - julianday(min(published)) FROM entries GROUP BY story_id"
+                             ).fetchall()
+    conn.close()
+    assert max(n for _, n, _ in spans) >= 4  # the days do join, within the window
+    assert all(days * 24 <= 72 for _, _, days in spans), spans
+
+
+def test_pruning_keeps_the_headline_counts_of_the_week_before_the_oldest_kept_day(
+        tmp_path: Path) -> None:
+    now = datetime(2024, 12, 1, tzinfo=UTC)
+    with Store.open(tmp_path / "agg.db") as store:
+        with store.transaction():
+            store.count_headlines([(now - timedelta(days=n), ("ballon",)) for n in range(60)])
+        store.prune(30, now, now=now)
+        days = [d for d, in store.execute("SELECT DISTINCT day FROM headline_terms ORDER BY day")]
+    assert days[0] == (now - timedelta(days=38)).date().isoformat()
+    assert days[-1] == now.date().isoformat() and len(days) == 39
+
+
+def test_a_database_upgraded_from_version_6_counts_its_stored_headlines_once(
+        tmp_path: Path) -> None:
+    database = poll_days(tmp_path, history=2)
+    with sqlite3.connect(database) as conn:
+        before = sorted(conn.execute("SELECT day, term, entries FROM headline_terms"))
+        # As version 6 left it: no table, no backfill marks.
+        conn.execute("DROP TABLE headline_terms")
+        conn.execute("DELETE FROM meta WHERE key LIKE 'headline_backfill%'")
+        conn.execute("PRAGMA user_version = 6")
+    conn.close()
+    with Store.open(database) as store:  # migration 7 runs and notes what is to count
+        assert store.schema_version == 7
+        assert store.headline_backfill() is not None
+    # The next poll cycle counts them (its feeds are unchanged: nothing new is stored).
+    result = subprocess.run([*CLI, "--config", str(tmp_path / "aggregator.toml"), "poll",
+                             "--all"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(database) as conn:
+        assert sorted(conn.execute("SELECT day, term, entries FROM headline_terms")) == before
+        assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'headline_backfill%'"
+                            ).fetchone() == (0,)
+    conn.close()
