@@ -440,13 +440,7 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
                        + "; nothing written", err=True)
             sys.exit(1)
         target = output or config_path.parent / "feeds.d" / f"{opml_file.stem}.toml"
-        try:
-            text = target.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            text = ""
-        except OSError as exc:
-            click.echo(f"aggregator: error: cannot read {target}: {exc.strerror or exc}", err=True)
-            sys.exit(1)
+        text = _read_feeds_file(target)
         known = 0
         if text:
             # A feeds file that exists (`feeds add` writes the same default file) gains the
@@ -456,11 +450,9 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
             fresh = [f for f in imported if f.url not in subscribed]
             known = len(imported) - len(fresh)
             imported = fresh
-            text += "" if not imported or text.endswith("\n\n") else \
-                ("\n" if text.endswith("\n") else "\n\n")
         # The default feeds.d/ folder is created; a folder named with -o must exist.
         if imported:
-            _write_file(target, (text + feeds_toml(imported)).encode("utf-8"),
+            _write_file(target, _appended(text, feeds_toml(imported)).encode("utf-8"),
                         make_parents=output is None)
         click.echo(f"wrote {len(imported)} feeds to {target}"
                    + (f" ({known} already subscribed)" if known else ""))
@@ -478,6 +470,24 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
 
 
 _SUBSCRIPTIONS = Path("feeds.d") / "subscriptions.toml"
+
+
+def _read_feeds_file(path: Path) -> str:
+    """A feeds file's text ('' when it does not exist yet); one clear line if unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        click.echo(f"aggregator: error: cannot read {path}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
+def _appended(text: str, tables: str) -> str:
+    """A feeds file's text with `[[feeds]]` tables added after one blank line."""
+    if not text or text.endswith("\n\n"):
+        return text + tables
+    return text + ("\n" if text.endswith("\n") else "\n\n") + tables
 
 
 def _tell_daemon(config: Config) -> None:
@@ -536,20 +546,12 @@ def feeds_add(obj: Context, url: str, title: str | None, tags: tuple[str, ...],
         if normalised in {f.url for f in config.feeds}:
             click.echo(f"aggregator: error: already subscribed to {normalised}", err=True)
             sys.exit(1)
-        try:
-            text = target.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            text = ""
-        except OSError as exc:
-            click.echo(f"aggregator: error: cannot read {target}: {exc.strerror or exc}", err=True)
-            sys.exit(1)
+        text = _read_feeds_file(target)
         feed = FeedSettings(url=normalised, title=title.strip() if title else None,
                             tags=tuple(tags))
-        separator = "" if not text or text.endswith("\n\n") else \
-            ("\n" if text.endswith("\n") else "\n\n")
         # A feeds file the config does not include yet may list the feed already.
         listed = text and normalised in {f.url for f in config_mod.check_feeds(text, target)}
-        new_text = text if listed else text + separator + feeds_toml([feed])
+        new_text = text if listed else _appended(text, feeds_toml([feed]))
         included = {p.resolve() for p in config.includes}
         try:
             if target.resolve() in included or target.resolve() == config_path.resolve():

@@ -449,17 +449,11 @@ def _use_headline_counts(store: Store, clusterer: clustering.StoryClusterer) -> 
         clusterer.use_headline_counts(store.headline_counts(*request))
 
 
-def backfill_headlines(store: Store, *, batch: int = 5000) -> int:
+def backfill_steps(store: Store, *, batch: int = 5000) -> Iterator[int]:
     """Count the headlines of entries stored before migration 7 (see `Store.headline_backfill`),
     one transaction per batch with its progress, so a crash resumes where it stopped and never
-    counts an entry twice. Returns how many entries were counted."""
-    counted = list(backfill_steps(store, batch=batch))
-    return counted[-1] if counted else 0
-
-
-def backfill_steps(store: Store, *, batch: int = 5000) -> Iterator[int]:
-    """`backfill_headlines` one batch at a time (yields the running count): the daemon goes
-    back to its event loop between batches, so a million entries never stall its watchdog."""
+    counts an entry twice. Yields the running count after each batch: the daemon goes back to
+    its event loop between batches, so a million entries never stall its watchdog."""
     done = 0
     while (progress := store.headline_backfill()) is not None:
         after, until = progress

@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 from aggregator import fingerprint
 from aggregator.cluster import StoryClusterer
 from aggregator.model import ClusterDoc, ClusterSettings, Entry
-from aggregator.pipeline import backfill_headlines
+from aggregator.pipeline import backfill_steps
 from aggregator.store import Store
 
 CLI = [sys.executable, "-m", "aggregator"]
@@ -158,13 +158,25 @@ def write_day(folder: Path, day: datetime, items: dict[str, list[tuple[int, str,
         (folder / f"{outlet}.xml").write_text("".join(parts), encoding="utf-8")
 
 
-def poll_days(tmp_path: Path, history: int) -> Path:
+def four_outlets(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A config of the four outlets' feed files: (their folder, the database, the config)."""
     feeds = tmp_path / "feeds"
     feeds.mkdir()
     database = tmp_path / "agg.db"
     config = tmp_path / "aggregator.toml"
     config.write_text(f'[storage]\ndatabase = "{database}"\n\n' + "".join(
         f'[[feeds]]\nurl = "{(feeds / f"{o}.xml").as_uri()}"\n\n' for o in "abcd"))
+    return feeds, database, config
+
+
+def poll(config: Path) -> None:
+    result = subprocess.run([*CLI, "--config", str(config), "poll", "--all"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def poll_days(tmp_path: Path, history: int) -> Path:
+    feeds, database, config = four_outlets(tmp_path)
     for n in range(history, -1, -1):
         day = DAY - timedelta(days=n)
         items: dict[str, list[tuple[int, str, str]]] = {}
@@ -175,9 +187,7 @@ def poll_days(tmp_path: Path, history: int) -> Path:
             for outlet, hour, title, summary in CEREMONY:
                 items[outlet].append((hour, title, summary))
         write_day(feeds, day, items)
-        result = subprocess.run([*CLI, "--config", str(config), "poll", "--all"],
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
+        poll(config)
     return database
 
 
@@ -227,9 +237,9 @@ def test_entries_stored_before_the_headline_counts_are_counted_once(tmp_path: Pa
             store.execute("INSERT INTO meta (key, value) SELECT 'headline_backfill_until',"
                           " max(id) FROM entries")
             store.execute("INSERT INTO meta (key, value) VALUES ('headline_backfill_done', '0')")
-        assert backfill_headlines(store, batch=7) > 0
+        assert len(list(backfill_steps(store, batch=7))) > 1  # several batches
         assert store.headline_backfill() is None
-        assert backfill_headlines(store) == 0  # done: nothing counted twice
+        assert list(backfill_steps(store)) == []  # done: nothing counted twice
     with sqlite3.connect(database) as conn:
         assert sorted(conn.execute("SELECT day, term, entries FROM headline_terms")) == before
     conn.close()
@@ -237,21 +247,14 @@ def test_entries_stored_before_the_headline_counts_are_counted_once(tmp_path: Pa
 
 def test_a_subject_polled_every_day_never_makes_a_story_longer_than_the_window(
         tmp_path: Path) -> None:
-    feeds = tmp_path / "feeds"
-    feeds.mkdir()
-    database = tmp_path / "agg.db"
-    config = tmp_path / "aggregator.toml"
-    config.write_text(f'[storage]\ndatabase = "{database}"\n\n' + "".join(
-        f'[[feeds]]\nurl = "{(feeds / f"{o}.xml").as_uri()}"\n\n' for o in "abcd"))
+    feeds, database, config = four_outlets(tmp_path)
     for n in range(6):  # the same subject every day, told alike by two outlets
         day = DAY + timedelta(days=n)
         write_day(feeds, day, {o: [(12, f"Présidentielle américaine : Kamala Harris et Donald"
                                         f" Trump en meeting dans le Michigan, étape {n}{o}",
                                     "Les deux candidats à la Maison Blanche se disputent les"
                                     " États clés à quelques jours du scrutin.")] for o in "ab"})
-        result = subprocess.run([*CLI, "--config", str(config), "poll", "--all"],
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
+        poll(config)
     with sqlite3.connect(database) as conn:
         spans = conn.execute("SELECT story_id, count(*), julianday(max(published))"
                              " - julianday(min(published)) FROM entries GROUP BY story_id"
@@ -287,9 +290,7 @@ def test_a_database_upgraded_from_version_6_counts_its_stored_headlines_once(
         assert store.schema_version == 7
         assert store.headline_backfill() is not None
     # The next poll cycle counts them (its feeds are unchanged: nothing new is stored).
-    result = subprocess.run([*CLI, "--config", str(tmp_path / "aggregator.toml"), "poll",
-                             "--all"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    poll(tmp_path / "aggregator.toml")
     with sqlite3.connect(database) as conn:
         assert sorted(conn.execute("SELECT day, term, entries FROM headline_terms")) == before
         assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'headline_backfill%'"

@@ -44,12 +44,17 @@ def cli(config: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess[
     return result
 
 
-def test_feeds_add_writes_an_included_feeds_file_and_the_feed_is_polled(
-        tmp_path: Path, server: LoopbackServer) -> None:
+def harbour(tmp_path: Path, server: LoopbackServer) -> tuple[Path, str]:
+    """The main config (no feeds yet) and the URL of a feed the loopback server serves."""
     server.serve("/harbour.xml", FEED, **{"Content-Type": "application/rss+xml"})
     config = tmp_path / "aggregator.toml"
     config.write_text(MAIN)
-    url = server.url("/harbour.xml")
+    return config, server.url("/harbour.xml")
+
+
+def test_feeds_add_writes_an_included_feeds_file_and_the_feed_is_polled(
+        tmp_path: Path, server: LoopbackServer) -> None:
+    config, url = harbour(tmp_path, server)
 
     out = cli(config, "feeds", "add", url, "--tag", "local", "--tag", "sea", "--title", "Harbour")
     target = tmp_path / "feeds.d" / "subscriptions.toml"
@@ -123,10 +128,7 @@ def test_feeds_remove_takes_out_one_table_and_keeps_the_rest_of_the_file(
 
 def test_a_removed_feed_keeps_its_entries_and_is_marked_inactive(
         tmp_path: Path, server: LoopbackServer) -> None:
-    server.serve("/harbour.xml", FEED, **{"Content-Type": "application/rss+xml"})
-    config = tmp_path / "aggregator.toml"
-    config.write_text(MAIN)
-    url = server.url("/harbour.xml")
+    config, url = harbour(tmp_path, server)
     cli(config, "feeds", "add", url)
     cli(config, "poll")
     cli(config, "feeds", "remove", url)
@@ -216,7 +218,6 @@ PAGE = """<!doctype html><html><head><title>Harbour News</title>
 </body></html>"""
 HTML = {"Content-Type": "text/html; charset=utf-8"}
 RSS = {"Content-Type": "application/rss+xml"}
-PRIVATE = MAIN  # MAIN allows private networks: the loopback server is one
 
 
 def test_feeds_add_on_a_page_lists_its_feeds_and_subscribes_to_the_one_picked(
@@ -225,7 +226,7 @@ def test_feeds_add_on_a_page_lists_its_feeds_and_subscribes_to_the_one_picked(
     server.serve("/", PAGE.format(culture=culture).encode(), **HTML)
     server.serve("/rss/front.xml", FEED, **RSS)
     config = tmp_path / "aggregator.toml"
-    config.write_text(PRIVATE)
+    config.write_text(MAIN)  # allows private networks: the loopback server is one
 
     listed = cli(config, "feeds", "add", server.url("/"), code=1)
     assert f"names 2 feeds:\n  1. {server.url('/rss/front.xml')}  (RSS: Harbour: front page)\n" \
@@ -246,7 +247,7 @@ def test_feeds_add_on_a_page_naming_none_tries_the_common_paths(
                  **HTML)
     server.serve("/rss", FEED, **RSS)
     config = tmp_path / "aggregator.toml"
-    config.write_text(PRIVATE)
+    config.write_text(MAIN)  # allows private networks: the loopback server is one
     out = cli(config, "feeds", "add", server.url("/"))
     assert f"found a feed at {server.url('/rss')}" in out.stdout
     assert [f.url for f in config_mod.load(config).feeds] == [server.url("/rss")]
@@ -258,7 +259,7 @@ def test_feeds_add_finds_nothing_on_a_page_without_feeds_and_writes_nothing(
     server.serve("/", b"<html><head></head><body>no feeds here</body></html>", **HTML)
     server.serve("/image.png", b"\x89PNG\r\n\x1a\n\0\0\0binary", **{"Content-Type": "image/png"})
     config = tmp_path / "aggregator.toml"
-    config.write_text(PRIVATE)
+    config.write_text(MAIN)  # allows private networks: the loopback server is one
     before = config.read_text()
     none = cli(config, "feeds", "add", server.url("/"), code=1)
     assert "no feed found for" in none.stderr and "<link rel=\"alternate\">" in none.stderr
@@ -273,7 +274,7 @@ def test_feeds_add_of_a_feed_url_keeps_it_and_discovery_honours_the_ssrf_guard(
         tmp_path: Path, server: LoopbackServer) -> None:
     server.serve("/harbour.xml", FEED, **RSS)
     config = tmp_path / "aggregator.toml"
-    config.write_text(PRIVATE)
+    config.write_text(MAIN)  # allows private networks: the loopback server is one
     out = cli(config, "feeds", "add", server.url("/harbour.xml"))
     assert f"subscribed to {server.url('/harbour.xml')}" in out.stdout
     (tmp_path / "guarded").mkdir()
