@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import defaultdict
 from dataclasses import replace
@@ -457,3 +458,50 @@ def test_a_slash_date_is_not_story_evidence() -> None:
     assert "#2024" not in fingerprint.story_terms("Bilan du 28/10/2024 à Paris")
     assert "#478" in fingerprint.story_terms("L'armée russe a avancé de 478 km² en octobre")
     assert fingerprint.title_layout("Agriculteurs : la colère - 23/10") == (2, 1)
+
+
+_MADE_UP = ["".join(p) for p in itertools.product("bcdfglmnprstv", "aeiou", "lmnrst", "aeiou",
+                                                 "bdgklmnprstv", "aeiou")]
+
+
+def _made_up_words(count: int, start: int) -> list[str]:
+    """Distinct pronounceable non-words ("balabe", ...), so that each piece's own angle shares
+    nothing with any other's."""
+    return _MADE_UP[start:start + count]
+
+
+def _large_story(first: int, story_id: int, headline: str, members: int, host: str) -> list[ClusterDoc]:
+    """A stored story of `members` outlets: every fourth one runs `headline`, the others only
+    its subject ("Mt. Gox : ...") with an angle of their own and a long text of their own."""
+    subject = headline.split(":")[0].split(",")[0].strip()
+    docs = []
+    for i in range(members):
+        n = first + i
+        own = " ".join(_made_up_words(80, n * 80))
+        title = headline if i % 4 == 0 else f"{subject} : {' '.join(_made_up_words(6, 40000 + n * 6))}"
+        docs.append(replace(_written(n, f"{host}{i}.example", title, "" if i % 4 == 0 else own),
+                            story_id=story_id))
+    return docs
+
+
+def test_two_large_stories_of_one_happening_merge_when_their_cores_agree() -> None:
+    # Two stories of 21 and 20 members about Mt. Gox's US bankruptcy: their central members
+    # agree, but most members are angles of their own, so the mean over all 420 member pairs
+    # is low. Such halves once stayed apart (two large stories had to agree as wholes); a
+    # story about the bitcoin price, sharing only "bitcoin", still stays apart.
+    filing = _large_story(1, 1, "Mt. Gox, la plateforme bitcoin, se déclare en faillite aux"
+                          " États-Unis", 21, "a")
+    protection = _large_story(100, 2, "Faillite de Mt. Gox : la plateforme bitcoin demande la"
+                              " protection des États-Unis", 20, "b")
+    price = _large_story(200, 3, "Bitcoin : le cours de la monnaie virtuelle rebondit après la"
+                         " chute", 21, "c")
+    # The rest of the window, so that the story's words are rare enough to be searched.
+    rest = [replace(_written(1000 + i, f"z{i % 50}.example",
+                             " ".join(_made_up_words(4, 30000 + i * 4)).capitalize()),
+                    story_id=100 + i) for i in range(800)]
+    clusterer = StoryClusterer(ClusterSettings(), 1000)
+    clusterer.load(filing + protection + price + rest)
+    clusterer.touch([1, 2, 3])
+    merges = clusterer.merge_pass()
+    assert [(m.from_story_id, m.into_story_id) for m in merges] == [(2, 1)]
+    assert len(clusterer.members(1)) == 41 and len(clusterer.members(3)) == 21
