@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from . import PROJECT_URL, __version__
 from .errors import ConfigError
-from .model import FeedSettings, FetchSettings, ScheduleSettings
+from .model import FeedSettings, FetchOptions, FetchSettings, ScheduleSettings, Secret, origin
 from .schedule import parse_duration as schedule_duration
 
 DEFAULT_CONFIG = Path("config/aggregator.toml")
@@ -471,8 +471,125 @@ def _feed(file: str, prefix: str, table: object, base: Path) -> FeedSettings:
     title = r.take("title", str)
     tags = r.strings("tags")
     interval = r.duration("interval", None)
+    options = _fetch_options(r, url, base)
     r.finish()
-    return FeedSettings(url=url, title=title.strip() if title else None, tags=tags, interval=interval)
+    return FeedSettings(url=url, title=title.strip() if title else None, tags=tags,
+                        interval=interval, fetch=options)
+
+
+# Request headers a feed's `headers` may not set: the fetcher owns them (the connection,
+# caching validators, decompression), or another key says them (`user_agent`, `auth`).
+_OWN_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
+    "trailer", "accept-encoding", "if-none-match", "if-modified-since", "user-agent",
+    "proxy-authorization", "proxy-connection",
+})
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_MAX_HEADER_VALUE = 8192
+
+
+def _fetch_options(r: _Reader, url: str, base: Path) -> FetchOptions | None:
+    """A feed's `headers`, `user_agent` and `auth` (credentials read now, from the environment
+    or a file), or None when it has none."""
+    headers_t = r.take("headers", dict)
+    user_agent = r.take("user_agent", str)
+    auth_t = r.take("auth", dict)
+    if headers_t is None and user_agent is None and auth_t is None:
+        return None
+    if not url.startswith(("http://", "https://")):
+        name = "headers" if headers_t is not None else "user_agent" if user_agent is not None else "auth"
+        raise r.error(name, "applies to http(s) feeds only")
+    if user_agent is not None and not _printable(user_agent):
+        raise r.error("user_agent", "must be one line of printable ASCII text")
+    headers: list[tuple[str, Secret]] = []
+    seen: set[str] = set()
+    for name, value in (headers_t or {}).items():
+        key = f"headers.{name}"
+        if not _HEADER_NAME.fullmatch(name):
+            raise r.error(key, "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
+        lowered = name.lower()
+        if lowered in _OWN_HEADERS:
+            hint = {"user-agent": "; use the feed's user_agent key"}.get(lowered, "")
+            raise r.error(key, f"is set by the fetcher itself and cannot be configured{hint}")
+        if lowered == "authorization" and auth_t is not None:
+            raise r.error(key, "conflicts with the feed's auth table; give one of the two")
+        if lowered in seen:
+            raise r.error(key, "is given twice (header names are case-insensitive)")
+        seen.add(lowered)
+        text = _secret_value(r, key, value, base, literal_ok=True)
+        if not _printable(text) or len(text) > _MAX_HEADER_VALUE:
+            raise r.error(key, f"must be one line of printable ASCII text of at most"
+                               f" {_MAX_HEADER_VALUE} characters")
+        headers.append((name, Secret(text)))
+    username = password = None
+    if auth_t is not None:
+        auth = _Reader(r.file, r.key("auth"), auth_t)
+        username = auth.take("username", str)
+        if "password" in auth.table:
+            raise auth.error("password", "is not read from the config: put it in a file"
+                                         " (password_file) or the environment (password_env)")
+        password_env = auth.take("password_env", str)
+        password_file = auth.take("password_file", str)
+        auth.finish()
+        if username is None:
+            raise auth.error("username", "is required")
+        if ":" in username or not _printable(username, allow_non_ascii=True):
+            raise auth.error("username", "must be one line without a colon")
+        if (password_env is None) == (password_file is None):
+            raise auth.error("password_env", "give exactly one of password_env and password_file")
+        if password_env is not None:
+            text = _secret_value(auth, "password_env", {"env": password_env}, base)
+        else:
+            text = _secret_value(auth, "password_file", {"file": password_file}, base)
+        if not _printable(text, allow_non_ascii=True):
+            raise auth.error("password_env" if password_env is not None else "password_file",
+                             "holds a password with control characters or line breaks")
+        password = Secret(text)
+    return FetchOptions(origin=origin(url), headers=tuple(headers), user_agent=user_agent,
+                        username=username, password=password)
+
+
+def _secret_value(r: _Reader, key: str, value: object, base: Path, *,
+                  literal_ok: bool = False) -> str:
+    """A configured value given as a string, `{ env = "NAME" }` or `{ file = "path" }` (one
+    line; a final line break is dropped)."""
+    if isinstance(value, str) and literal_ok:
+        return value
+    if not isinstance(value, dict) or len(value) != 1 or not ({"env", "file"} & value.keys()):
+        expected = "a string, { env = \"NAME\" } or { file = \"path\" }" if literal_ok else "a string"
+        raise r.error(key, f"must be {expected}")
+    (how, where), = value.items()
+    if not isinstance(where, str) or not where.strip():
+        raise r.error(key, f"{how} must be a non-empty string")
+    if how == "env":
+        text = os.environ.get(where)
+        if text is None:
+            raise r.error(key, f"environment variable {where} is not set")
+    else:
+        path = Path(os.path.expanduser(os.path.expandvars(where)))
+        path = path if path.is_absolute() else base / path
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(_MAX_HEADER_VALUE + 3)
+        except OSError as exc:
+            raise r.error(key, f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise r.error(key, f"{path} is not UTF-8 text") from None
+        text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise r.error(key, "is empty")
+    return text
+
+
+def _printable(text: str, *, allow_non_ascii: bool = False) -> bool:
+    """One line without control characters (printable ASCII unless `allow_non_ascii`)."""
+    if not text or text != text.strip():
+        return False
+    if allow_non_ascii:
+        return text.isprintable()
+    return all(" " <= c <= "~" for c in text)
 
 
 def _digest(file: str, prefix: str, table: object, base: Path) -> DigestSettings:

@@ -19,6 +19,7 @@ What "polite" and "hardened" mean here, and why each piece exists:
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import importlib.util
 import ipaddress
@@ -38,7 +39,15 @@ import httpcore
 import httpx
 
 from .errors import ConfigError
-from .model import FailureKind, FeedFailure, FeedState, FetchResult, FetchSettings
+from .model import (
+    FailureKind,
+    FeedFailure,
+    FeedState,
+    FetchOptions,
+    FetchResult,
+    FetchSettings,
+    origin,
+)
 
 # Largest piece of decoded output one decompression call may produce. Small enough that a
 # bomb cannot balloon memory between two checks of the body cap.
@@ -557,6 +566,26 @@ class _Hop:
     failure: FeedFailure | None = None
 
 
+def _request_headers(url: str, conditional: dict[str, str],
+                     options: FetchOptions | None) -> dict[str, str]:
+    """One hop's headers beside the client's own: the caching validators, and a feed's own
+    user agent everywhere, its headers and basic auth only on its configured origin (a
+    redirect to another host, port or scheme gets none of them)."""
+    if options is None:
+        return conditional
+    headers = dict(conditional)
+    if options.user_agent is not None:
+        headers["User-Agent"] = options.user_agent
+    if origin(url) != options.origin:
+        return headers
+    for name, value in options.headers:
+        headers[name] = value.reveal()
+    if options.username is not None and options.password is not None:
+        pair = f"{options.username}:{options.password.reveal()}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    return headers
+
+
 def _hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
@@ -861,7 +890,8 @@ class Fetcher:
                     refusal = await self._precheck(host, port)
                     if refusal:
                         return self._failed(state, url, now, FailureKind.BLOCKED, f"{refusal}; {_GUARD_HINT}")
-                    async with self._client.stream("GET", url, headers=conditional) as response:
+                    sent = _request_headers(url, conditional, state.options)
+                    async with self._client.stream("GET", url, headers=sent) as response:
                         headers = {k.lower(): v for k, v in response.headers.items()}
                         status = response.status_code
                         if not 200 <= status < 300:

@@ -57,6 +57,54 @@ def simhash_bands(simhash: int) -> tuple[int, int, int, int]:
             (simhash >> 48) & 0xFFFF)
 
 
+class Secret:
+    """A credential from the config (a password, an API key): compared by value, shown as
+    `<secret>` in every repr, log line and config diff; `reveal()` only where it is sent."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        return (Secret, (self._value,))
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of an http(s) URL, the unit credentials are sent to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """A feed's own request options (`[[feeds]]` `headers`, `user_agent`, `auth`). Sent only
+    to `origin`, the configured URL's scheme, host and port: a redirect to anywhere else is
+    followed without them."""
+
+    origin: str
+    headers: tuple[tuple[str, Secret], ...] = ()  # extra request headers, values kept secret
+    user_agent: str | None = None
+    username: str | None = None  # HTTP basic auth, with `password`
+    password: Secret | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class FeedSettings:
     """One `[[feeds]]` entry of the config, validated."""
@@ -65,6 +113,7 @@ class FeedSettings:
     title: str | None = None
     tags: tuple[str, ...] = ()
     interval: int | None = None  # seconds; None means the [schedule] default
+    fetch: FetchOptions | None = None  # its own headers, user agent, basic auth
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +126,7 @@ class FeedState:
     last_modified: str | None = None
     body_hash: str | None = None
     error_count: int = 0
+    options: FetchOptions | None = None  # the feed's own headers, user agent, basic auth
 
 
 class FailureKind(StrEnum):

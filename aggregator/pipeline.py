@@ -25,6 +25,7 @@ from .model import (
     Entry,
     FailureKind,
     FeedFailure,
+    FetchOptions,
     FetchResult,
     Fingerprint,
     ProcessedFeed,
@@ -85,6 +86,7 @@ class Poller:
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.fetcher: Fetcher | None = None
         self.pool: WorkerPool | None = None
+        self._options: dict[str, FetchOptions] = {}
 
     async def __aenter__(self) -> Poller:
         self._stack = contextlib.AsyncExitStack()
@@ -104,6 +106,10 @@ class Poller:
         `only`: just the feeds with these ids (among those due)."""
         assert self.fetcher is not None and self.pool is not None, "use `async with Poller(...)`"
         now = now or utcnow()
+        # Each feed's own headers, user agent and basic auth, by its configured URL, from the
+        # config of this cycle (a reload replaces it). Never stored: secrets come from the
+        # environment or files when the config is read.
+        self._options = {f.url: f.fetch for f in self.config.feeds if f.fetch is not None}
         due = self.store.due_feeds(now, all_feeds=poll_all, mode=mode)
         if only is not None:
             due = [feed for feed in due if feed.state.id in only]
@@ -143,7 +149,9 @@ class Poller:
     async def _poll_feed(self, feed: DueFeed, now: datetime, cycle: _ClusterCycle) -> FeedOutcome:
         assert self.fetcher is not None and self.pool is not None
         url = feed.state.url
-        result = await self.fetcher.fetch(feed.state, now)
+        options = self._options.get(feed.config_url)
+        result = await self.fetcher.fetch(
+            feed.state if options is None else replace(feed.state, options=options), now)
         if result.failure is not None:
             return self._record_failure(feed, result, result.failure, now)
         if result.not_modified or result.body is None:

@@ -286,6 +286,7 @@ class DueFeed:
     state: FeedState
     interval: int | None
     ttl: int | None
+    config_url: str = ""  # the URL the config names it by (its `[[feeds]]` options' key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1309,6 +1310,7 @@ def _due_feed(row: sqlite3.Row) -> DueFeed:
                         error_count=row["error_count"]),
         interval=row["interval"],
         ttl=row["ttl"],
+        config_url=row["config_url"],
     )
 
 

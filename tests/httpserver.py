@@ -45,9 +45,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """Serves `routes` on 127.0.0.1 on a free port, in a background thread."""
+    """Serves `routes` on 127.0.0.1 (or another loopback address, `host`) on a free port, in a
+    background thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Handler] = {}
         self.requests: list[Request] = []
         self.stopping = threading.Event()  # set on exit: slow handlers should give up then
@@ -89,7 +90,7 @@ class LoopbackServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self._server = _QuietServer(("127.0.0.1", 0), _Handler)
+        self._server = _QuietServer((host, 0), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
