@@ -55,7 +55,8 @@ def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Diges
             story_id=s["id"], title=s["title"], link=rep["link"],
             summary=rep["summary"] or "", first_seen=from_db_time(s["first_seen"]) or now,
             updated=from_db_time(s["updated_at"]) or now, sources=sources,
-            categories=tuple(sorted(tags)), language=rep["language"]))
+            categories=tuple(sorted(tags)), language=rep["language"], image=rep["image"],
+            enclosures=store.enclosures(rep["id"])))
         if len(stories) >= settings.limit:
             break
     # In the order `aggregator stories` lists them (Store.stories): the most widely reported

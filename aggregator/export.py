@@ -29,7 +29,7 @@ from lxml import html as lxml_html
 
 from . import PROJECT_URL
 from .errors import ConfigError
-from .model import Digest, DigestStory, FeedSettings, Source
+from .model import Digest, DigestStory, Enclosure, FeedSettings, Source
 
 __all__ = [
     "FORMATS",
@@ -50,6 +50,7 @@ DEFAULT_ID_PREFIX = "tag:aggregator,2026:"
 SUMMARY_CHARS = 400
 GENERATOR = "aggregator"
 
+MEDIA_NS = "http://search.yahoo.com/mrss/"  # Media RSS: media:thumbnail, the lead image
 ATOM_NS = "http://www.w3.org/2005/Atom"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 
@@ -207,6 +208,12 @@ class _StoryView:
     language: str | None
     outlet: str | None = None  # who wrote the headline the story is shown under
     others: tuple[_SourceView, ...] = ()  # "also reported by": every source but that one
+    image: str | None = None  # the headline entry's lead image
+    enclosures: tuple[Enclosure, ...] = ()  # its files, with safe URLs
+
+
+# A feed reader needs a media type for a file: RSS 2.0 and JSON Feed require one.
+_UNKNOWN_MEDIA_TYPE = "application/octet-stream"
 
 
 def _source_view(source: Source) -> _SourceView:
@@ -247,6 +254,9 @@ def _story_view(story: DigestStory, id_prefix: str) -> _StoryView:
         sources=tuple(sources),
         categories=categories,
         language=_language(story.language),
+        image=safe_url(story.image),
+        enclosures=tuple(Enclosure(url, e.media_type, e.length) for e in story.enclosures
+                         if (url := safe_url(e.url)) is not None),
     )
 
 
@@ -309,7 +319,10 @@ def render_atom(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
     views = _views(digest, id_prefix)
     a = f"{{{ATOM_NS}}}"
     # lxml-stubs do not know that None names the default namespace.
-    feed = etree.Element(a + "feed", nsmap={None: ATOM_NS})  # type: ignore[dict-item]
+    namespaces: dict[str | None, str] = {None: ATOM_NS}
+    if any(v.image for v in views):
+        namespaces["media"] = MEDIA_NS
+    feed = etree.Element(a + "feed", nsmap=namespaces)  # type: ignore[arg-type]
     language = _common_language(views)
     if language:
         feed.set(f"{{{XML_NS}}}lang", language)
@@ -343,6 +356,12 @@ def render_atom(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
                     href=source.link,
                     title=source.outlet,
                 )
+        if view.image:
+            _sub(entry, f"{{{MEDIA_NS}}}thumbnail", url=view.image)
+        for enclosure in view.enclosures:
+            _sub(entry, a + "link", rel="enclosure", href=enclosure.url,
+                 **({"type": enclosure.media_type} if enclosure.media_type else {}),
+                 **({"length": str(enclosure.length)} if enclosure.length else {}))
         for category in view.categories:
             _sub(entry, a + "category", term=category)
         if view.summary:
@@ -369,7 +388,8 @@ def _rss_text(text: str) -> str:
 def render_rss(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
     """The digest as an RSS 2.0 feed; item guids are the story ids (isPermaLink="false")."""
     views = _views(digest, id_prefix)
-    rss = etree.Element("rss", {"version": "2.0"}, nsmap={"atom": ATOM_NS})
+    namespaces = {"atom": ATOM_NS, **({"media": MEDIA_NS} if any(v.image for v in views) else {})}
+    rss = etree.Element("rss", {"version": "2.0"}, nsmap=namespaces)
     channel = _sub(rss, "channel")
     title = _line(digest.title) or "Digest"
     _sub(channel, "title", _rss_text(title))
@@ -395,6 +415,14 @@ def render_rss(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
         _sub(item, "description", _item_html(view))
         for category in view.categories:
             _sub(item, "category", _rss_text(category))
+        if view.image:
+            _sub(item, f"{{{MEDIA_NS}}}thumbnail", url=view.image)
+        if view.enclosures:
+            # RSS readers take one enclosure per item (the W3C validator warns at two), and
+            # RSS 2.0 requires its length and type: 0 and octet-stream when the feed gave none.
+            first = view.enclosures[0]
+            _sub(item, "enclosure", url=first.url, length=str(first.length or 0),
+                 type=first.media_type or _UNKNOWN_MEDIA_TYPE)
         _sub(item, "guid", view.item_id, isPermaLink="false")
         _sub(item, "pubDate", _rfc822(view.first_seen))
         # RSS has no "updated"; Atom's element is the common extension readers understand.
@@ -432,6 +460,13 @@ def render_json_feed(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> b
         item["title"] = view.title
         if view.summary:
             item["summary"] = view.summary
+        if view.image:
+            item["image"] = view.image
+        if view.enclosures:
+            item["attachments"] = [
+                {"url": e.url, "mime_type": e.media_type or _UNKNOWN_MEDIA_TYPE,
+                 **({"size_in_bytes": e.length} if e.length else {})}
+                for e in view.enclosures]
         item["content_html"] = _item_html(view)
         item["date_published"] = _rfc3339(view.first_seen)
         item["date_modified"] = _rfc3339(view.updated)

@@ -177,6 +177,16 @@ class FetchResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Enclosure:
+    """A file an entry carries: a podcast episode, a video, a document (RSS `<enclosure>`,
+    Atom `link rel="enclosure"`, Media RSS `media:content`, JSON Feed `attachments`)."""
+
+    url: str
+    media_type: str | None = None  # "audio/mpeg"; None when the feed gave none or a bad one
+    length: int | None = None  # bytes, as the feed says; None when absent, zero or not a number
+
+
+@dataclass(frozen=True, slots=True)
 class RawEntry:
     """One entry as the feed gave it, before any cleaning. HTML fields are untrusted."""
 
@@ -190,6 +200,8 @@ class RawEntry:
     author: str | None = None
     language: str | None = None
     categories: tuple[str, ...] = ()
+    enclosures: tuple[Enclosure, ...] = ()  # URLs as given (untrusted, maybe relative)
+    image: str | None = None  # the lead image's URL as given (untrusted, maybe relative)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +232,8 @@ class Entry:
     language: str | None
     content_hash: str  # hex digest of the meaningful content
     categories: tuple[str, ...] = ()
+    enclosures: tuple[Enclosure, ...] = ()  # absolute http(s) URLs, at most MAX_ENCLOSURES
+    image: str | None = None  # the lead image: an absolute http(s) URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +301,8 @@ class DigestStory:
     sources: tuple[Source, ...]
     categories: tuple[str, ...] = ()
     language: str | None = None
+    image: str | None = None  # the headline entry's lead image
+    enclosures: tuple[Enclosure, ...] = ()  # the headline entry's files (a podcast episode)
 
 
 @dataclass(frozen=True, slots=True)

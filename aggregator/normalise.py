@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import nh3
 
-from aggregator.model import Entry, ParsedFeed, RawEntry
+from aggregator.model import Enclosure, Entry, ParsedFeed, RawEntry
 
 MAX_TITLE_CHARS = 1024
 MAX_HTML_CHARS = 1_000_000  # of a summary or content read from the feed
@@ -41,6 +41,8 @@ MAX_TEXT_CHARS = 200_000
 MAX_URL_CHARS = 8192
 MAX_ID_CHARS = 2048
 MAX_SHORT_CHARS = 256  # author, category, language
+MAX_ENCLOSURES = 8  # files kept per entry (a podcast episode has one; a gallery a few)
+MAX_MEDIA_URL_CHARS = 2048
 
 # fmt: off
 TRACKING_PARAMS = frozenset(
@@ -422,7 +424,50 @@ def _normalise_entry(
         language=_short(raw.language, 35) or feed_language,
         content_hash=content_hash(title, text),
         categories=categories[:50],
+        enclosures=_enclosures(raw.enclosures, base),
+        image=_media_url(raw.image, base) if raw.image else None,
     )
+
+
+# A media type as RFC 6838 writes one ("audio/mpeg", "application/vnd.apple.mpegurl").
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
+
+
+def _media_url(value: str, base: str) -> str | None:
+    """An enclosure's or image's URL made absolute against the entry's link (or the feed's
+    URL): http(s) only, no credentials, no spaces or control characters, at most
+    `MAX_MEDIA_URL_CHARS`; the query is kept whole (media URLs are often signed). None when
+    it is none of that, or a tracking pixel."""
+    value = value.strip()
+    if not value or len(value) > MAX_MEDIA_URL_CHARS or not value.isprintable() or " " in value:
+        return None
+    try:
+        url = urljoin(base, value)
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.username is not None or parts.password is not None or _TRACKER_SRC.search(url):
+        return None
+    return url if len(url) <= MAX_MEDIA_URL_CHARS else None
+
+
+def _enclosures(raw: tuple[Enclosure, ...], base: str) -> tuple[Enclosure, ...]:
+    """The entry's files with safe absolute URLs, each once, at most `MAX_ENCLOSURES`; a media
+    type that is not one (lower-cased, parameters dropped) and a length that is not a
+    positive byte count are left out, the file kept."""
+    kept: dict[str, Enclosure] = {}
+    for item in raw:
+        url = _media_url(item.url, base)
+        if url is None or url in kept:
+            continue
+        media_type = (item.media_type or "").split(";")[0].strip().lower()
+        length = item.length if item.length is not None and 0 < item.length < 2**53 else None
+        kept[url] = Enclosure(url, media_type if _MEDIA_TYPE.fullmatch(media_type) else None, length)
+        if len(kept) == MAX_ENCLOSURES:
+            break
+    return tuple(kept.values())
 
 
 _MARKUP = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")

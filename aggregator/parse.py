@@ -38,7 +38,7 @@ from typing import Any
 import feedparser  # untyped: listed in [tool.mypy] overrides
 
 from aggregator.errors import ParseError
-from aggregator.model import FailureKind, ParsedFeed, RawEntry
+from aggregator.model import Enclosure, FailureKind, ParsedFeed, RawEntry
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # Entries kept of one feed document: the newest, when it holds more (a podcast's archive, an
@@ -543,7 +543,56 @@ def _raw_entry(entry: Mapping[str, Any]) -> RawEntry:
         author=_text(_get(entry, "author")),
         language=_entry_language(entry),
         categories=tuple(categories),
+        enclosures=_entry_enclosures(entry),
+        image=_entry_image(entry),
     )
+
+
+def _count(value: Any) -> int | None:
+    """A byte count as feeds write it ("12345"; a number in JSON): None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = _text(value)
+    return int(text) if text is not None and text.isascii() and text.isdigit() else None
+
+
+def _entry_enclosures(entry: Mapping[str, Any]) -> tuple[Enclosure, ...]:
+    """RSS `<enclosure>` and Atom `link rel="enclosure"` (feedparser keeps both in `links`),
+    then Media RSS `media:content` files that are not images."""
+    found: list[Enclosure] = []
+    for link in _get(entry, "links") or []:
+        if _get(link, "rel") == "enclosure" and (href := _text(_get(link, "href"))):
+            found.append(Enclosure(href, _text(_get(link, "type")), _count(_get(link, "length"))))
+    for media in _get(entry, "media_content") or []:
+        url = _text(_get(media, "url"))
+        kind = _text(_get(media, "type"))
+        if url and _get(media, "medium") != "image" and not (kind or "").startswith("image/"):
+            found.append(Enclosure(url, kind, _count(_get(media, "filesize"))))
+    return tuple(found[:_MAX_RAW_MEDIA])
+
+
+def _entry_image(entry: Mapping[str, Any]) -> str | None:
+    """The entry's lead image: iTunes `<itunes:image>`, a Media RSS thumbnail or image, an
+    image enclosure."""
+    image = _get(entry, "image")
+    if isinstance(image, dict) and (href := _text(_get(image, "href"))):
+        return href
+    for thumbnail in _get(entry, "media_thumbnail") or []:
+        if url := _text(_get(thumbnail, "url")):
+            return url
+    for media in _get(entry, "media_content") or []:
+        url = _text(_get(media, "url"))
+        if url and (_get(media, "medium") == "image"
+                    or (_text(_get(media, "type")) or "").startswith("image/")):
+            return url
+    for link in _get(entry, "links") or []:
+        if (_get(link, "rel") == "enclosure" and (href := _text(_get(link, "href")))
+                and (_text(_get(link, "type")) or "").startswith("image/")):
+            return href
+    return None
+
+
+_MAX_RAW_MEDIA = 32  # files read per entry (normalise keeps fewer): a hostile feed lists more
 
 
 def _entry_link(entry: Mapping[str, Any]) -> str | None:
@@ -706,4 +755,16 @@ def _json_entry(item: Mapping[str, Any]) -> RawEntry:
         author=_json_author(item),
         language=_json_str(item.get("language")),
         categories=categories,
+        enclosures=_json_attachments(item.get("attachments")),
+        image=_json_str(item.get("image")) or _json_str(item.get("banner_image")),
     )
+
+
+def _json_attachments(value: Any) -> tuple[Enclosure, ...]:
+    """JSON Feed `attachments`: url, mime_type, size_in_bytes."""
+    if not isinstance(value, list):
+        return ()
+    found = [Enclosure(url, _json_str(a.get("mime_type")), _count(a.get("size_in_bytes")))
+             for a in value[:_MAX_RAW_MEDIA] if isinstance(a, dict)
+             if (url := _json_str(a.get("url")))]
+    return tuple(found)

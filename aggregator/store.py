@@ -28,6 +28,7 @@ import sqlite_utils
 from .errors import StoreError, WriterBusy
 from .model import (
     Assignment,
+    Enclosure,
     Entry,
     FeedSettings,
     FeedState,
@@ -268,6 +269,19 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     INSERT INTO meta (key, value)
     SELECT 'headline_backfill_until', max(id) FROM entries HAVING max(id) IS NOT NULL;
+    """,
+    # 8: media: each entry's lead image, and the files it carries (podcast episodes, videos),
+    # in feed order. Entries stored before keep none until they change.
+    """
+    ALTER TABLE entries ADD COLUMN image TEXT;
+    CREATE TABLE enclosures (
+        entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        media_type TEXT,
+        length INTEGER,
+        PRIMARY KEY (entry_id, position)
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -751,12 +765,14 @@ class Store:
         ts = to_db_time(now)
         rows = []
         bands: list[tuple[int, int, int]] = []
+        enclosures: list[tuple[int, int, str, str | None, int | None]] = []
         for entry_id, entry, fp, a in items:
             rows.append((
                 entry_id, feed_id, entry.guid, ts, *_entry_values(entry, fp),
                 *((a.story_id, a.rule, a.distance, a.score, a.matched_entry_id)
                   if a is not None else (None, None, None, None, None))))
             bands += _band_rows(entry_id, fp.simhash)
+            enclosures += _enclosure_rows(entry_id, entry)
         columns = ", ".join(_ENTRY_COLUMNS)
         marks = ", ".join("?" * (len(_ENTRY_COLUMNS) + 9))
         try:
@@ -765,6 +781,7 @@ class Store:
                 " match_rule, match_distance, match_score, matched_entry_id)"
                 f" VALUES ({marks})", rows)
             self.conn.executemany(_INSERT_BANDS, bands)
+            self.conn.executemany(_INSERT_ENCLOSURES, enclosures)
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
 
@@ -858,8 +875,10 @@ class Store:
             " change_count = change_count + 1 WHERE id = ?",
             (*_entry_values(entry, fp), to_db_time(now), row["id"]))
         self.execute("DELETE FROM simhash_bands WHERE entry_id = ?", (row["id"],))
+        self.execute("DELETE FROM enclosures WHERE entry_id = ?", (row["id"],))
         try:
             self.conn.executemany(_INSERT_BANDS, _band_rows(row["id"], fp.simhash))
+            self.conn.executemany(_INSERT_ENCLOSURES, _enclosure_rows(row["id"], entry))
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
         return UpsertResult(row["id"], "updated", row["story_id"])
@@ -1040,6 +1059,12 @@ class Store:
         sql += " ORDER BY s.feed_count DESC, s.member_count DESC, s.last_seen DESC, s.id LIMIT ?"
         params.append(limit)
         return list(self.execute(sql, params))
+
+    def enclosures(self, entry_id: int) -> tuple[Enclosure, ...]:
+        """The files an entry carries, in feed order."""
+        return tuple(Enclosure(r["url"], r["media_type"], r["length"]) for r in self.execute(
+            "SELECT url, media_type, length FROM enclosures WHERE entry_id = ? ORDER BY position",
+            (entry_id,)))
 
     def story_members(self, story_id: int) -> list[sqlite3.Row]:
         return list(self.execute(
@@ -1254,7 +1279,10 @@ class Store:
 
 # The columns an entry's content fills, in `_entry_values` order (insert and update alike).
 _ENTRY_COLUMNS = ("link", "title", "summary", "content", "text", "author", "language",
-                  "categories", "published", "updated", "content_hash", "simhash", "terms")
+                  "categories", "published", "updated", "content_hash", "simhash", "terms",
+                  "image")
+_INSERT_ENCLOSURES = ("INSERT INTO enclosures (entry_id, position, url, media_type, length)"
+                      " VALUES (?, ?, ?, ?, ?)")
 _INSERT_BANDS = "INSERT OR IGNORE INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)"
 
 
@@ -1262,7 +1290,11 @@ def _entry_values(entry: Entry, fp: Fingerprint) -> tuple[Any, ...]:
     return (entry.link, entry.title, entry.summary, entry.content, entry.text, entry.author,
             entry.language, json.dumps(list(entry.categories), ensure_ascii=False),
             to_db_time(entry.published), to_db_time(entry.updated), entry.content_hash,
-            u64_to_i64(fp.simhash), " ".join(fp.terms))
+            u64_to_i64(fp.simhash), " ".join(fp.terms), entry.image)
+
+
+def _enclosure_rows(entry_id: int, entry: Entry) -> list[tuple[int, int, str, str | None, int | None]]:
+    return [(entry_id, i, e.url, e.media_type, e.length) for i, e in enumerate(entry.enclosures)]
 
 
 def _band_rows(entry_id: int, simhash: int | None) -> list[tuple[int, int, int]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import ParseError
-from aggregator.model import Entry, ParsedFeed
+from aggregator.model import Enclosure, Entry, ParsedFeed
 from aggregator.normalise import normalise_entries
 from aggregator.parse import parse_feed
 from aggregator.pool import WorkerPool
@@ -89,9 +89,18 @@ def _entry_problems(entry: Entry, secrets: list[str]) -> list[str]:
                 problems.append(f"{field.name}: in the future")
         elif isinstance(value, tuple):
             for item in value:
-                problems += _string_problems(field.name, item)
-    if entry.link is not None and not entry.link.startswith(("http://", "https://")):
-        problems.append(f"link: not http(s): {entry.link[:60]!r}")
+                if isinstance(item, Enclosure):  # a file: a safe absolute URL, a clean type
+                    problems += _string_problems(f"{field.name}.url", item.url)
+                    problems += _string_problems(f"{field.name}.media_type", item.media_type)
+                    if not item.url.startswith(("http://", "https://")):
+                        problems.append(f"{field.name}: not http(s): {item.url[:60]!r}")
+                    if item.length is not None and item.length <= 0:
+                        problems.append(f"{field.name}: length {item.length}")
+                else:
+                    problems += _string_problems(field.name, item)
+    for url, what in ((entry.link, "link"), (entry.image, "image")):
+        if url is not None and not url.startswith(("http://", "https://")):
+            problems.append(f"{what}: not http(s): {url[:60]!r}")
     for html in (entry.summary, entry.content):
         lowered = html.lower()
         for bad in ("<script", "javascript:", "data:text", "onerror=", "onload=", "<iframe"):

@@ -30,6 +30,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCHEMAS = SHARED / "schemas"
 ATOM_NS = "http://www.w3.org/2005/Atom"
 ATOM = f"{{{ATOM_NS}}}"
+MEDIA_THUMBNAIL = "{http://search.yahoo.com/mrss/}thumbnail"
 CLI = [sys.executable, "-m", "aggregator"]
 DIGEST_FORMATS = ("atom", "rss", "json", "html")
 
@@ -302,7 +303,12 @@ def _assert_http_only(url: str | None, where: str) -> None:
 def check_atom_inert(data: bytes) -> None:
     feed = etree.fromstring(data)
     for element in feed.iter():
-        assert isinstance(element.tag, str) and element.tag.startswith(ATOM), element.tag
+        assert isinstance(element.tag, str), element.tag
+        if element.tag == MEDIA_THUMBNAIL:  # a story's lead image: an http(s) URL, no text
+            _assert_http_only(element.get("url"), "media:thumbnail url")
+            assert element.get("url") and not element.text and not len(element)
+            continue
+        assert element.tag.startswith(ATOM), element.tag
         _assert_http_only(element.get("href"), "atom href")
         if element.tag == f"{ATOM}content":
             assert element.get("type") == "html"
@@ -315,6 +321,10 @@ def check_rss_inert(data: bytes) -> None:
     rss = etree.fromstring(data)
     for item in rss.iter("item"):
         _assert_http_only(item.findtext("link"), "rss link")
+        for enclosure in item.iter("enclosure"):
+            _assert_http_only(enclosure.get("url"), "rss enclosure")
+        for thumbnail in item.iter(MEDIA_THUMBNAIL):
+            _assert_http_only(thumbnail.get("url"), "rss media:thumbnail")
         assert_inert_html(item.findtext("description") or "")
         # Titles and categories may be rendered as HTML by some readers: no markup in them.
         for name in ("title", "category"):
@@ -326,8 +336,10 @@ def check_json_inert(data: bytes) -> None:
     document = json.loads(data)
     _assert_http_only(document.get("home_page_url"), "home_page_url")
     for item in document["items"]:
-        for key in ("url", "external_url"):
+        for key in ("url", "external_url", "image"):
             _assert_http_only(item.get(key), key)
+        for attachment in item.get("attachments", []):
+            _assert_http_only(attachment["url"], "attachment")
         assert_inert_html(item.get("content_html") or "")
         # title, summary and content_text are plain text by the JSON Feed spec: "<" there is
         # a character to show, and the bytes carry it as \u003c (checked by assert_inert_bytes).
