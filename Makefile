@@ -22,6 +22,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check aggregator tests benchmarks
+	$(BIN)/ruff format --check aggregator tests benchmarks
 	$(BIN)/mypy aggregator
 	$(BIN)/lint-imports
 

@@ -90,16 +90,25 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", metavar="PATH",
-              help="Config file (default: $AGGREGATOR_CONFIG, else config/aggregator.toml).")
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file (default: $AGGREGATOR_CONFIG, else config/aggregator.toml).",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
 @click.version_option(__version__, prog_name="aggregator")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
     """Poll feeds politely, store them in SQLite, and group the same story across outlets."""
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     ctx.obj = Context(config_path)
 
 
@@ -115,9 +124,13 @@ def _duration(value: str | None) -> timedelta | None:
 @main.command()
 @click.argument("urls", nargs=-1, metavar="[URL]...")
 @click.option("--all", "poll_all", is_flag=True, help="Poll every active feed, due or not.")
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="When the daemon or another poll is writing to the database, wait for it "
-                   "to finish (--no-wait: exit 75 at once).")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="When the daemon or another poll is writing to the database, wait for it "
+    "to finish (--no-wait: exit 75 at once).",
+)
 @click.pass_obj
 def poll(obj: Context, urls: tuple[str, ...], poll_all: bool, wait: bool) -> None:
     """Run one poll cycle: fetch due feeds, parse, cluster, store, print a summary.
@@ -129,8 +142,7 @@ def poll(obj: Context, urls: tuple[str, ...], poll_all: bool, wait: bool) -> Non
         # Opened first, so a database that cannot be used says so before any lock is tried;
         # the feeds are synced from the config only once this process is the writer.
         with obj.open_store() as store, WriterLock(config.database, "poll") as lock:
-            lock.acquire(wait=wait, on_wait=lambda why: click.echo(f"aggregator: {why}",
-                                                                   err=True))
+            lock.acquire(wait=wait, on_wait=lambda why: click.echo(f"aggregator: {why}", err=True))
             store.sync_feeds(config.feeds, utcnow())
             only = _feed_ids(store, urls) if urls else None
             if only is not None:
@@ -150,8 +162,10 @@ def _feed_ids(store: Store, urls: tuple[str, ...]) -> set[int]:
     for url in urls:
         found = [r for r in rows if url in (r["url"], r["config_url"])]
         if not found:
-            click.echo(f"aggregator: error: no feed with URL {url} in the config "
-                       "(see `aggregator feeds`)", err=True)
+            click.echo(
+                f"aggregator: error: no feed with URL {url} in the config (see `aggregator feeds`)",
+                err=True,
+            )
             sys.exit(1)
         if not any(r["active"] for r in found):
             click.echo(f"aggregator: error: {url} is no longer in the config", err=True)
@@ -166,14 +180,17 @@ def _say_held(store: Store, ids: set[int]) -> None:
     due = {f.state.id for f in store.due_feeds(utcnow(), mode="all")}
     for r in store.feed_rows():
         if r["id"] in ids and r["id"] not in due:
-            why = ("retired (410 Gone): `aggregator feeds reset URL` to poll it again"
-                   if r["retired_at"] else
-                   f"held by the server's Retry-After until {r['retry_after_until']}")
+            why = (
+                "retired (410 Gone): `aggregator feeds reset URL` to poll it again"
+                if r["retired_at"]
+                else f"held by the server's Retry-After until {r['retry_after_until']}"
+            )
             click.echo(f"aggregator: not polled: {r['url']}: {why}", err=True)
 
 
-def run_poll(config: Config, store: Store, *, poll_all: bool,
-             only: set[int] | None = None) -> CycleSummary:
+def run_poll(
+    config: Config, store: Store, *, poll_all: bool, only: set[int] | None = None
+) -> CycleSummary:
     """One cycle with a progress bar when stderr is a terminal."""
     # Imported here: the pipeline (httpx, the worker pool, the clusterer) is a sixth of a
     # second that `--version`, `feeds` and `stories` do not need.
@@ -182,8 +199,9 @@ def run_poll(config: Config, store: Store, *, poll_all: bool,
     from .pipeline import Poller
 
     mode = "all" if poll_all else "manual"
-    due = len([f for f in store.due_feeds(utcnow(), mode=mode)
-               if only is None or f.state.id in only])
+    due = len(
+        [f for f in store.due_feeds(utcnow(), mode=mode) if only is None or f.state.id in only]
+    )
 
     async def go(progress: Callable[[FeedOutcome], None] | None) -> CycleSummary:
         async with Poller(config, store) as poller:
@@ -205,9 +223,24 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
     obj: Context = ctx.obj
     with _errors(), obj.open_store(sync=True) as store:
         for row in store.feed_rows():
-            record = {k: row[k] for k in (
-                "id", "url", "title", "feed_title", "active", "last_status", "last_success_at",
-                "next_poll_at", "error_count", "error_kind", "error_message", "retired_at", "state")}
+            record = {
+                k: row[k]
+                for k in (
+                    "id",
+                    "url",
+                    "title",
+                    "feed_title",
+                    "active",
+                    "last_status",
+                    "last_success_at",
+                    "next_poll_at",
+                    "error_count",
+                    "error_kind",
+                    "error_message",
+                    "retired_at",
+                    "state",
+                )
+            }
             if as_json:
                 click.echo(json.dumps(record, ensure_ascii=False))
                 continue
@@ -215,12 +248,16 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
             state = row["state"]
             click.echo(f"{row['id']:>4}  {state:<12} {name}")
             click.echo(f"      {row['url']}")
-            click.echo(f"      last success: {row['last_success_at'] or 'never'}   "
-                       f"next poll: {row['next_poll_at'] or 'now'}")
+            click.echo(
+                f"      last success: {row['last_success_at'] or 'never'}   "
+                f"next poll: {row['next_poll_at'] or 'now'}"
+            )
             if row["error_count"]:
-                click.echo(f"      last error ({row['error_count']}x): {row['error_kind']}: "
-                           f"{row['error_message']}"
-                           + (f" [HTTP {row['last_status']}]" if row["last_status"] else ""))
+                click.echo(
+                    f"      last error ({row['error_count']}x): {row['error_kind']}: "
+                    f"{row['error_message']}"
+                    + (f" [HTTP {row['last_status']}]" if row["last_status"] else "")
+                )
 
 
 @feeds.command("reset")
@@ -237,8 +274,13 @@ def feeds_reset(obj: Context, url: str) -> None:
 
 @main.command()
 @click.option("--since", default=None, help="Only stories seen within this window, e.g. 24h.")
-@click.option("--min-sources", default=1, show_default=True, type=click.IntRange(1, _MAX_COUNT),
-              help="Only stories carried by at least this many feeds.")
+@click.option(
+    "--min-sources",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, _MAX_COUNT),
+    help="Only stories carried by at least this many feeds.",
+)
 @click.option("--limit", default=30, show_default=True, type=click.IntRange(1, _MAX_COUNT))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per story.")
 @click.pass_obj
@@ -250,21 +292,39 @@ def stories(obj: Context, since: str | None, min_sources: int, limit: int, as_js
         for s in store.stories(since=cutoff, min_sources=min_sources, limit=limit):
             members = store.story_members(s["id"])
             if as_json:
-                click.echo(json.dumps({
-                    "id": s["id"], "title": s["title"], "link": s["link"],
-                    "first_seen": s["first_seen"], "last_seen": s["last_seen"],
-                    "member_count": s["member_count"], "feed_count": s["feed_count"],
-                    "sources": [{"entry_id": m["id"], "outlet": m["outlet"], "title": m["title"],
-                                 "link": m["link"], "rule": m["match_rule"]} for m in members],
-                }, ensure_ascii=False))
+                click.echo(
+                    json.dumps(
+                        {
+                            "id": s["id"],
+                            "title": s["title"],
+                            "link": s["link"],
+                            "first_seen": s["first_seen"],
+                            "last_seen": s["last_seen"],
+                            "member_count": s["member_count"],
+                            "feed_count": s["feed_count"],
+                            "sources": [
+                                {
+                                    "entry_id": m["id"],
+                                    "outlet": m["outlet"],
+                                    "title": m["title"],
+                                    "link": m["link"],
+                                    "rule": m["match_rule"],
+                                }
+                                for m in members
+                            ],
+                        },
+                        ensure_ascii=False,
+                    )
+                )
                 continue
             print_story(s, members)
 
 
 def print_story(s: Any, members: list[Any]) -> None:
     click.echo(f"[{s['id']}] {s['title']}")
-    click.echo(f"     {s['feed_count']} outlets, {s['member_count']} entries, "
-               f"first seen {s['first_seen']}")
+    click.echo(
+        f"     {s['feed_count']} outlets, {s['member_count']} entries, first seen {s['first_seen']}"
+    )
     for m in members:
         click.echo(f"     - {m['outlet']}: {m['title']}  ({m['match_rule']}, entry {m['id']})")
 
@@ -281,8 +341,10 @@ def explain(obj: Context, entry_id: int, other_id: int | None) -> None:
         entry = _show_entry(store, entry_id)
         headline = store.headline_reason(entry["story_id"]) if entry["story_id"] else None
         if headline is not None:
-            click.echo(f"  story {entry['story_id']} shows the headline of entry {headline[0]}:"
-                       f" {headline[1]}")
+            click.echo(
+                f"  story {entry['story_id']} shows the headline of entry {headline[0]}:"
+                f" {headline[1]}"
+            )
         if other_id is None:
             if not entry["matched_entry_id"]:
                 return
@@ -324,11 +386,17 @@ def _show_entry(store: Store, entry_id: int) -> Any:
 
 def _evidence(row: Any) -> str:
     rule = row["match_rule"] or "unknown"
-    words = {"new": "it founded the story", "url": "same canonical URL as",
-             "content_hash": "identical text to", "simhash": "near-copy of",
-             "story_match": "same event as"}.get(rule, rule)
-    parts = [f"rule {rule} ({words}"
-             + (f" entry {row['matched_entry_id']})" if row["matched_entry_id"] else ")")]
+    words = {
+        "new": "it founded the story",
+        "url": "same canonical URL as",
+        "content_hash": "identical text to",
+        "simhash": "near-copy of",
+        "story_match": "same event as",
+    }.get(rule, rule)
+    parts = [
+        f"rule {rule} ({words}"
+        + (f" entry {row['matched_entry_id']})" if row["matched_entry_id"] else ")")
+    ]
     if row["match_distance"] is not None:
         parts.append(f"simhash distance {row['match_distance']}")
     if row["match_score"] is not None:
@@ -361,7 +429,9 @@ def search(obj: Context, query: str, limit: int, as_json: bool) -> None:
             if as_json:
                 click.echo(json.dumps(dict(row), ensure_ascii=False))
             else:
-                click.echo(f"{row['id']:>6}  story {row['story_id']:<6} {row['outlet']}: {row['title']}")
+                click.echo(
+                    f"{row['id']:>6}  story {row['story_id']:<6} {row['outlet']}: {row['title']}"
+                )
                 click.echo(f"        {row['snippet']}")
 
 
@@ -369,11 +439,20 @@ EXPORT_FORMATS = ("atom", "rss", "json", "html", "opml")
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
-              help="atom (default), rss, json, html or opml; with --digest, the digest's own "
-                   "format unless given.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (atomically) instead of stdout.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    default=None,
+    help="atom (default), rss, json, html or opml; with --digest, the digest's own "
+    "format unless given.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (atomically) instead of stdout.",
+)
 @click.option("--digest", "digest_name", help="Use the filters of this [[digests]] entry.")
 @click.option("--since", default=None, help="Stories seen within this window (default 24h).")
 @click.option("--min-sources", default=None, type=click.IntRange(1, _MAX_COUNT))
@@ -382,9 +461,18 @@ EXPORT_FORMATS = ("atom", "rss", "json", "html", "opml")
 @click.option("--query", default=None, help="Only stories matching this full-text query.")
 @click.option("--limit", default=None, type=click.IntRange(1, _MAX_COUNT))
 @click.pass_obj
-def export(obj: Context, fmt: str | None, output: Path | None, digest_name: str | None,
-           since: str | None, min_sources: int | None, tags: tuple[str, ...],
-           language: str | None, query: str | None, limit: int | None) -> None:
+def export(
+    obj: Context,
+    fmt: str | None,
+    output: Path | None,
+    digest_name: str | None,
+    since: str | None,
+    min_sources: int | None,
+    tags: tuple[str, ...],
+    language: str | None,
+    query: str | None,
+    limit: int | None,
+) -> None:
     """Export stories as a digest (Atom, RSS, JSON Feed, HTML) or the subscriptions as OPML."""
     from dataclasses import replace
 
@@ -403,8 +491,9 @@ def export(obj: Context, fmt: str | None, output: Path | None, digest_name: str 
             if digest_name:
                 found = [d for d in config.digests if d.name == digest_name]
                 if not found:
-                    raise click.BadParameter(f"no [[digests]] entry named {digest_name!r}",
-                                             param_hint="--digest")
+                    raise click.BadParameter(
+                        f"no [[digests]] entry named {digest_name!r}", param_hint="--digest"
+                    )
                 base = replace(found[0], format=fmt or found[0].format)
             fmt = base.format
             window = _duration(since)
@@ -412,8 +501,11 @@ def export(obj: Context, fmt: str | None, output: Path | None, digest_name: str 
                 base,
                 since=int(window.total_seconds()) if window else base.since,
                 min_sources=min_sources or base.min_sources,
-                tags=tags or base.tags, language=language or base.language,
-                query=query or base.query, limit=limit or base.limit)
+                tags=tags or base.tags,
+                language=language or base.language,
+                query=query or base.query,
+                limit=limit or base.limit,
+            )
             with obj.open_store() as store:
                 data = render(build_digest(store, settings, utcnow()), fmt)
         _emit(data, output)
@@ -421,8 +513,12 @@ def export(obj: Context, fmt: str | None, output: Path | None, digest_name: str 
 
 @feeds.command("import")
 @click.argument("opml_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Feeds file to write (default: feeds.d/<name>.toml beside the config).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Feeds file to write (default: feeds.d/<name>.toml beside the config).",
+)
 @click.pass_obj
 def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
     """Turn an OPML file into a feeds file that the config includes."""
@@ -435,9 +531,12 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
         for why in skipped:
             click.echo(f"aggregator: warning: {opml_file}: skipped {why}", err=True)
         if not imported:
-            click.echo(f"aggregator: error: {opml_file}: no feeds to import"
-                       + (f" ({len(skipped)} skipped)" if skipped else "")
-                       + "; nothing written", err=True)
+            click.echo(
+                f"aggregator: error: {opml_file}: no feeds to import"
+                + (f" ({len(skipped)} skipped)" if skipped else "")
+                + "; nothing written",
+                err=True,
+            )
             sys.exit(1)
         target = output or config_path.parent / "feeds.d" / f"{opml_file.stem}.toml"
         text = _read_feeds_file(target)
@@ -452,10 +551,15 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
             imported = fresh
         # The default feeds.d/ folder is created; a folder named with -o must exist.
         if imported:
-            _write_file(target, _appended(text, feeds_toml(imported)).encode("utf-8"),
-                        make_parents=output is None)
-        click.echo(f"wrote {len(imported)} feeds to {target}"
-                   + (f" ({known} already subscribed)" if known else ""))
+            _write_file(
+                target,
+                _appended(text, feeds_toml(imported)).encode("utf-8"),
+                make_parents=output is None,
+            )
+        click.echo(
+            f"wrote {len(imported)} feeds to {target}"
+            + (f" ({known} already subscribed)" if known else "")
+        )
         # Read afresh: an `include` glob may already cover the file just written.
         included = config_mod.load(config_path).includes
         if target.resolve() not in {p.resolve() for p in included}:
@@ -465,8 +569,10 @@ def feeds_import(obj: Context, opml_file: Path, output: Path | None) -> None:
             else:
                 click.echo(f'add "{rel}" to the include list of {config_path} to use them')
                 return
-        click.echo("a running daemon picks them up at `systemctl reload aggregator` "
-                   "(or `kill -HUP` of its pid)")
+        click.echo(
+            "a running daemon picks them up at `systemctl reload aggregator` "
+            "(or `kill -HUP` of its pid)"
+        )
 
 
 _SUBSCRIPTIONS = Path("feeds.d") / "subscriptions.toml"
@@ -506,24 +612,43 @@ def _tell_daemon(config: Config) -> None:
         else:
             click.echo(f"told the running daemon (pid {pid}) to reload its config")
             return
-    click.echo("a running daemon picks this up at `systemctl reload aggregator` "
-               "(or `kill -HUP` of its pid)")
+    click.echo(
+        "a running daemon picks this up at `systemctl reload aggregator` "
+        "(or `kill -HUP` of its pid)"
+    )
 
 
 @feeds.command("add")
 @click.argument("url")
 @click.option("--title", default=None, help="Title to show instead of the feed's own.")
 @click.option("--tag", "tags", multiple=True, help="A tag for the feed (repeatable).")
-@click.option("-f", "--file", "target", type=click.Path(dir_okay=False, path_type=Path),
-              help="Feeds file to add it to (default: feeds.d/subscriptions.toml beside "
-                   "the config; included by the config, which gets the include line if needed).")
-@click.option("--pick", type=click.IntRange(1, 50), default=None,
-              help="When a web page names several feeds, subscribe to the Nth one listed.")
-@click.option("--no-discover", is_flag=True,
-              help="Subscribe to the URL as given, without fetching it first.")
+@click.option(
+    "-f",
+    "--file",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Feeds file to add it to (default: feeds.d/subscriptions.toml beside "
+    "the config; included by the config, which gets the include line if needed).",
+)
+@click.option(
+    "--pick",
+    type=click.IntRange(1, 50),
+    default=None,
+    help="When a web page names several feeds, subscribe to the Nth one listed.",
+)
+@click.option(
+    "--no-discover", is_flag=True, help="Subscribe to the URL as given, without fetching it first."
+)
 @click.pass_obj
-def feeds_add(obj: Context, url: str, title: str | None, tags: tuple[str, ...],
-              target: Path | None, pick: int | None, no_discover: bool) -> None:
+def feeds_add(
+    obj: Context,
+    url: str,
+    title: str | None,
+    tags: tuple[str, ...],
+    target: Path | None,
+    pick: int | None,
+    no_discover: bool,
+) -> None:
     """Subscribe to a feed: add it to a feeds file the config includes. A web page's URL
     (https://www.lemonde.fr/) finds the feeds the page names, or one at a common path."""
     from .export import feeds_toml
@@ -538,17 +663,29 @@ def feeds_add(obj: Context, url: str, title: str | None, tags: tuple[str, ...],
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="URL") from None
         # A bad tag or title is refused before anything is fetched or written.
-        config_mod.check_feeds(feeds_toml([FeedSettings(
-            url=normalised, title=title.strip() if title else None, tags=tuple(tags))]), target)
-        if not no_discover and urlsplit(normalised).scheme in ("http", "https") \
-                and normalised not in {f.url for f in config.feeds}:
+        config_mod.check_feeds(
+            feeds_toml(
+                [
+                    FeedSettings(
+                        url=normalised, title=title.strip() if title else None, tags=tuple(tags)
+                    )
+                ]
+            ),
+            target,
+        )
+        if (
+            not no_discover
+            and urlsplit(normalised).scheme in ("http", "https")
+            and normalised not in {f.url for f in config.feeds}
+        ):
             normalised = _discover(config, normalised, pick)
         if normalised in {f.url for f in config.feeds}:
             click.echo(f"aggregator: error: already subscribed to {normalised}", err=True)
             sys.exit(1)
         text = _read_feeds_file(target)
-        feed = FeedSettings(url=normalised, title=title.strip() if title else None,
-                            tags=tuple(tags))
+        feed = FeedSettings(
+            url=normalised, title=title.strip() if title else None, tags=tuple(tags)
+        )
         # A feeds file the config does not include yet may list the feed already.
         listed = text and normalised in {f.url for f in config_mod.check_feeds(text, target)}
         new_text = text if listed else _appended(text, feeds_toml([feed]))
@@ -595,18 +732,26 @@ def _discover(config: Config, url: str, pick: int | None) -> str:
                     if found.failure is None and looks_like_feed(found.body or b""):
                         click.echo(f"found a feed at {candidate}")
                         return candidate
-                _fail(f"no feed found for {url}: its page names none (no <link rel=\"alternate\">"
-                      " in its head) and none of /feed, /rss, /rss.xml, /atom.xml ... is one")
+                _fail(
+                    f'no feed found for {url}: its page names none (no <link rel="alternate">'
+                    " in its head) and none of /feed, /rss, /rss.xml, /atom.xml ... is one"
+                )
             if len(links) == 1 and pick in (None, 1):
                 click.echo(f"found a feed on the page: {links[0].url}")
                 return links[0].url
             if pick is None or pick > len(links):
                 click.echo(f"{url} names {len(links)} feeds:")
                 for n, link in enumerate(links, 1):
-                    click.echo(f"  {n}. {link.url}  ({link.kind}"
-                               + (f": {link.title}" if link.title else "") + ")")
-                _fail("pick one with --pick N" if pick is None
-                      else f"--pick {pick}: there are only {len(links)}")
+                    click.echo(
+                        f"  {n}. {link.url}  ({link.kind}"
+                        + (f": {link.title}" if link.title else "")
+                        + ")"
+                    )
+                _fail(
+                    "pick one with --pick N"
+                    if pick is None
+                    else f"--pick {pick}: there are only {len(links)}"
+                )
             return links[pick - 1].url
 
     return asyncio.run(find())
@@ -650,8 +795,9 @@ def feeds_remove(obj: Context, url: str) -> None:
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
-                click.echo(f"aggregator: error: cannot read {path}: {exc.strerror or exc}",
-                           err=True)
+                click.echo(
+                    f"aggregator: error: cannot read {path}: {exc.strerror or exc}", err=True
+                )
                 sys.exit(1)
             left = config_mod.without_feed(text, normalised, path.resolve().parent)
             if left is None:
@@ -659,20 +805,28 @@ def feeds_remove(obj: Context, url: str) -> None:
             try:
                 config_mod.rewrite_checked(config_path, path, left)
             except OSError as exc:
-                click.echo(f"aggregator: error: cannot write {path}: {exc.strerror or exc}",
-                           err=True)
+                click.echo(
+                    f"aggregator: error: cannot write {path}: {exc.strerror or exc}", err=True
+                )
                 sys.exit(1)
             click.echo(f"unsubscribed from {normalised} (removed from {path})")
             _tell_daemon(config)
             return
-        click.echo(f"aggregator: error: {normalised} is listed in {config_path} itself; remove "
-                   "its [[feeds]] table there (the main config is never rewritten)", err=True)
+        click.echo(
+            f"aggregator: error: {normalised} is listed in {config_path} itself; remove "
+            "its [[feeds]] table there (the main config is never rewritten)",
+            err=True,
+        )
         sys.exit(1)
 
 
 @main.command("datasette-metadata")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (atomically) instead of stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (atomically) instead of stdout.",
+)
 @click.pass_obj
 def datasette_metadata(obj: Context, output: Path | None) -> None:
     """Datasette metadata (descriptions, facets, canned queries) for the configured database.
@@ -685,7 +839,8 @@ def datasette_metadata(obj: Context, output: Path | None) -> None:
     with _errors():
         config = obj.config
         metadata = json.loads(
-            files("aggregator").joinpath("datasette_metadata.json").read_text(encoding="utf-8"))
+            files("aggregator").joinpath("datasette_metadata.json").read_text(encoding="utf-8")
+        )
         databases = metadata.get("databases", {})
         body: dict[str, Any] = databases.get("aggregator") or next(iter(databases.values()), {})
         metadata["databases"] = {config.database.stem: body}
@@ -694,23 +849,50 @@ def datasette_metadata(obj: Context, output: Path | None) -> None:
 
 
 @main.command()
-@click.option("--dispatch-interval", default=15.0, show_default=True, hidden=True,
-              type=click.FloatRange(min=0.1),
-              help="Seconds between looks for due feeds (tests use a short one).")
-@click.option("--housekeeping-delay", default=600.0, show_default=True, hidden=True,
-              type=click.FloatRange(min=0.0),
-              help="Seconds after start before the first prune/checkpoint (then daily).")
-@click.option("--stop-timeout", default=10.0, show_default=True, hidden=True,
-              type=click.FloatRange(min=1.0),
-              help="Seconds SIGTERM waits for in-flight polls before abandoning them.")
-@click.option("--metrics", "metrics_address", default=None, metavar="HOST:PORT",
-              help="Serve Prometheus metrics on /metrics and health on /healthz (off by"
-                   " default; a loopback address, e.g. 127.0.0.1:9464).")
-@click.option("--metrics-remote", is_flag=True,
-              help="Allow --metrics on an address other machines can reach.")
+@click.option(
+    "--dispatch-interval",
+    default=15.0,
+    show_default=True,
+    hidden=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between looks for due feeds (tests use a short one).",
+)
+@click.option(
+    "--housekeeping-delay",
+    default=600.0,
+    show_default=True,
+    hidden=True,
+    type=click.FloatRange(min=0.0),
+    help="Seconds after start before the first prune/checkpoint (then daily).",
+)
+@click.option(
+    "--stop-timeout",
+    default=10.0,
+    show_default=True,
+    hidden=True,
+    type=click.FloatRange(min=1.0),
+    help="Seconds SIGTERM waits for in-flight polls before abandoning them.",
+)
+@click.option(
+    "--metrics",
+    "metrics_address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics on /metrics and health on /healthz (off by"
+    " default; a loopback address, e.g. 127.0.0.1:9464).",
+)
+@click.option(
+    "--metrics-remote", is_flag=True, help="Allow --metrics on an address other machines can reach."
+)
 @click.pass_context
-def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float,
-        stop_timeout: float, metrics_address: str | None, metrics_remote: bool) -> None:
+def run(
+    ctx: click.Context,
+    dispatch_interval: float,
+    housekeeping_delay: float,
+    stop_timeout: float,
+    metrics_address: str | None,
+    metrics_remote: bool,
+) -> None:
     """Run as a daemon: poll due feeds, write digests, prune (systemd Type=notify).
 
     SIGHUP re-reads the config, SIGTERM/SIGINT stop within 10 s. Logs go to stderr, with
@@ -722,7 +904,9 @@ def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float,
     parent = ctx.parent
     level = "info"
     if parent is not None and parent.get_parameter_source("log_level") not in (
-            None, click.core.ParameterSource.DEFAULT):
+        None,
+        click.core.ParameterSource.DEFAULT,
+    ):
         level = parent.params["log_level"]
     path = config_mod.resolve_path(obj.config_path, os.environ)
     metrics = None
@@ -733,7 +917,10 @@ def run(ctx: click.Context, dispatch_interval: float, housekeeping_delay: float,
             metrics = parse_address(metrics_address, allow_remote=metrics_remote)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--metrics") from None
-    options = ServiceOptions(dispatch_interval=dispatch_interval,
-                             housekeeping_delay=housekeeping_delay, stop_timeout=stop_timeout,
-                             metrics=metrics)
+    options = ServiceOptions(
+        dispatch_interval=dispatch_interval,
+        housekeeping_delay=housekeeping_delay,
+        stop_timeout=stop_timeout,
+        metrics=metrics,
+    )
     sys.exit(run_service(path, log_level=level, options=options))

@@ -159,11 +159,11 @@ class _Boilerplate:
             # Counted over distinct headlines: one item listed twice (a feed that repeats an
             # entry, a headline quoting "Trump on the death toll: 'It is what it is'") does not
             # make its lead words a rubric.
-            headlines = {d.terms[:d.title_terms]: d.rubric_terms for d in feed_docs
-                         if d.rubric_terms}
+            headlines = {
+                d.terms[: d.title_terms]: d.rubric_terms for d in feed_docs if d.rubric_terms
+            }
             labels = Counter(headline[:n] for headline, n in headlines.items())
-            rubrics.update((feed_id, label) for label, n in labels.items()
-                           if n >= _RUBRIC_REPEATS)
+            rubrics.update((feed_id, label) for label, n in labels.items() if n >= _RUBRIC_REPEATS)
             if len(feed_docs) >= _FEED_MIN_DOCS:
                 counts = Counter(t for d in feed_docs for t in d.terms)
                 floor = _FEED_SHARE * len(feed_docs)
@@ -201,7 +201,7 @@ def _doc_vector(doc: ClusterDoc, idf: Callable[[str], float], boilerplate: _Boil
         # A headline's leading label ("Künstliche Intelligenz -"), recurring or not, is one unit
         # for `_pair_match`: a phrase key of no weight that groups its words (and their
         # initials, "KI"), as a name phrase does.
-        label = [t for t in doc.terms[:doc.rubric_terms] if t in weights and "_" not in t]
+        label = [t for t in doc.terms[: doc.rubric_terms] if t in weights and "_" not in t]
         if len(label) > 1:
             weights["_".join(label)] = 0.0
     norm = math.sqrt(sum(w * w for w in weights.values()))
@@ -242,9 +242,13 @@ def _pair_match(a: Vector, b: Vector) -> tuple[float, float]:
     return math.fsum(parts.values()), strongest
 
 
-def _pair_rule(a: Vector, b: Vector, threshold: float,
-               docs: tuple[ClusterDoc, ClusterDoc] | None = None,
-               events: Mapping[str, frozenset[str]] | None = None) -> tuple[float, bool]:
+def _pair_rule(
+    a: Vector,
+    b: Vector,
+    threshold: float,
+    docs: tuple[ClusterDoc, ClusterDoc] | None = None,
+    events: Mapping[str, frozenset[str]] | None = None,
+) -> tuple[float, bool]:
     """The cosine of two entries and whether they match: it reaches the threshold, and keeps
     `_GUARD_SHARE` of it without their strongest unit (the leave-one-out guard); and, for the
     `docs` of the vectors, when the match shares no name or number of their headlines, it
@@ -300,15 +304,17 @@ def _day(published: datetime) -> str:
         return published.date().isoformat()
 
 
-def _event_keys(doc_a: ClusterDoc, doc_b: ClusterDoc,
-                events: Mapping[str, frozenset[str]]) -> frozenset[str]:
+def _event_keys(
+    doc_a: ClusterDoc, doc_b: ClusterDoc, events: Mapping[str, frozenset[str]]
+) -> frozenset[str]:
     """The event names of their days both headlines carry, as names (capitalised) in both."""
     day_a, day_b = _day(doc_a.published), _day(doc_b.published)
     bursting = events.get(day_a, _NO_EVENTS) | events.get(day_b, _NO_EVENTS)
     if not bursting:
         return _NO_EVENTS
     shared = bursting.intersection(headline_words(doc_a.terms, doc_a.title_terms)).intersection(
-        headline_words(doc_b.terms, doc_b.title_terms))
+        headline_words(doc_b.terms, doc_b.title_terms)
+    )
     if not shared:
         return _NO_EVENTS
     names_a, names_b = title_names(doc_a.title), title_names(doc_b.title)
@@ -363,8 +369,9 @@ def _event_candidates(docs: Iterable[ClusterDoc]) -> dict[str, frozenset[str]]:
     return found
 
 
-def _event_names(candidates: Mapping[str, frozenset[str]],
-                 counts: Mapping[tuple[str, str], int]) -> dict[str, frozenset[str]]:
+def _event_names(
+    candidates: Mapping[str, frozenset[str]], counts: Mapping[tuple[str, str], int]
+) -> dict[str, frozenset[str]]:
     """Each day's event names: candidates (`_event_candidates`) `_EVENT_BURST` times as
     frequent in that day's headlines as in the week before, scaled to the day's volume.
     `counts`: (day, term) -> headlines, term '' for all of a day's headlines, over the days
@@ -413,8 +420,9 @@ def _names_shared(a: Vector, b: Vector, doc_a: ClusterDoc, doc_b: ClusterDoc) ->
 
 def _headlines_meet(a: ClusterDoc, b: ClusterDoc) -> bool:
     """Whether two headlines share a term beyond their leading labels."""
-    return not set(a.terms[a.rubric_terms:a.title_terms]).isdisjoint(
-        b.terms[b.rubric_terms:b.title_terms])
+    return not set(a.terms[a.rubric_terms : a.title_terms]).isdisjoint(
+        b.terms[b.rubric_terms : b.title_terms]
+    )
 
 
 def _norm(v: Vector) -> float:
@@ -449,14 +457,35 @@ class _Story:
     entries has tens of thousands of stories: a dict of float objects each would be ~2 KB);
     `vector` builds the dict when one is needed."""
 
-    __slots__ = ("story_id", "members", "terms", "weights", "norm", "decimals",
-                 "decimal_counts", "key", "first_seen", "version", "earliest", "latest", "outlets",
-                 "core")
+    __slots__ = (
+        "story_id",
+        "members",
+        "terms",
+        "weights",
+        "norm",
+        "decimals",
+        "decimal_counts",
+        "key",
+        "first_seen",
+        "version",
+        "earliest",
+        "latest",
+        "outlets",
+        "core",
+    )
 
     def __init__(
-        self, story_id: int, members: list[int], vector: Vector, decimal_counts: Counter[str],
-        key: tuple[datetime, str], first_seen: datetime, earliest: datetime, latest: datetime,
-        outlets: frozenset[int | str], terms: tuple[str, ...] | None = None,
+        self,
+        story_id: int,
+        members: list[int],
+        vector: Vector,
+        decimal_counts: Counter[str],
+        key: tuple[datetime, str],
+        first_seen: datetime,
+        earliest: datetime,
+        latest: datetime,
+        outlets: frozenset[int | str],
+        terms: tuple[str, ...] | None = None,
     ) -> None:
         self.story_id = story_id
         # `terms`: the vector's keys in order when the caller has them (a document's own tuple).
@@ -529,9 +558,12 @@ class _NeighbourIndex:
     arrays take a few bytes per posting instead of a Python set entry. A merged story is found
     through its members' key terms (the alias table points them at it)."""
 
-    def __init__(self, stories: list[_Story],
-                 key_terms: Callable[[_Story], list[tuple[str, float]]],
-                 span_seconds: float) -> None:
+    def __init__(
+        self,
+        stories: list[_Story],
+        key_terms: Callable[[_Story], list[tuple[str, float]]],
+        span_seconds: float,
+    ) -> None:
         self._span = span_seconds
         self._position = {s.story_id: i for i, s in enumerate(stories)}
         self._story_ids = np.array([s.story_id for s in stories], dtype=np.int64)
@@ -573,8 +605,9 @@ class _NeighbourIndex:
         self._size[i] = len(into.members)
         self._rank[i] = min(self._rank[i], self._rank[s])  # the merged story's key is the min
 
-    def candidates(self, story: _Story, terms: list[tuple[str, float]],
-                   limit: int | None) -> list[int]:
+    def candidates(
+        self, story: _Story, terms: list[tuple[str, float]], limit: int | None
+    ) -> list[int]:
         """Ids of the stories within the window of `story` that share one of `terms` with it;
         with a `limit`, only that many: those with the highest cosine over the shared terms."""
         parts: list[np.ndarray] = []
@@ -591,13 +624,18 @@ class _NeighbourIndex:
         # Summed per story by bincount over all positions (every weight is positive, so the
         # stories present are the non-zero sums): cheaper than sorting the postings. The window
         # check then runs on those stories, far fewer than the postings.
-        shared = np.bincount(self._alias[np.concatenate(parts)],
-                             weights=np.concatenate(part_weights), minlength=len(self._alias))
+        shared = np.bincount(
+            self._alias[np.concatenate(parts)],
+            weights=np.concatenate(part_weights),
+            minlength=len(self._alias),
+        )
         shared[self._alias[self._position[story.story_id]]] = 0.0  # not its own neighbour
         unique = np.flatnonzero(shared)
         # Differences, as in _windows_overlap: some feeds date entries near the calendar's ends.
-        unique = unique[(self._latest[unique] - story.earliest.timestamp() >= -self._span)
-                        & (story.latest.timestamp() - self._earliest[unique] >= -self._span)]
+        unique = unique[
+            (self._latest[unique] - story.earliest.timestamp() >= -self._span)
+            & (story.latest.timestamp() - self._earliest[unique] >= -self._span)
+        ]
         if not len(unique):
             return []
         if limit is not None and len(unique) > limit:
@@ -618,7 +656,9 @@ class StoryClusterer:
 
     def __init__(self, settings: ClusterSettings, next_story_id: int) -> None:
         if settings.representative not in ("earliest", "complete"):
-            raise ValueError(f"representative must be 'earliest' or 'complete': {settings.representative!r}")
+            raise ValueError(
+                f"representative must be 'earliest' or 'complete': {settings.representative!r}"
+            )
         self.settings = settings
         self._next_story_id = next_story_id
         self._docs: dict[int, ClusterDoc] = {}
@@ -662,7 +702,9 @@ class StoryClusterer:
 
     def touch_range(self, since: datetime, until: datetime) -> None:
         """`touch` every story with a member published in [since, until]."""
-        self.touch({self._story_of[e] for e, d in self._docs.items() if since <= d.published <= until})
+        self.touch(
+            {self._story_of[e] for e, d in self._docs.items() if since <= d.published <= until}
+        )
 
     @property
     def documents(self) -> int:
@@ -764,7 +806,10 @@ class StoryClusterer:
             # outlet's article (a 1976 pubDate) does not join, let alone lead, its story.
             return ("url", None)
         recurring = (
-            a.feed_id == b.feed_id and a.link and b.link and (a.simhash is None or b.simhash is None)
+            a.feed_id == b.feed_id
+            and a.link
+            and b.link
+            and (a.simhash is None or b.simhash is None)
         )
         if recurring:
             return None
@@ -851,8 +896,14 @@ class StoryClusterer:
         for other in absorbed:
             self._merge_into(other, story_id)
         if absorbed:
-            assignment = Assignment(assignment.story_id, assignment.rule, assignment.distance,
-                                    assignment.score, assignment.matched_entry_id, absorbed)
+            assignment = Assignment(
+                assignment.story_id,
+                assignment.rule,
+                assignment.distance,
+                assignment.score,
+                assignment.matched_entry_id,
+                absorbed,
+            )
         self._added.append(doc.entry_id)
         self._assignments[doc.entry_id] = assignment
         self._dirty.add(story_id)
@@ -878,8 +929,9 @@ class StoryClusterer:
         self._dirty.discard(from_id)
         self._dirty.add(into_id)
 
-    def _event_reason(self, a: ClusterDoc, b: ClusterDoc, va: Vector, vb: Vector,
-                      cosine: float) -> str | None:
+    def _event_reason(
+        self, a: ClusterDoc, b: ClusterDoc, va: Vector, vb: Vector, cosine: float
+    ) -> str | None:
         """Why the event rule joins two entries, in words, or None when it does not."""
         threshold = self.settings.story_threshold
         if not self._events or _outlet(a) == _outlet(b) or cosine < threshold * _EVENT_SHARE:
@@ -891,13 +943,19 @@ class StoryClusterer:
         if rest < threshold * _EVENT_REST:
             return None
         names = ", ".join(sorted(keys))
-        return (f"story match on the event of the day: both headlines name {names}, in at least"
-                f" {_EVENT_BURST:g} times as many of the day's headlines as in the week before;"
-                f" cosine {round(cosine, 4)} >= {round(threshold * _EVENT_SHARE, 4)}, and"
-                f" {round(rest, 4)} >= {round(threshold * _EVENT_REST, 4)} without it")
+        return (
+            f"story match on the event of the day: both headlines name {names}, in at least"
+            f" {_EVENT_BURST:g} times as many of the day's headlines as in the week before;"
+            f" cosine {round(cosine, 4)} >= {round(threshold * _EVENT_SHARE, 4)}, and"
+            f" {round(rest, 4)} >= {round(threshold * _EVENT_REST, 4)} without it"
+        )
 
     def _guard(
-        self, dot: float, top: float, norms: float, decimals_a: frozenset[str],
+        self,
+        dot: float,
+        top: float,
+        norms: float,
+        decimals_a: frozenset[str],
         decimals_b: frozenset[str],
     ) -> str | None:
         """The name of the guard that refuses a story match, or None when it may proceed.
@@ -977,16 +1035,20 @@ class StoryClusterer:
                 clusters[sid] = self._build_story(sid, list(members), vector_of)
                 if len(clusters) % _STEP == 0:
                     yield
-        index = _NeighbourIndex(list(clusters.values()), key_terms,
-                                self.settings.window_hours * 3600.0)
-        heap: list[tuple[float, tuple[datetime, str], tuple[datetime, str], int, int, int, int]] = []
+        index = _NeighbourIndex(
+            list(clusters.values()), key_terms, self.settings.window_hours * 3600.0
+        )
+        heap: list[
+            tuple[float, tuple[datetime, str], tuple[datetime, str], int, int, int, int]
+        ] = []
 
         def push_neighbours(sid: int) -> None:
             cluster = clusters[sid]
             # Small windows: every story sharing an informative term is scored (exact). Large
             # ones: those whose key terms promise the highest cosine.
-            neighbours = index.candidates(cluster, key_terms(cluster),
-                                          _MAX_CANDIDATES if large else None)
+            neighbours = index.candidates(
+                cluster, key_terms(cluster), _MAX_CANDIDATES if large else None
+            )
             scored: list[tuple[float, _Story]] = []
             own = cluster.vector
             for other_id in neighbours:
@@ -998,12 +1060,14 @@ class StoryClusterer:
             # large window shares much vocabulary (a story's best merge is among them; the
             # others are pushed again from their own side or after a merge).
             if len(scored) > _MAX_NEIGHBOURS:
-                scored = heapq.nlargest(_MAX_NEIGHBOURS, scored,
-                                        key=lambda pair: (pair[0], _reversed_key(pair[1].key)))
+                scored = heapq.nlargest(
+                    _MAX_NEIGHBOURS, scored, key=lambda pair: (pair[0], _reversed_key(pair[1].key))
+                )
             for score, other in scored:
                 a, b = (cluster, other) if cluster.key <= other.key else (other, cluster)
-                heapq.heappush(heap, (-score, a.key, b.key, a.story_id, a.version,
-                                      b.story_id, b.version))
+                heapq.heappush(
+                    heap, (-score, a.key, b.key, a.story_id, a.version, b.story_id, b.version)
+                )
 
         for n, sid in enumerate(sorted(self._dirty, key=lambda s: clusters[s].key), 1):
             push_neighbours(sid)
@@ -1016,10 +1080,15 @@ class StoryClusterer:
             a, b = clusters.get(a_id), clusters.get(b_id)
             if a is None or b is None or a.version != a_version or b.version != b_version:
                 continue
-            into, source = (a, b) if (a.first_seen, a.story_id) <= (b.first_seen, b.story_id) else (b, a)
+            into, source = (
+                (a, b) if (a.first_seen, a.story_id) <= (b.first_seen, b.story_id) else (b, a)
+            )
             entry_id, matched = self._closest_pair(source, into, vector_of, similarity)
-            merges.append(StoryMerge(source.story_id, into.story_id, round(-neg, 4), "merge_pass",
-                                     entry_id, matched))
+            merges.append(
+                StoryMerge(
+                    source.story_id, into.story_id, round(-neg, 4), "merge_pass", entry_id, matched
+                )
+            )
             self._reattach_founders(source, into, round(-neg, 4), vector_of, similarity)
             self._merge_into(source.story_id, into.story_id)
             del clusters[source.story_id]
@@ -1032,8 +1101,11 @@ class StoryClusterer:
             if len(heap) > 4 * len(clusters) + 1024:
                 # Entries of stories merged since are only skipped when popped; in a large
                 # window they would pile up (millions of tuples): drop them now and then.
-                heap[:] = [h for h in heap if _current(clusters, h[3], h[4])
-                        and _current(clusters, h[5], h[6])]
+                heap[:] = [
+                    h
+                    for h in heap
+                    if _current(clusters, h[3], h[4]) and _current(clusters, h[5], h[6])
+                ]
                 heapq.heapify(heap)
         self._dirty.clear()
         self._vector_of = None
@@ -1041,7 +1113,11 @@ class StoryClusterer:
         return merges
 
     def _reattach_founders(
-        self, source: _Story, into: _Story, score: float, vector_of: Callable[[int], Vector],
+        self,
+        source: _Story,
+        into: _Story,
+        score: float,
+        vector_of: Callable[[int], Vector],
         similarity: Callable[[int, Vector], float],
     ) -> None:
         """Entries that founded `source` (rule "new") now belong through a story match."""
@@ -1052,8 +1128,14 @@ class StoryClusterer:
                 continue
             founder = vector_of(eid)
             matched = max(into.members, key=lambda e: (similarity(e, founder), -e))
-            update = Assignment(into.story_id, "story_match", None, score, matched,
-                                old.absorbed if old is not None else ())
+            update = Assignment(
+                into.story_id,
+                "story_match",
+                None,
+                score,
+                matched,
+                old.absorbed if old is not None else (),
+            )
             if old is not None:
                 self._assignments[eid] = update
             self._evidence_updates[eid] = update
@@ -1061,7 +1143,10 @@ class StoryClusterer:
     def evidence_updates(self) -> dict[int, Assignment]:
         """Entries whose recorded evidence changed in `merge_pass` (founders of stories merged
         away), loaded or added, with their new evidence; story ids are the final ones."""
-        return {eid: self._with_story(a, self._story_of[eid]) for eid, a in self._evidence_updates.items()}
+        return {
+            eid: self._with_story(a, self._story_of[eid])
+            for eid, a in self._evidence_updates.items()
+        }
 
     @staticmethod
     def _with_story(a: Assignment, story_id: int) -> Assignment:
@@ -1069,8 +1154,9 @@ class StoryClusterer:
             return a
         return Assignment(story_id, a.rule, a.distance, a.score, a.matched_entry_id, a.absorbed)
 
-    def _build_story(self, sid: int, members: list[int],
-                     vector_of: Callable[[int], Vector]) -> _Story:
+    def _build_story(
+        self, sid: int, members: list[int], vector_of: Callable[[int], Vector]
+    ) -> _Story:
         docs = [self._docs[e] for e in members]
         terms = None
         if len(members) == 1:
@@ -1090,8 +1176,18 @@ class StoryClusterer:
         if sid in self._spans:  # members outside the window count for the span bound
             earliest = min(earliest, self._spans[sid][0])
             latest = max(latest, self._spans[sid][1])
-        return _Story(sid, members, vector, decimal_counts, key, first_seen, earliest, latest,
-                      self._outlet_set(docs), terms)
+        return _Story(
+            sid,
+            members,
+            vector,
+            decimal_counts,
+            key,
+            first_seen,
+            earliest,
+            latest,
+            self._outlet_set(docs),
+            terms,
+        )
 
     def _outlet_set(self, docs: list[ClusterDoc]) -> frozenset[int | str]:
         """The outlets of a story's members; one shared set per outlet for the many stories
@@ -1108,12 +1204,17 @@ class StoryClusterer:
         for t, w in source.pairs():
             vector[t] = vector.get(t, 0.0) + w
         members = into.members + source.members
-        merged = _Story(into.story_id, members, vector,
-                        into.decimal_counts + source.decimal_counts,
-                        min(into.key, source.key), min(into.first_seen, source.first_seen),
-                        min(into.earliest, source.earliest), max(into.latest, source.latest),
-                        into.outlets if into.outlets == source.outlets
-                        else into.outlets | source.outlets)
+        merged = _Story(
+            into.story_id,
+            members,
+            vector,
+            into.decimal_counts + source.decimal_counts,
+            min(into.key, source.key),
+            min(into.first_seen, source.first_seen),
+            min(into.earliest, source.earliest),
+            max(into.latest, source.latest),
+            into.outlets if into.outlets == source.outlets else into.outlets | source.outlets,
+        )
         merged.version = into.version + 1
         return merged
 
@@ -1146,18 +1247,24 @@ class StoryClusterer:
         # (Two single entries must reach the threshold itself: their centroids are their
         # vectors, so this is their cosine.)
         floor = threshold if pairs == 1 else threshold * _GUARD_SHARE
-        if pairs == 1 and self._events and _event_keys(
-                self._docs[a.members[0]], self._docs[b.members[0]], self._events):
+        if (
+            pairs == 1
+            and self._events
+            and _event_keys(self._docs[a.members[0]], self._docs[b.members[0]], self._events)
+        ):
             floor = threshold * _EVENT_SHARE  # two entries naming their day's event
         if dot / pairs < floor:
             return None
         if a.decimals and b.decimals and not a.decimals & b.decimals:
             return None  # the numbers guard: both quote measurements and none agree
         if pairs == 1:  # two single entries: the centroids are their vectors
-            cosine, passes = _pair_rule(a.vector if a_vector is None else a_vector, b.vector,
-                                        threshold,
-                                        (self._docs[a.members[0]], self._docs[b.members[0]]),
-                                        self._events)
+            cosine, passes = _pair_rule(
+                a.vector if a_vector is None else a_vector,
+                b.vector,
+                threshold,
+                (self._docs[a.members[0]], self._docs[b.members[0]]),
+                self._events,
+            )
             return cosine if passes else None
         vector_of, docs = self._vector_of, self._docs
         assert vector_of is not None, "stories are scored inside a merge pass"
@@ -1202,8 +1309,6 @@ class StoryClusterer:
         agreeing.sort(reverse=True)
         return agreeing[need - 1]  # the weakest of the agreeing half
 
-
-
     def _core(self, story: _Story) -> Sequence[int]:
         """The members closest to the story's centroid (all of a small story)."""
         if len(story.members) <= _CORE:
@@ -1212,9 +1317,14 @@ class StoryClusterer:
             centroid = story.vector
             vector_of = self._vector_of
             assert vector_of is not None, "cores are ranked inside a merge pass"
-            ranked = sorted(story.members,
-                            key=lambda e: (-_dot(centroid, vector_of(e).items())[0],
-                                           self._docs[e].published, self._docs[e].content_hash))
+            ranked = sorted(
+                story.members,
+                key=lambda e: (
+                    -_dot(centroid, vector_of(e).items())[0],
+                    self._docs[e].published,
+                    self._docs[e].content_hash,
+                ),
+            )
             story.core = tuple(ranked[:_CORE])
         return story.core
 
@@ -1232,8 +1342,12 @@ class StoryClusterer:
         return b.latest - a.earliest >= -span and a.latest - b.earliest >= -span
 
     @staticmethod
-    def _closest_pair(source: _Story, into: _Story, vector_of: Callable[[int], Vector],
-                      similarity: Callable[[int, Vector], float]) -> tuple[int, int]:
+    def _closest_pair(
+        source: _Story,
+        into: _Story,
+        vector_of: Callable[[int], Vector],
+        similarity: Callable[[int, Vector], float],
+    ) -> tuple[int, int]:
         """The member of `source` closest to `into`'s centroid, and its closest member of `into`."""
         centroid = into.vector
         entry_id = max(source.members, key=lambda e: (similarity(e, centroid), -e))
@@ -1252,19 +1366,27 @@ class StoryClusterer:
         boilerplate = _Boilerplate.of(self._docs.values())
         dup = self.near_duplicate(a, b)
         distance = (
-            hamming(a.simhash, b.simhash) if a.simhash is not None and b.simhash is not None else None
+            hamming(a.simhash, b.simhash)
+            if a.simhash is not None and b.simhash is not None
+            else None
         )
         va = _doc_vector(a, stats.idf, boilerplate)
         vb = _doc_vector(b, stats.idf, boilerplate)
         dot, top = _pair_match(va, vb)
         # (A rubric's grouping key weighs nothing: not a term a reader would recognise.)
-        shared = tuple(sorted((t for t in set(va) & set(vb) if va[t] and vb[t]),
-                              key=lambda t: (-va[t] * vb[t], t)))
+        shared = tuple(
+            sorted(
+                (t for t in set(va) & set(vb) if va[t] and vb[t]), key=lambda t: (-va[t] * vb[t], t)
+            )
+        )
         guard = None
         if dot >= self.settings.story_threshold:
             guard = self._guard(dot, top, 1.0, _decimals(a.terms), _decimals(b.terms))
-            if (guard is None and dot < self.settings.story_threshold * _PLAIN_SHARE
-                    and not _names_shared(va, vb, a, b)):
+            if (
+                guard is None
+                and dot < self.settings.story_threshold * _PLAIN_SHARE
+                and not _names_shared(va, vb, a, b)
+            ):
                 guard = "no_name"
             if guard is None and _outlet(a) == _outlet(b):
                 guard = "same_outlet"
@@ -1284,22 +1406,30 @@ class StoryClusterer:
         elif dot >= self.settings.story_threshold and guard is None:
             rule = "story_match"
             reason = f"story match: cosine {score} >= {self.settings.story_threshold} on {', '.join(shared[:6])}"
-        elif guard not in ("numbers", "same_outlet") and (
-                event := self._event_reason(a, b, va, vb, dot)) is not None:
+        elif (
+            guard not in ("numbers", "same_outlet")
+            and (event := self._event_reason(a, b, va, vb, dot)) is not None
+        ):
             rule, guard, reason = "story_match", None, event
         else:
             rule = None
             if guard == "same_outlet":
-                reason = ("refused: both come from one outlet; its own items join a story"
-                          " only through another outlet's report")
+                reason = (
+                    "refused: both come from one outlet; its own items join a story"
+                    " only through another outlet's report"
+                )
             elif guard == "no_name":
-                reason = (f"refused: they share no name or number of their headlines, and"
-                          f" cosine {score} < {round(self.settings.story_threshold * _PLAIN_SHARE, 4)}")
+                reason = (
+                    f"refused: they share no name or number of their headlines, and"
+                    f" cosine {score} < {round(self.settings.story_threshold * _PLAIN_SHARE, 4)}"
+                )
             elif guard == "single_term":
                 reason = f"refused: the match rests on one term ({shared[0]})"
             elif guard == "numbers":
-                reason = (f"refused: different measurements ({', '.join(sorted(_decimals(a.terms)))}"
-                          f" vs {', '.join(sorted(_decimals(b.terms)))})")
+                reason = (
+                    f"refused: different measurements ({', '.join(sorted(_decimals(a.terms)))}"
+                    f" vs {', '.join(sorted(_decimals(b.terms)))})"
+                )
             else:
                 reason = f"no rule: cosine {score} < {self.settings.story_threshold}"
                 if distance is not None:
@@ -1308,9 +1438,12 @@ class StoryClusterer:
                 reason += "; together through other members of the story"
         both_known = a.entry_id in self._story_of and b.entry_id in self._story_of
         if both_known and not together and rule is not None:
-            reason += ("; yet they are in different stories: the pair matches but fewer than"
-                       " half of their stories' member pairs do" if rule == "story_match" else
-                       "; yet they are in different stories (recorded before this rule applied)")
+            reason += (
+                "; yet they are in different stories: the pair matches but fewer than"
+                " half of their stories' member pairs do"
+                if rule == "story_match"
+                else "; yet they are in different stories (recorded before this rule applied)"
+            )
         return Explanation(
             joined=together if both_known else rule is not None,
             rule=rule,
@@ -1322,17 +1455,25 @@ class StoryClusterer:
         )
 
 
-def summarise_story(story_id: int, members: Sequence[ClusterDoc], representative: str = "earliest") -> StorySummary:
+def summarise_story(
+    story_id: int, members: Sequence[ClusterDoc], representative: str = "earliest"
+) -> StorySummary:
     """The stories-table row for a story: representative, title, first/last seen, outlets.
 
     "earliest": the first published member (ties: smaller entry id). "complete": the member with
     the longest text, ties to the earliest."""
     if not members:
         raise ValueError(f"story {story_id} has no members")
+
     def key(d: ClusterDoc) -> tuple[bool, datetime, datetime, int]:
         # A ClusterDoc does not carry its feed's URL: ownership is the store's to judge.
-        return representative_key(published=d.published, first_seen=d.first_seen,
-                                  link=d.link, feed_url=None, entry_id=d.entry_id)
+        return representative_key(
+            published=d.published,
+            first_seen=d.first_seen,
+            link=d.link,
+            feed_url=None,
+            entry_id=d.entry_id,
+        )
 
     if representative == "complete":
         rep = min(members, key=lambda d: (-d.text_length, key(d)))

@@ -9,8 +9,14 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
-__all__ = ["COMMON_PATHS", "FeedLink", "common_candidates", "feed_links", "looks_like_feed",
-           "looks_like_html"]
+__all__ = [
+    "COMMON_PATHS",
+    "FeedLink",
+    "common_candidates",
+    "feed_links",
+    "looks_like_feed",
+    "looks_like_html",
+]
 
 _FEED_TYPES = {
     "application/rss+xml": "RSS",
@@ -22,8 +28,16 @@ _FEED_TYPES = {
     "application/xml": "XML feed",
 }
 #: Tried in this order when a page names no feed.
-COMMON_PATHS = ("/feed", "/rss", "/rss.xml", "/feed.xml", "/atom.xml", "/index.xml",
-                "/feed.json", "/feeds/posts/default")
+COMMON_PATHS = (
+    "/feed",
+    "/rss",
+    "/rss.xml",
+    "/feed.xml",
+    "/atom.xml",
+    "/index.xml",
+    "/feed.json",
+    "/feeds/posts/default",
+)
 _MARKERS = (b"<rss", b"<feed", b"<rdf:rdf", b"jsonfeed.org/version")
 _MAX_LINKS = 50  # a page listing more is not a page about its own feeds
 

@@ -55,8 +55,9 @@ class WriterBusy(AggregatorError):
 class FeedError(AggregatorError):
     """One feed failed; it ends that feed's cycle, never the process. `kind`: a FailureKind."""
 
-    def __init__(self, url: str, message: str, *, status: int | None = None,
-                 kind: str = "network") -> None:
+    def __init__(
+        self, url: str, message: str, *, status: int | None = None, kind: str = "network"
+    ) -> None:
         self.url = url
         self.message = message
         self.status = status
@@ -71,11 +72,13 @@ class ParseError(FeedError):
     """The body cannot be parsed: `kind` is parse, not_a_feed (it is no feed at all) or
     too_large (more items than a document may hold)."""
 
-    def __init__(self, url: str, message: str, *, status: int | None = None,
-                 kind: str = "parse") -> None:
+    def __init__(
+        self, url: str, message: str, *, status: int | None = None, kind: str = "parse"
+    ) -> None:
         super().__init__(url, message, status=status, kind=kind)
 
 
-def _rebuild(cls: type[FeedError], url: str, message: str, status: int | None,
-             kind: str) -> FeedError:
+def _rebuild(
+    cls: type[FeedError], url: str, message: str, status: int | None, kind: str
+) -> FeedError:
     return cls(url, message, status=status, kind=kind)

@@ -566,8 +566,9 @@ class _Hop:
     failure: FeedFailure | None = None
 
 
-def _request_headers(url: str, conditional: dict[str, str],
-                     options: FetchOptions | None) -> dict[str, str]:
+def _request_headers(
+    url: str, conditional: dict[str, str], options: FetchOptions | None
+) -> dict[str, str]:
     """One hop's headers beside the client's own: the caching validators, and a feed's own
     user agent everywhere, its headers and basic auth only on its configured origin (a
     redirect to another host, port or scheme gets none of them)."""
@@ -744,23 +745,38 @@ class Fetcher:
             location = hop.headers.get("location", "").strip()
             if not location:
                 return self._failed(
-                    state, current, now, FailureKind.HTTP, f"HTTP {hop.status} without a Location", hop.status
+                    state,
+                    current,
+                    now,
+                    FailureKind.HTTP,
+                    f"HTTP {hop.status} without a Location",
+                    hop.status,
                 )
             try:
                 target = httpx.URL(current).join(location).copy_with(fragment=None)
             except (httpx.InvalidURL, ValueError) as exc:
                 return self._failed(
-                    state, current, now, FailureKind.REDIRECT, f"bad redirect Location {location!r}: {exc}"
+                    state,
+                    current,
+                    now,
+                    FailureKind.REDIRECT,
+                    f"bad redirect Location {location!r}: {exc}",
                 )
             if target.scheme not in ("http", "https"):
                 return self._failed(
-                    state, current, now, FailureKind.REDIRECT, f"redirect to a non-HTTP URL {str(target)!r}"
+                    state,
+                    current,
+                    now,
+                    FailureKind.REDIRECT,
+                    f"redirect to a non-HTTP URL {str(target)!r}",
                 )
             statuses.append(hop.status)
             following = str(target)
             if following in chain:
                 loop = " → ".join([*chain[chain.index(following) :], following])
-                return self._failed(state, current, now, FailureKind.REDIRECT, f"redirect loop: {loop}")
+                return self._failed(
+                    state, current, now, FailureKind.REDIRECT, f"redirect loop: {loop}"
+                )
             if len(statuses) > self._settings.max_redirects:
                 return self._failed(
                     state,
@@ -797,8 +813,7 @@ class Fetcher:
         if status == 304 and was_conditional:
             return FetchResult(
                 **common,
-                etag=sendable_validator(headers.get("etag"))
-                or sendable_validator(state.etag),
+                etag=sendable_validator(headers.get("etag")) or sendable_validator(state.etag),
                 last_modified=sendable_validator(headers.get("last-modified"))
                 or sendable_validator(state.last_modified),
                 body_hash=state.body_hash,
@@ -831,7 +846,10 @@ class Fetcher:
                 ),
             )
         elif status == 304:
-            kind, message = FailureKind.HTTP, "HTTP 304 Not Modified to a request without validators"
+            kind, message = (
+                FailureKind.HTTP,
+                "HTTP 304 Not Modified to a request without validators",
+            )
         else:
             kind, message = FailureKind.HTTP, f"HTTP {_reason(status)}"
             if retry_after is not None:
@@ -866,7 +884,11 @@ class Fetcher:
         return semaphore
 
     async def _exchange(
-        self, state: FeedState, url: str, conditional: dict[str, str], now: datetime,
+        self,
+        state: FeedState,
+        url: str,
+        conditional: dict[str, str],
+        now: datetime,
         deadline: list[float],
     ) -> _Hop | FetchResult:
         """One GET under the per-host and global limits and the total deadline. `deadline`
@@ -889,7 +911,9 @@ class Fetcher:
                 async with asyncio.timeout_at(deadline[0]):
                     refusal = await self._precheck(host, port)
                     if refusal:
-                        return self._failed(state, url, now, FailureKind.BLOCKED, f"{refusal}; {_GUARD_HINT}")
+                        return self._failed(
+                            state, url, now, FailureKind.BLOCKED, f"{refusal}; {_GUARD_HINT}"
+                        )
                     sent = _request_headers(url, conditional, state.options)
                     async with self._client.stream("GET", url, headers=sent) as response:
                         headers = {k.lower(): v for k, v in response.headers.items()}
@@ -899,7 +923,11 @@ class Fetcher:
                         return await self._read_body(response, status, headers)
         except TimeoutError:
             return self._failed(
-                state, url, now, FailureKind.TIMEOUT, f"no complete answer within {settings.timeout:g} s"
+                state,
+                url,
+                now,
+                FailureKind.TIMEOUT,
+                f"no complete answer within {settings.timeout:g} s",
             )
         except httpx.TimeoutException as exc:
             return self._failed(
@@ -909,7 +937,11 @@ class Fetcher:
             return self._failed(state, url, now, FailureKind.BLOCKED, f"{exc}; {_GUARD_HINT}")
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             return self._failed(
-                state, url, now, FailureKind.NETWORK, f"{type(exc).__name__}: {exc or 'connection failed'}"
+                state,
+                url,
+                now,
+                FailureKind.NETWORK,
+                f"{type(exc).__name__}: {exc or 'connection failed'}",
             )
 
     async def _read_body(
@@ -920,7 +952,9 @@ class Fetcher:
         content_type = headers.get("content-type", "")
         refusal = content_type_refusal(content_type)
         if refusal and not self._pages:
-            return _Hop(status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status))
+            return _Hop(
+                status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status)
+            )
         encoding = headers.pop("content-encoding", "")
         declared = headers.pop("content-length", "")
         decoders = _decoders_for(encoding)
@@ -928,7 +962,9 @@ class Fetcher:
             message = f"unsupported Content-Encoding {decoders!r}"
             return _Hop(status, headers, failure=FeedFailure(FailureKind.HTTP, message, status))
         too_large = FeedFailure(
-            FailureKind.TOO_LARGE, f"the body is larger than the {cap} byte cap (max_body_bytes)", status
+            FailureKind.TOO_LARGE,
+            f"the body is larger than the {cap} byte cap (max_body_bytes)",
+            status,
         )
         if not decoders or isinstance(decoders[0], _IdentityDecoder):
             if (size := _ascii_int(declared)) is not None and size > cap:
@@ -946,7 +982,9 @@ class Fetcher:
                     refusal = sniff_refusal(bytes(body[:_SNIFF_BYTES]), content_type)
                     if refusal:
                         return _Hop(
-                            status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status)
+                            status,
+                            headers,
+                            failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status),
                         )
             for piece in _decode(decoders, b"", last=True):
                 body += piece
@@ -957,7 +995,9 @@ class Fetcher:
         if not sniffed and not self._pages:
             refusal = sniff_refusal(bytes(body[:_SNIFF_BYTES]), content_type)
             if refusal:
-                return _Hop(status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status))
+                return _Hop(
+                    status, headers, failure=FeedFailure(FailureKind.NOT_A_FEED, refusal, status)
+                )
         return _Hop(status, headers, body=bytes(body))
 
     # -- local files ------------------------------------------------------------------------

@@ -67,6 +67,8 @@ def _tokens(text: str) -> list[str]:
     if "/" in text:
         text = _SLASH_DATE.sub(" ", text)
     return _TERM_TOKEN.findall(text)
+
+
 _THOUSANDS = re.compile(r"\d{1,3}(?:([.,])\d{3})(?:\1\d{3})*")
 
 # Stop-words: function words of English, French and German, plus a handful of words that appear in
@@ -163,7 +165,9 @@ def simhash_of(text: str, *, vectorised: bool = True) -> int | None:
     # A list with repeats weighs each shingle by its count, as the package does.
     if vectorised:
         return int(_VectorisedSimhash(shingles, f=64, hashfunc=xxhash.xxh64_digest, log=_LOG).value)
-    return int(Simhash([s.decode() for s in shingles], f=64, hashfunc=xxhash.xxh64_digest, log=_LOG).value)
+    return int(
+        Simhash([s.decode() for s in shingles], f=64, hashfunc=xxhash.xxh64_digest, log=_LOG).value
+    )
 
 
 class _VectorisedSimhash(Simhash):  # type: ignore[misc]  # simhash ships no types
@@ -237,8 +241,7 @@ def title_layout(title: str) -> tuple[int, int]:
     rubric = 0
     match = _RUBRIC.match(title)
     if match and len(match.group(1).split()) <= 6:
-        words = dict.fromkeys(
-            t for t in map(_term, _tokens(match.group(1))) if t is not None)
+        words = dict.fromkeys(t for t in map(_term, _tokens(match.group(1))) if t is not None)
         rubric = len(words)
         if list(seen)[:rubric] != list(words):  # cannot happen; keep the contract safe
             rubric = 0
@@ -301,8 +304,12 @@ def title_names(title: str) -> frozenset[str] | None:
     tokens = _tokens(title)
     if _is_title_case(tokens) or _capitalises_nouns(tokens):
         return None
-    return frozenset(term for t in tokens if t[0].isalpha() and _is_capitalised(t)
-                     if (term := _term(t)) is not None)
+    return frozenset(
+        term
+        for t in tokens
+        if t[0].isalpha() and _is_capitalised(t)
+        if (term := _term(t)) is not None
+    )
 
 
 def _longer_words(tokens: list[str]) -> list[str]:

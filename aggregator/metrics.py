@@ -45,8 +45,10 @@ def parse_address(text: str, *, allow_remote: bool = False) -> tuple[str, int]:
     except ValueError:
         raise ValueError(f"host must be an IP address, got {host!r}") from None
     if not address.is_loopback and not allow_remote:
-        raise ValueError(f"{host} is not a loopback address; pass --metrics-remote to serve"
-                         " metrics beyond this machine")
+        raise ValueError(
+            f"{host} is not a loopback address; pass --metrics-remote to serve"
+            " metrics beyond this machine"
+        )
     return host, port
 
 
@@ -70,15 +72,19 @@ class _DatabaseCollector(Collector):
             counts = database_counts(self._database())
         except OSError:
             return
-        feeds = GaugeMetricFamily("aggregator_feeds", "Feeds by state (the feed_health view)",
-                                  labels=["state"])
+        feeds = GaugeMetricFamily(
+            "aggregator_feeds", "Feeds by state (the feed_health view)", labels=["state"]
+        )
         for state in _FEED_STATES:
             feeds.add_metric([state], counts["feeds"].get(state, 0))
         yield feeds
         yield GaugeMetricFamily("aggregator_entries", "Entries stored", value=counts["entries"])
         yield GaugeMetricFamily("aggregator_stories", "Stories stored", value=counts["stories"])
-        yield GaugeMetricFamily("aggregator_database_bytes",
-                                "Size of the database file with its WAL", value=counts["bytes"])
+        yield GaugeMetricFamily(
+            "aggregator_database_bytes",
+            "Size of the database file with its WAL",
+            value=counts["bytes"],
+        )
 
 
 class Metrics:
@@ -87,17 +93,26 @@ class Metrics:
     def __init__(self, database: Callable[[], Path], horizon: float) -> None:
         self.registry = CollectorRegistry()
         self.horizon = horizon  # the dispatch interval
-        self._fetches = Counter("aggregator_fetches", "Feed fetch outcomes by kind",
-                                ["outcome", "kind"], registry=self.registry)
-        self._new = Counter("aggregator_new_entries", "New entries stored since start",
-                            registry=self.registry)
-        self._cycle = Histogram("aggregator_cycle_duration_seconds",
-                                "Duration of poll cycles that polled feeds",
-                                buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
-                                registry=self.registry)
-        self._last_ok = Gauge("aggregator_last_successful_cycle_timestamp_seconds",
-                              "Unix time the last poll cycle finished without error",
-                              registry=self.registry)
+        self._fetches = Counter(
+            "aggregator_fetches",
+            "Feed fetch outcomes by kind",
+            ["outcome", "kind"],
+            registry=self.registry,
+        )
+        self._new = Counter(
+            "aggregator_new_entries", "New entries stored since start", registry=self.registry
+        )
+        self._cycle = Histogram(
+            "aggregator_cycle_duration_seconds",
+            "Duration of poll cycles that polled feeds",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=self.registry,
+        )
+        self._last_ok = Gauge(
+            "aggregator_last_successful_cycle_timestamp_seconds",
+            "Unix time the last poll cycle finished without error",
+            registry=self.registry,
+        )
         self.registry.register(_DatabaseCollector(database))
         self._lock = threading.Lock()
         self._started_at = time.monotonic()
@@ -113,9 +128,16 @@ class Metrics:
         with self._lock:
             self._dispatch_started = time.monotonic()
 
-    def dispatch_finished(self, *, polled: bool, ok: bool, fetched: int = 0,
-                          not_modified: int = 0, failures: Iterable[str] = (),
-                          new_entries: int = 0) -> None:
+    def dispatch_finished(
+        self,
+        *,
+        polled: bool,
+        ok: bool,
+        fetched: int = 0,
+        not_modified: int = 0,
+        failures: Iterable[str] = (),
+        new_entries: int = 0,
+    ) -> None:
         """A dispatch ended: `polled` when feeds were due, `ok` when it ran to the end;
         `failures`: the failure kind of each failed feed."""
         now = time.monotonic()
@@ -146,8 +168,11 @@ class Metrics:
             since = now - (self._dispatch_started or self._last_dispatch)
             running = self._dispatch_started is not None
         if since < 2 * horizon:
-            return True, f"ok: {'a poll cycle running for' if running else 'last dispatch'}" \
-                         f" {since:.1f} s{'' if running else ' ago'}"
+            return (
+                True,
+                f"ok: {'a poll cycle running for' if running else 'last dispatch'}"
+                f" {since:.1f} s{'' if running else ' ago'}",
+            )
         what = "the poll cycle has run for" if running else "no dispatch for"
         return False, f"stalled: {what} {since:.1f} s (limit {2 * horizon:.1f} s)"
 
@@ -160,8 +185,10 @@ class Metrics:
             path = environ.get("PATH_INFO", "")
             if path == "/healthz":
                 ok, why = self.health()
-                start_response("200 OK" if ok else "503 Service Unavailable",
-                               [("Content-Type", "text/plain; charset=utf-8")])
+                start_response(
+                    "200 OK" if ok else "503 Service Unavailable",
+                    [("Content-Type", "text/plain; charset=utf-8")],
+                )
                 return [why.encode() + b"\n"]
             if path in ("/metrics", "/"):
                 return metrics_app(environ, start_response)  # type: ignore[no-any-return]
@@ -174,10 +201,12 @@ class Metrics:
         """Serve on host:port in a background thread; returns the address bound (port 0
         picks a free one). OSError when the address cannot be bound."""
         server_class = _V6Server if ":" in host else WSGIServer
-        self._server = make_server(host, port, self._app(), server_class=server_class,
-                                   handler_class=_Quiet)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="metrics", daemon=True)
+        self._server = make_server(
+            host, port, self._app(), server_class=server_class, handler_class=_Quiet
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics", daemon=True
+        )
         self._thread.start()
         bound = self._server.server_address
         return str(bound[0]), int(bound[1])

@@ -69,8 +69,10 @@ _BAD_PERCENT = re.compile(r"%(?![0-9a-fA-F]{2})")
 # Control characters, lone surrogates, non-characters; and the bidi embeddings, overrides and
 # isolates (U+202A-202E, U+2066-2069) and the BOM / zero-width no-break space (U+FEFF), which
 # let a title display as something other than what it says ("Trojan Source").
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
-                      "\u202a-\u202e\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
+    "\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 # Block-level tags: their boundaries become spaces in plain text ("<p>a</p><p>b</p>" → "a b").
 # fmt: off
 _BLOCK_TAG_NAMES = frozenset(
@@ -464,7 +466,9 @@ def _enclosures(raw: tuple[Enclosure, ...], base: str) -> tuple[Enclosure, ...]:
             continue
         media_type = (item.media_type or "").split(";")[0].strip().lower()
         length = item.length if item.length is not None and 0 < item.length < 2**53 else None
-        kept[url] = Enclosure(url, media_type if _MEDIA_TYPE.fullmatch(media_type) else None, length)
+        kept[url] = Enclosure(
+            url, media_type if _MEDIA_TYPE.fullmatch(media_type) else None, length
+        )
         if len(kept) == MAX_ENCLOSURES:
             break
     return tuple(kept.values())

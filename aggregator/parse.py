@@ -109,15 +109,21 @@ def parse_feed(
         if _looks_like_json(body, lower_headers):
             objects = body.count(b"{")
             if objects > _MAX_JSON_OBJECTS:
-                raise ParseError(url, f"the JSON holds {objects:,} objects, more than "
-                                      f"{MAX_ITEMS_IN_DOCUMENT:,} items could need; not parsed",
-                                 kind=FailureKind.TOO_LARGE)
+                raise ParseError(
+                    url,
+                    f"the JSON holds {objects:,} objects, more than "
+                    f"{MAX_ITEMS_IN_DOCUMENT:,} items could need; not parsed",
+                    kind=FailureKind.TOO_LARGE,
+                )
             return _newest(_parse_json_feed(body, url))
         items = body.count(b"<item") + body.count(b"<entry")
         if items > MAX_ITEMS_IN_DOCUMENT:
-            raise ParseError(url, f"the document holds about {items:,} items, more than the "
-                                  f"{MAX_ITEMS_IN_DOCUMENT:,} a feed may; not parsed",
-                             kind=FailureKind.TOO_LARGE)
+            raise ParseError(
+                url,
+                f"the document holds about {items:,} items, more than the "
+                f"{MAX_ITEMS_IN_DOCUMENT:,} a feed may; not parsed",
+                kind=FailureKind.TOO_LARGE,
+            )
         return _newest(_parse_xml_feed(body, lower_headers, url))
     except ParseError:
         raise
@@ -145,10 +151,12 @@ def _newest(parsed: ParsedFeed) -> ParsedFeed:
         return (moment or oldest, -i)  # ties: earlier in the document is newer
 
     keep = sorted(sorted(range(len(entries)), key=when, reverse=True)[:MAX_ENTRIES_PER_DOCUMENT])
-    note = (f"{len(entries):,} entries in the document; kept the newest "
-            f"{MAX_ENTRIES_PER_DOCUMENT:,}")
-    return replace(parsed, entries=tuple(entries[i] for i in keep),
-                   problem="; ".join(p for p in (parsed.problem, note) if p))
+    note = f"{len(entries):,} entries in the document; kept the newest {MAX_ENTRIES_PER_DOCUMENT:,}"
+    return replace(
+        parsed,
+        entries=tuple(entries[i] for i in keep),
+        problem="; ".join(p for p in (parsed.problem, note) if p),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,8 +192,11 @@ def _parse_xml_feed(body: bytes, headers: dict[str, str], url: str) -> ParsedFee
     if not entries_in and not version:
         why = result.get("bozo_exception")
         detail = f" ({type(why).__name__}: {why})" if why else ""
-        raise ParseError(url, f"not a feed: no RSS, Atom or JSON Feed found{detail}"[:500],
-                         kind=FailureKind.NOT_A_FEED)
+        raise ParseError(
+            url,
+            f"not a feed: no RSS, Atom or JSON Feed found{detail}"[:500],
+            kind=FailureKind.NOT_A_FEED,
+        )
 
     if result.get("bozo"):
         exc = result.get("bozo_exception")
@@ -582,12 +593,17 @@ def _entry_image(entry: Mapping[str, Any]) -> str | None:
             return url
     for media in _get(entry, "media_content") or []:
         url = _text(_get(media, "url"))
-        if url and (_get(media, "medium") == "image"
-                    or (_text(_get(media, "type")) or "").startswith("image/")):
+        if url and (
+            _get(media, "medium") == "image"
+            or (_text(_get(media, "type")) or "").startswith("image/")
+        ):
             return url
     for link in _get(entry, "links") or []:
-        if (_get(link, "rel") == "enclosure" and (href := _text(_get(link, "href")))
-                and (_text(_get(link, "type")) or "").startswith("image/")):
+        if (
+            _get(link, "rel") == "enclosure"
+            and (href := _text(_get(link, "href")))
+            and (_text(_get(link, "type")) or "").startswith("image/")
+        ):
             return href
     return None
 
@@ -622,8 +638,12 @@ def _feed_ttl(feed: Mapping[str, Any]) -> int | None:
 def _positive_int(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif (isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
-          and len(value.strip()) <= 9):
+    elif (
+        isinstance(value, str)
+        and value.strip().isascii()
+        and value.strip().isdigit()
+        and len(value.strip()) <= 9
+    ):
         number = int(value.strip())
     else:
         return None
@@ -657,17 +677,22 @@ def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     except RecursionError as exc:
         raise ParseError(url, "JSON nested too deeply") from exc
     except ValueError as exc:
-        raise ParseError(url, f"not a feed: invalid JSON ({exc})"[:300],
-                         kind=FailureKind.NOT_A_FEED) from exc
+        raise ParseError(
+            url, f"not a feed: invalid JSON ({exc})"[:300], kind=FailureKind.NOT_A_FEED
+        ) from exc
     if not isinstance(document, dict):
-        raise ParseError(url, "not a feed: JSON document is not an object",
-                         kind=FailureKind.NOT_A_FEED)
+        raise ParseError(
+            url, "not a feed: JSON document is not an object", kind=FailureKind.NOT_A_FEED
+        )
     version = document.get("version")
     items = document.get("items")
     if not (isinstance(version, str) and _JSON_FEED_VERSION.match(version.strip())):
         if not isinstance(items, list):
-            raise ParseError(url, "not a feed: JSON without a JSON Feed version or items",
-                             kind=FailureKind.NOT_A_FEED)
+            raise ParseError(
+                url,
+                "not a feed: JSON without a JSON Feed version or items",
+                kind=FailureKind.NOT_A_FEED,
+            )
         problems.append(f"unknown JSON Feed version {str(version)[:80]!r}")
     if not isinstance(items, list):
         problems.append("items is not a list")
@@ -764,7 +789,10 @@ def _json_attachments(value: Any) -> tuple[Enclosure, ...]:
     """JSON Feed `attachments`: url, mime_type, size_in_bytes."""
     if not isinstance(value, list):
         return ()
-    found = [Enclosure(url, _json_str(a.get("mime_type")), _count(a.get("size_in_bytes")))
-             for a in value[:_MAX_RAW_MEDIA] if isinstance(a, dict)
-             if (url := _json_str(a.get("url")))]
+    found = [
+        Enclosure(url, _json_str(a.get("mime_type")), _count(a.get("size_in_bytes")))
+        for a in value[:_MAX_RAW_MEDIA]
+        if isinstance(a, dict)
+        if (url := _json_str(a.get("url")))
+    ]
     return tuple(found)

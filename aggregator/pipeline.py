@@ -71,10 +71,12 @@ class CycleSummary:
         return bool(self.new_entries or self.updated_entries)
 
     def line(self) -> str:
-        return (f"feeds: {self.fetched} fetched, {self.not_modified} not modified, "
-                f"{self.failed} failed; entries: {self.new_entries} new, "
-                f"{self.updated_entries} updated; stories: {self.new_stories} new, "
-                f"{self.grown_stories} grown")
+        return (
+            f"feeds: {self.fetched} fetched, {self.not_modified} not modified, "
+            f"{self.failed} failed; entries: {self.new_entries} new, "
+            f"{self.updated_entries} updated; stories: {self.new_stories} new, "
+            f"{self.grown_stories} grown"
+        )
 
 
 class Poller:
@@ -92,16 +94,22 @@ class Poller:
         self._stack = contextlib.AsyncExitStack()
         self.fetcher = await self._stack.enter_async_context(Fetcher(self.config.fetch))
         self.pool = self._stack.enter_context(
-            WorkerPool(self.workers, max_memory=WORKER_MEMORY, recycle_rss=WORKER_RECYCLE))
+            WorkerPool(self.workers, max_memory=WORKER_MEMORY, recycle_rss=WORKER_RECYCLE)
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
-    async def run_cycle(self, *, poll_all: bool = False, mode: str = "scheduled",
-                        now: datetime | None = None,
-                        progress: Callable[[FeedOutcome], None] | None = None,
-                        only: Collection[int] | None = None) -> CycleSummary:
+    async def run_cycle(
+        self,
+        *,
+        poll_all: bool = False,
+        mode: str = "scheduled",
+        now: datetime | None = None,
+        progress: Callable[[FeedOutcome], None] | None = None,
+        only: Collection[int] | None = None,
+    ) -> CycleSummary:
         """Poll every due feed once and record the outcomes (see Store.due_feeds for `mode`);
         `only`: just the feeds with these ids (among those due)."""
         assert self.fetcher is not None and self.pool is not None, "use `async with Poller(...)`"
@@ -151,15 +159,21 @@ class Poller:
         url = feed.state.url
         options = self._options.get(feed.config_url)
         result = await self.fetcher.fetch(
-            feed.state if options is None else replace(feed.state, options=options), now)
+            feed.state if options is None else replace(feed.state, options=options), now
+        )
         if result.failure is not None:
             return self._record_failure(feed, result, result.failure, now)
         if result.not_modified or result.body is None:
             nxt = self._next_poll(feed, result, now, errors=0)
             with self.store.transaction():
                 self.store.record_not_modified(
-                    feed.state.id, now=now, status=result.status, next_poll_at=nxt,
-                    etag=result.etag, last_modified=result.last_modified)
+                    feed.state.id,
+                    now=now,
+                    status=result.status,
+                    next_poll_at=nxt,
+                    etag=result.etag,
+                    last_modified=result.last_modified,
+                )
                 self._hold(feed, result, now, ttl=feed.ttl, failed_until=None)
                 if result.permanent_url:
                     self.store.move_feed(feed.state.id, result.permanent_url)
@@ -167,10 +181,18 @@ class Poller:
             return FeedOutcome(url, "not_modified")
         try:
             processed: ProcessedFeed = await self.pool.run(
-                process_body, result.body, dict(result.headers), result.final_url, now,
-                self.config.fetch.max_body_bytes, timeout=PARSE_TIMEOUT)
+                process_body,
+                result.body,
+                dict(result.headers),
+                result.final_url,
+                now,
+                self.config.fetch.max_body_bytes,
+                timeout=PARSE_TIMEOUT,
+            )
         except TimeoutError:
-            failure = FeedFailure(FailureKind.TIMEOUT, f"parsing took longer than {PARSE_TIMEOUT:.0f} s")
+            failure = FeedFailure(
+                FailureKind.TIMEOUT, f"parsing took longer than {PARSE_TIMEOUT:.0f} s"
+            )
             return self._record_failure(feed, result, failure, now)
         except Exception as exc:  # a worker crash must not end the cycle
             failure = FeedFailure(FailureKind.PARSE, f"worker failed: {type(exc).__name__}: {exc}")
@@ -182,36 +204,65 @@ class Poller:
             recent = self.store.recent_published(feed.state.id)
             recent += [e.published for e, _ in processed.entries]
             nxt = next_poll_at(
-                now=now, url=url, settings=self.config.schedule,
-                configured_interval=feed.interval, result=result, error_count=0,
-                ttl=parsed.ttl, recent_published=sorted(recent)[-20:])
+                now=now,
+                url=url,
+                settings=self.config.schedule,
+                configured_interval=feed.interval,
+                result=result,
+                error_count=0,
+                ttl=parsed.ttl,
+                recent_published=sorted(recent)[-20:],
+            )
             self.store.record_fetch_success(
-                feed.state.id, now=now, status=result.status, url=result.permanent_url,
-                etag=result.etag, last_modified=result.last_modified,
-                body_hash=result.body_hash, next_poll_at=nxt, feed_title=parsed.title,
-                site_url=parsed.link, language=parsed.language, ttl=parsed.ttl,
-                parse_problem=parsed.problem)
+                feed.state.id,
+                now=now,
+                status=result.status,
+                url=result.permanent_url,
+                etag=result.etag,
+                last_modified=result.last_modified,
+                body_hash=result.body_hash,
+                next_poll_at=nxt,
+                feed_title=parsed.title,
+                site_url=parsed.link,
+                language=parsed.language,
+                ttl=parsed.ttl,
+                parse_problem=parsed.problem,
+            )
             self._hold(feed, result, now, ttl=parsed.ttl, failed_until=None)
             new, updated = cycle.ingest(feed.state.id, result.final_url, processed.entries)
             cycle.refresh()
         log.info("%s: %d new, %d updated entries", url, new, updated)
         return FeedOutcome(url, "new" if new or updated else "unchanged", new, updated)
 
-    def _record_failure(self, feed: DueFeed, result: FetchResult, failure: FeedFailure,
-                        now: datetime) -> FeedOutcome:
+    def _record_failure(
+        self, feed: DueFeed, result: FetchResult, failure: FeedFailure, now: datetime
+    ) -> FeedOutcome:
         errors = feed.state.error_count + 1
         retire = retires(result) or failure.kind == FailureKind.GONE
         nxt = self._next_poll(feed, replace(result, failure=failure), now, errors=errors)
         with self.store.transaction():
             self.store.record_fetch_failure(
-                feed.state.id, now=now, kind=failure.kind, message=failure.message,
-                status=failure.status or result.status, next_poll_at=nxt, retire=retire)
+                feed.state.id,
+                now=now,
+                kind=failure.kind,
+                message=failure.message,
+                status=failure.status or result.status,
+                next_poll_at=nxt,
+                retire=retire,
+            )
             self._hold(feed, result, now, ttl=None, failed_until=nxt)
         log.warning("%s: %s: %s", feed.state.url, failure.kind, failure.message)
         return FeedOutcome(feed.state.url, "failed", failure=failure)
 
-    def _hold(self, feed: DueFeed, result: FetchResult, now: datetime, *, ttl: int | None,
-              failed_until: datetime | None) -> None:
+    def _hold(
+        self,
+        feed: DueFeed,
+        result: FetchResult,
+        now: datetime,
+        *,
+        ttl: int | None,
+        failed_until: datetime | None,
+    ) -> None:
         """Record what even a manual poll must respect: Retry-After, backoff, caching hints."""
         settings = self.config.schedule
         retry = None
@@ -224,12 +275,19 @@ class Poller:
             hold = now + timedelta(seconds=hint) if hint else None
         self.store.set_holds(feed.state.id, hold_until=hold, retry_after_until=retry)
 
-    def _next_poll(self, feed: DueFeed, result: FetchResult, now: datetime, *,
-                   errors: int) -> datetime:
+    def _next_poll(
+        self, feed: DueFeed, result: FetchResult, now: datetime, *, errors: int
+    ) -> datetime:
         return next_poll_at(
-            now=now, url=feed.state.url, settings=self.config.schedule,
-            configured_interval=feed.interval, result=result, error_count=errors,
-            ttl=feed.ttl, recent_published=self.store.recent_published(feed.state.id))
+            now=now,
+            url=feed.state.url,
+            settings=self.config.schedule,
+            configured_interval=feed.interval,
+            result=result,
+            error_count=errors,
+            ttl=feed.ttl,
+            recent_published=self.store.recent_published(feed.state.id),
+        )
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -271,8 +329,11 @@ class _ClusterCycle:
         self.representative = opts.representative
         self.window = timedelta(seconds=opts.window)
         self.settings = clustering.ClusterSettings(
-            window_hours=opts.window / 3600, simhash_k=opts.simhash_k,
-            representative=opts.representative, story_threshold=opts.story_threshold)
+            window_hours=opts.window / 3600,
+            simhash_k=opts.simhash_k,
+            representative=opts.representative,
+            story_threshold=opts.story_threshold,
+        )
         self.clusterer: clustering.StoryClusterer | None = None
         self.loaded: tuple[datetime, datetime] | None = None
         self.touched: set[int] = set()
@@ -299,8 +360,9 @@ class _ClusterCycle:
             self.loaded = (min(lo, self.loaded[0]), max(hi, self.loaded[1]))
         return self.clusterer
 
-    def ingest(self, feed_id: int, feed_url: str,
-               pairs: Sequence[tuple[Entry, Fingerprint]]) -> tuple[int, int]:
+    def ingest(
+        self, feed_id: int, feed_url: str, pairs: Sequence[tuple[Entry, Fingerprint]]
+    ) -> tuple[int, int]:
         """Store one feed's entries inside the caller's transaction: changed ones are updated in
         place, new ones are placed in stories first and then inserted with their story and
         evidence in one statement (no second write of each row). Returns (new, updated)."""
@@ -324,10 +386,16 @@ class _ClusterCycle:
             clusterer = self.clusterer
             assert clusterer is not None  # place() made it
             self.store.insert_entries(
-                feed_id, [(first + offset, entry, fp, clusterer.assignment(first + offset))
-                          for offset, (entry, fp) in enumerate(fresh)], self.now)
+                feed_id,
+                [
+                    (first + offset, entry, fp, clusterer.assignment(first + offset))
+                    for offset, (entry, fp) in enumerate(fresh)
+                ],
+                self.now,
+            )
             self.store.count_headlines(
-                (entry.published, _headline(entry.title, fp.terms)) for entry, fp in fresh)
+                (entry.published, _headline(entry.title, fp.terms)) for entry, fp in fresh
+            )
             for bridge in self.bridges:
                 self._merge(bridge)
             self.bridges.clear()
@@ -335,20 +403,37 @@ class _ClusterCycle:
 
     def _merge(self, bridge: tuple[int, int, int]) -> None:
         absorbed, into, entry_id = bridge
-        self.store.merge_stories(absorbed, into, entry_id=entry_id,
-                                 reason=f"bridged by entry {entry_id}", now=self.now)
+        self.store.merge_stories(
+            absorbed, into, entry_id=entry_id, reason=f"bridged by entry {entry_id}", now=self.now
+        )
 
-    def place(self, entry_id: int, feed_id: int, feed_url: str, entry: Entry, fp: Fingerprint,
-              *, stored: bool = True) -> None:
+    def place(
+        self,
+        entry_id: int,
+        feed_id: int,
+        feed_url: str,
+        entry: Entry,
+        fp: Fingerprint,
+        *,
+        stored: bool = True,
+    ) -> None:
         """Put one entry in a story. A `stored` entry (crash recovery) gets its story written
         now; a new one is inserted by `ingest` afterwards, with its final story."""
         clusterer = self._ensure_window(entry.published)
         doc = clustering.ClusterDoc(
-            entry_id=entry_id, feed_id=feed_id, host=_shared(outlet_host(entry.link or feed_url)),
-            published=entry.published, link=entry.link, content_hash=fp.content_hash,
-            simhash=fp.simhash, title=entry.title, terms=_interned(fp.terms),
-            language=_shared(entry.language), story_id=None,
-            **_layout(entry.title))
+            entry_id=entry_id,
+            feed_id=feed_id,
+            host=_shared(outlet_host(entry.link or feed_url)),
+            published=entry.published,
+            link=entry.link,
+            content_hash=fp.content_hash,
+            simhash=fp.simhash,
+            title=entry.title,
+            terms=_interned(fp.terms),
+            language=_shared(entry.language),
+            story_id=None,
+            **_layout(entry.title),
+        )
         since = _shift(entry.published, -self.window)
         rows = self.store.exact_candidates(entry.link, fp.content_hash, since, exclude=entry_id)
         if fp.simhash is not None:
@@ -368,10 +453,16 @@ class _ClusterCycle:
                 self.bridges.append(bridge)
             self.created.discard(absorbed)
         if stored:
-            self.store.assign_story(entry_id, a.story_id, rule=a.rule, distance=a.distance,
-                                    score=a.score, matched_entry_id=a.matched_entry_id,
-                                    now=self.now,
-                                    new_story_title=entry.title if a.rule == "new" else None)
+            self.store.assign_story(
+                entry_id,
+                a.story_id,
+                rule=a.rule,
+                distance=a.distance,
+                score=a.score,
+                matched_entry_id=a.matched_entry_id,
+                now=self.now,
+                new_story_title=entry.title if a.rule == "new" else None,
+            )
         self.touch(a.story_id)
         self.grown.add(a.story_id)
 
@@ -402,11 +493,22 @@ class _ClusterCycle:
         with self.store.transaction():
             for r in rows:
                 published = from_db_time(r["published"]) or self.now
-                entry = Entry(guid=r["guid"], link=r["link"], title=r["title"], summary="",
-                              content="", text=r["text"], published=published, updated=None,
-                              author=None, language=r["language"], content_hash=r["content_hash"])
-                fp = Fingerprint(r["content_hash"], i64_to_u64(r["simhash"]),
-                                 tuple(r["terms"].split()))
+                entry = Entry(
+                    guid=r["guid"],
+                    link=r["link"],
+                    title=r["title"],
+                    summary="",
+                    content="",
+                    text=r["text"],
+                    published=published,
+                    updated=None,
+                    author=None,
+                    language=r["language"],
+                    content_hash=r["content_hash"],
+                )
+                fp = Fingerprint(
+                    r["content_hash"], i64_to_u64(r["simhash"]), tuple(r["terms"].split())
+                )
                 self.place(r["id"], r["feed_id"], r["feed_url"], entry, fp)
             self.refresh()
 
@@ -431,17 +533,28 @@ class _ClusterCycle:
         with self.store.transaction():
             self.store.clear_merge_pending()
             for m in merges:
-                self.store.merge_stories(m.from_story_id, m.into_story_id, entry_id=m.entry_id,
-                                         reason=m.reason, now=self.now)
+                self.store.merge_stories(
+                    m.from_story_id,
+                    m.into_story_id,
+                    entry_id=m.entry_id,
+                    reason=m.reason,
+                    now=self.now,
+                )
                 self.created.discard(m.from_story_id)
                 self.grown.discard(m.from_story_id)
                 self.touch(m.into_story_id)
                 self.grown.add(m.into_story_id)
             # Entries that founded a story the pass merged away now have story-match evidence.
             for entry_id, a in self.clusterer.evidence_updates().items():
-                self.store.assign_story(entry_id, a.story_id, rule=a.rule, distance=a.distance,
-                                        score=a.score, matched_entry_id=a.matched_entry_id,
-                                        now=self.now)
+                self.store.assign_story(
+                    entry_id,
+                    a.story_id,
+                    rule=a.rule,
+                    distance=a.distance,
+                    score=a.score,
+                    matched_entry_id=a.matched_entry_id,
+                    now=self.now,
+                )
             self.refresh()
 
 
@@ -468,9 +581,12 @@ def backfill_steps(store: Store, *, batch: int = 5000) -> Iterator[int]:
         with store.transaction():
             rows = store.backfill_rows(after, until, batch)
             store.count_headlines(
-                (from_db_time(r["published"]) or utcnow(), _headline(r["title"] or "",
-                                                                    (r["terms"] or "").split()))
-                for r in rows)
+                (
+                    from_db_time(r["published"]) or utcnow(),
+                    _headline(r["title"] or "", (r["terms"] or "").split()),
+                )
+                for r in rows
+            )
             store.note_backfill(rows[-1]["id"] if rows else until, until)
         done += len(rows)
         yield done
@@ -481,7 +597,11 @@ def _shift(when: datetime, delta: timedelta) -> datetime:
     try:
         return when + delta
     except OverflowError:
-        return datetime.min.replace(tzinfo=UTC) if delta < timedelta(0) else datetime.max.replace(tzinfo=UTC)
+        return (
+            datetime.min.replace(tzinfo=UTC)
+            if delta < timedelta(0)
+            else datetime.max.replace(tzinfo=UTC)
+        )
 
 
 def _interned(terms: Iterable[str]) -> tuple[str, ...]:
@@ -497,15 +617,22 @@ def _shared(value: str | None) -> str | None:
 
 def _doc(row: Any) -> clustering.ClusterDoc:
     return clustering.ClusterDoc(
-        entry_id=row["id"], feed_id=row["feed_id"],
+        entry_id=row["id"],
+        feed_id=row["feed_id"],
         host=_shared(outlet_host(row["link"] or row["feed_url"])),
-        published=from_db_time(row["published"]) or utcnow(), link=row["link"],
-        content_hash=row["content_hash"], simhash=i64_to_u64(row["simhash"]),
-        title=row["title"], terms=_interned((row["terms"] or "").split()),
-        language=_shared(row["language"]), story_id=row["story_id"],
+        published=from_db_time(row["published"]) or utcnow(),
+        link=row["link"],
+        content_hash=row["content_hash"],
+        simhash=i64_to_u64(row["simhash"]),
+        title=row["title"],
+        terms=_interned((row["terms"] or "").split()),
+        language=_shared(row["language"]),
+        story_id=row["story_id"],
         first_seen=from_db_time(row["first_seen"]),
         text_length=(row["text_length"] or 0) if "text_length" in row.keys() else 0,
-        match_rule=_shared(row["match_rule"]), **_layout(row["title"] or ""))
+        match_rule=_shared(row["match_rule"]),
+        **_layout(row["title"] or ""),
+    )
 
 
 class _Layout(TypedDict):
@@ -528,10 +655,14 @@ def explain_pair(store: Store, config: Config, a_id: int, b_id: int) -> Any:
     window = timedelta(seconds=config.cluster.window)
     opts = config.cluster
     clusterer = clustering.StoryClusterer(
-        clustering.ClusterSettings(window_hours=opts.window / 3600, simhash_k=opts.simhash_k,
-                                   representative=opts.representative,
-                                   story_threshold=opts.story_threshold),
-        store.next_story_id())
+        clustering.ClusterSettings(
+            window_hours=opts.window / 3600,
+            simhash_k=opts.simhash_k,
+            representative=opts.representative,
+            story_threshold=opts.story_threshold,
+        ),
+        store.next_story_id(),
+    )
     lo = min(d.published for d in docs)
     hi = max(d.published for d in docs)
     clusterer.load(_doc(r) for r in store.window_entries(_shift(lo, -window), _shift(hi, window)))

@@ -140,8 +140,9 @@ class WorkerPool:
     feed does not leave memory held for the pool's lifetime.
     """
 
-    def __init__(self, workers: int, *, max_memory: int | None = None,
-                 recycle_rss: int | None = None) -> None:
+    def __init__(
+        self, workers: int, *, max_memory: int | None = None, recycle_rss: int | None = None
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._context = multiprocessing.get_context(_START_METHOD)

@@ -64,8 +64,10 @@ class Notifier:
         env = os.environ if env is None else env
         self.address = notify_address(env.get("NOTIFY_SOCKET"))
         if env.get("NOTIFY_SOCKET") and self.address is None:
-            log.warning("NOTIFY_SOCKET=%s: unsupported address, not notifying systemd",
-                        env.get("NOTIFY_SOCKET"))
+            log.warning(
+                "NOTIFY_SOCKET=%s: unsupported address, not notifying systemd",
+                env.get("NOTIFY_SOCKET"),
+            )
         self._sock: socket.socket | None = None
         if self.address is not None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -154,8 +156,9 @@ class _QuietSkips(logging.Filter):
         return "maximum number of running instances reached" not in record.getMessage()
 
 
-def configure_logging(level: int | str, stream: TextIO | None = None,
-                      env: Mapping[str, str] | None = None) -> bool:
+def configure_logging(
+    level: int | str, stream: TextIO | None = None, env: Mapping[str, str] | None = None
+) -> bool:
     """Log to stderr, with syslog prefixes when journald reads it. Returns whether it does."""
     stream = sys.stderr if stream is None else stream
     env = os.environ if env is None else env
@@ -166,8 +169,11 @@ def configure_logging(level: int | str, stream: TextIO | None = None,
     if journal:
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z"
+            )
+        )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -187,8 +193,9 @@ def configure_logging(level: int | str, stream: TextIO | None = None,
 # -- pure helpers ------------------------------------------------------------------------------
 
 
-def spread_first_polls(feeds: Sequence[tuple[int, str]], now: datetime, *,
-                       rate: float = 5.0, max_window: float = 300.0) -> list[tuple[int, datetime]]:
+def spread_first_polls(
+    feeds: Sequence[tuple[int, str]], now: datetime, *, rate: float = 5.0, max_window: float = 300.0
+) -> list[tuple[int, datetime]]:
     """Start times for feeds that are all due at once: `rate` a second, within `max_window`.
 
     Deterministic: feeds are ordered by a hash of their URL (which interleaves hosts) and
@@ -199,8 +206,10 @@ def spread_first_polls(feeds: Sequence[tuple[int, str]], now: datetime, *,
         return []
     window = min(max_window, len(ordered) / rate)
     step = window / len(ordered)
-    return [(feed_id, now + timedelta(seconds=int(i * step)))
-            for i, (feed_id, _url) in enumerate(ordered)]
+    return [
+        (feed_id, now + timedelta(seconds=int(i * step)))
+        for i, (feed_id, _url) in enumerate(ordered)
+    ]
 
 
 def protect_since(config: Config, now: datetime) -> datetime:
@@ -212,10 +221,16 @@ def protect_since(config: Config, now: datetime) -> datetime:
 def config_changes(old: Config, new: Config) -> list[str]:
     """Human lines describing what a reload changes (feeds, digests, settings)."""
     lines = _keyed_changes("feed", {f.url: f for f in old.feeds}, {f.url: f for f in new.feeds})
-    lines += _keyed_changes("digest", {d.name: d for d in old.digests},
-                            {d.name: d for d in new.digests})
-    for section, attr in (("storage.database", "database"), ("storage.keep_days", "keep_days"),
-                          ("fetch", "fetch"), ("schedule", "schedule"), ("cluster", "cluster")):
+    lines += _keyed_changes(
+        "digest", {d.name: d for d in old.digests}, {d.name: d for d in new.digests}
+    )
+    for section, attr in (
+        ("storage.database", "database"),
+        ("storage.keep_days", "keep_days"),
+        ("fetch", "fetch"),
+        ("schedule", "schedule"),
+        ("cluster", "cluster"),
+    ):
         a, b = getattr(old, attr), getattr(new, attr)
         if a != b:
             detail = _diff(a, b) if hasattr(a, "__dataclass_fields__") else f"{a} → {b}"
@@ -227,14 +242,20 @@ def _keyed_changes(kind: str, old: dict[str, Any], new: dict[str, Any]) -> list[
     """Lines for what was added, removed or changed between two keyed sets of settings."""
     lines = [f"{kind} added: {key}" for key in new if key not in old]
     lines += [f"{kind} removed: {key}" for key in old if key not in new]
-    lines += [f"{kind} changed: {key} ({_diff(old[key], item)})"
-              for key, item in new.items() if key in old and old[key] != item]
+    lines += [
+        f"{kind} changed: {key} ({_diff(old[key], item)})"
+        for key, item in new.items()
+        if key in old and old[key] != item
+    ]
     return lines
 
 
 def _diff(a: Any, b: Any) -> str:
-    return ", ".join(f"{f.name}: {getattr(a, f.name)!r} → {getattr(b, f.name)!r}"
-                     for f in fields(a) if getattr(a, f.name) != getattr(b, f.name))
+    return ", ".join(
+        f"{f.name}: {getattr(a, f.name)!r} → {getattr(b, f.name)!r}"
+        for f in fields(a)
+        if getattr(a, f.name) != getattr(b, f.name)
+    )
 
 
 # -- the daemon --------------------------------------------------------------------------------
@@ -253,8 +274,13 @@ class ServiceOptions:
 class Service:
     """One daemon run: `await Service(path, options).run()` returns the exit code."""
 
-    def __init__(self, config_path: Path, options: ServiceOptions | None = None,
-                 notifier: Notifier | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        options: ServiceOptions | None = None,
+        notifier: Notifier | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.config_path = Path(config_path)
         self.options = options or ServiceOptions()
         self.env = os.environ if env is None else env
@@ -292,9 +318,11 @@ class Service:
             self.store = Store.open(self.config.database)
             self._pid = DaemonPid(self.config.database)
             if not self._pid.claim():
-                log.warning("%s: cannot record this daemon's pid (another daemon on this "
-                            "database?); `feeds add` and `feeds remove` will not signal it",
-                            self._pid.path)
+                log.warning(
+                    "%s: cannot record this daemon's pid (another daemon on this "
+                    "database?); `feeds add` and `feeds remove` will not signal it",
+                    self._pid.path,
+                )
             now = utcnow()
             report = self.store.sync_feeds(self.config.feeds, now)
             spread = spread_first_polls(self.store.start_due_feeds(now), now)
@@ -310,12 +338,21 @@ class Service:
             if self.store is not None:
                 self.store.close()
             return exc.exit_code
-        log.info("database %s, config %s: %d feeds (%d added, %d updated, %d deactivated)",
-                 self.config.database, self.config_path, len(self.config.feeds),
-                 len(report.added), len(report.updated), len(report.deactivated))
+        log.info(
+            "database %s, config %s: %d feeds (%d added, %d updated, %d deactivated)",
+            self.config.database,
+            self.config_path,
+            len(self.config.feeds),
+            len(report.added),
+            len(report.updated),
+            len(report.deactivated),
+        )
         if spread:
-            log.info("first polls of %d feeds spread over %d s", len(spread),
-                     int((spread[-1][1] - now).total_seconds()) if spread else 0)
+            log.info(
+                "first polls of %d feeds spread over %d s",
+                len(spread),
+                int((spread[-1][1] - now).total_seconds()) if spread else 0,
+            )
         if self.options.metrics is not None and not self._start_metrics(*self.options.metrics):
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -343,8 +380,9 @@ class Service:
         try:
             bound = metrics.start(host, port)
         except OSError as exc:
-            log.error("cannot start: cannot serve metrics on %s:%d: %s", host, port,
-                      exc.strerror or exc)
+            log.error(
+                "cannot start: cannot serve metrics on %s:%d: %s", host, port, exc.strerror or exc
+            )
             self.notifier.send(f"STATUS=cannot serve metrics on {host}:{port}")
             return False
         self._metrics = metrics
@@ -408,11 +446,11 @@ class Service:
             # (the watchdog keeps pinging) and give up after the budget. A second close from
             # the Poller's own exit is then instant.
             try:
-                await asyncio.wait_for(asyncio.to_thread(poller.pool.close),
-                                       timeout=max(0.5, budget))
+                await asyncio.wait_for(
+                    asyncio.to_thread(poller.pool.close), timeout=max(0.5, budget)
+                )
             except TimeoutError:
-                log.error("worker processes did not finish within the stop timeout; "
-                          "leaving anyway")
+                log.error("worker processes did not finish within the stop timeout; leaving anyway")
                 return False
         await poller.__aexit__(None, None, None)
         return True
@@ -425,22 +463,41 @@ class Service:
         now = datetime.now(UTC)
         # A late dispatch is still worth running (the database knows what is due), so the
         # grace is generous; coalesce + one instance mean a long cycle just delays the next.
-        scheduler.add_job(self._dispatch, IntervalTrigger(seconds=interval, timezone=UTC),
-                          id="dispatch", name="dispatch due feeds", coalesce=True,
-                          max_instances=1, misfire_grace_time=max(60, int(4 * interval)),
-                          next_run_time=now)
-        scheduler.add_job(self._hourly, IntervalTrigger(hours=1, timezone=UTC),
-                          id="hourly", name="refresh digests, checkpoint", coalesce=True,
-                          max_instances=1, misfire_grace_time=600)
-        scheduler.add_job(self._housekeeping,
-                          CronTrigger(hour=self.options.housekeeping_hour, minute=17, timezone=UTC),
-                          id="housekeeping", name="daily housekeeping", coalesce=True,
-                          max_instances=1, misfire_grace_time=3600)
-        scheduler.add_job(self._housekeeping,
-                          DateTrigger(now + timedelta(seconds=self.options.housekeeping_delay),
-                                      timezone=UTC),
-                          id="housekeeping-start", name="housekeeping after start",
-                          misfire_grace_time=3600)
+        scheduler.add_job(
+            self._dispatch,
+            IntervalTrigger(seconds=interval, timezone=UTC),
+            id="dispatch",
+            name="dispatch due feeds",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(60, int(4 * interval)),
+            next_run_time=now,
+        )
+        scheduler.add_job(
+            self._hourly,
+            IntervalTrigger(hours=1, timezone=UTC),
+            id="hourly",
+            name="refresh digests, checkpoint",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=600,
+        )
+        scheduler.add_job(
+            self._housekeeping,
+            CronTrigger(hour=self.options.housekeeping_hour, minute=17, timezone=UTC),
+            id="housekeeping",
+            name="daily housekeeping",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=3600,
+        )
+        scheduler.add_job(
+            self._housekeeping,
+            DateTrigger(now + timedelta(seconds=self.options.housekeeping_delay), timezone=UTC),
+            id="housekeeping-start",
+            name="housekeeping after start",
+            misfire_grace_time=3600,
+        )
         return scheduler
 
     @contextlib.contextmanager
@@ -477,8 +534,10 @@ class Service:
                 if not self._stopping:
                     raise
                 self._uncancel()
-                log.warning("abandoned the poll cycle in flight: feeds not yet recorded "
-                            "stay due and are polled after the restart")
+                log.warning(
+                    "abandoned the poll cycle in flight: feeds not yet recorded "
+                    "stay due and are polled after the restart"
+                )
                 return
             except StoreError as exc:
                 self._fatal(exc)
@@ -503,9 +562,13 @@ class Service:
             self._metrics.dispatch_finished(polled=False, ok=False)
             return
         self._metrics.dispatch_finished(
-            polled=bool(summary.due), ok=True, fetched=summary.fetched,
-            not_modified=summary.not_modified, new_entries=summary.new_entries,
-            failures=[kind for _, kind, _ in summary.failures])
+            polled=bool(summary.due),
+            ok=True,
+            fetched=summary.fetched,
+            not_modified=summary.not_modified,
+            new_entries=summary.new_entries,
+            failures=[kind for _, kind, _ in summary.failures],
+        )
 
     async def _hourly(self) -> None:
         """Digests age (stories leave their windows) without new entries; and a WAL that
@@ -519,8 +582,9 @@ class Service:
                 async with self._db_lock:
                     if self.store is not None and not self._stopping:
                         busy, frames, done = self.store.checkpoint(mode="TRUNCATE", wait_ms=200)
-                        log.debug("hourly WAL checkpoint: busy=%d, %d of %d frames",
-                                  busy, done, frames)
+                        log.debug(
+                            "hourly WAL checkpoint: busy=%d, %d of %d frames", busy, done, frames
+                        )
             except asyncio.CancelledError:
                 if not self._stopping:
                     raise
@@ -557,8 +621,12 @@ class Service:
         now = now or utcnow()
         config = self.config
         counts = {"entries": 0, "stories": 0, "stories_trimmed": 0}
-        steps = self.store.prune_steps(config.keep_days, protect_since(config, now), now=now,
-                                       representative=config.cluster.representative)
+        steps = self.store.prune_steps(
+            config.keep_days,
+            protect_since(config, now),
+            now=now,
+            representative=config.cluster.representative,
+        )
         try:
             for step in steps:
                 counts = step
@@ -569,11 +637,17 @@ class Service:
             steps.close()
         self.store.optimize()  # before the checkpoint: ANALYZE writes to the WAL
         busy, frames, done = self.store.checkpoint(mode="TRUNCATE")
-        log.info("housekeeping: pruned %d entries older than %d days, %d stories removed, "
-                 "%d trimmed; WAL checkpoint %s (%d of %d frames)",
-                 counts["entries"], config.keep_days, counts["stories"],
-                 counts["stories_trimmed"], "busy, readers active" if busy else "complete",
-                 done, frames)
+        log.info(
+            "housekeeping: pruned %d entries older than %d days, %d stories removed, "
+            "%d trimmed; WAL checkpoint %s (%d of %d frames)",
+            counts["entries"],
+            config.keep_days,
+            counts["stories"],
+            counts["stories_trimmed"],
+            "busy, readers active" if busy else "complete",
+            done,
+            frames,
+        )
         return counts
 
     def _take_writer(self) -> bool:
@@ -589,8 +663,9 @@ class Service:
             self._writer_busy_logged = False
             return True
         if not self._writer_busy_logged:
-            log.info("%s is writing to this database; waiting for it to finish",
-                     self._writer.holder())
+            log.info(
+                "%s is writing to this database; waiting for it to finish", self._writer.holder()
+            )
             self._writer_busy_logged = True
         return False
 
@@ -641,8 +716,9 @@ class Service:
         """SIGHUP: re-read the config; apply it, or refuse a broken one and keep running."""
         if self._stopping or self.config is None or self.store is None:
             return
-        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}",
-                           "STATUS=reloading configuration")
+        self.notifier.send(
+            "RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}", "STATUS=reloading configuration"
+        )
         log.info("reloading %s", self.config_path)
         try:
             new = config_mod.load(self.config_path)
@@ -653,14 +729,18 @@ class Service:
         old = self.config
         changes = config_changes(old, new)
         if new.database != old.database:
-            log.warning("[storage] database is now %s: restart the service to use it; "
-                        "still writing %s", new.database, old.database)
+            log.warning(
+                "[storage] database is now %s: restart the service to use it; still writing %s",
+                new.database,
+                old.database,
+            )
             new = replace(new, database=old.database)
         try:
             now = utcnow()
             report = self.store.sync_feeds(new.feeds, now)
             self.store.set_next_polls(
-                spread_first_polls(self.store.start_due_feeds(now, unscheduled_only=True), now))
+                spread_first_polls(self.store.start_due_feeds(now, unscheduled_only=True), now)
+            )
         except StoreError as exc:
             self._fatal(exc)
             return
@@ -673,9 +753,14 @@ class Service:
             log.info("reload: %s", line)
         if len(changes) > 100:
             log.info("reload: ... and %d more changes", len(changes) - 100)
-        log.info("reloaded: %d feeds (%d added, %d updated, %d deactivated in the database), "
-                 "%d digests", len(new.feeds), len(report.added), len(report.updated),
-                 len(report.deactivated), len(new.digests))
+        log.info(
+            "reloaded: %d feeds (%d added, %d updated, %d deactivated in the database), %d digests",
+            len(new.feeds),
+            len(report.added),
+            len(report.updated),
+            len(report.deactivated),
+            len(new.digests),
+        )
         if new.digests != old.digests:
             self._write_digests("reload")
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
@@ -692,8 +777,10 @@ class Service:
             if last.failed:
                 parts.append(f"{last.failed} failed")
             if self.polls_since_start > last.due:
-                parts.append(f"{self.polls_since_start} polls and {self.new_since_start} new "
-                             "entries since start")
+                parts.append(
+                    f"{self.polls_since_start} polls and {self.new_since_start} new "
+                    "entries since start"
+                )
         elif self.config is not None:
             parts.append(f"{len(self.config.feeds)} feeds configured, none polled yet")
         nxt = self.store.next_poll_time(now) if self.store is not None else None
@@ -728,9 +815,13 @@ class Service:
             self._watchdog = None
 
 
-def run_service(config_path: Path, *, log_level: int | str = "info",
-                options: ServiceOptions | None = None,
-                env: Mapping[str, str] | None = None) -> int:
+def run_service(
+    config_path: Path,
+    *,
+    log_level: int | str = "info",
+    options: ServiceOptions | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
     """Configure logging and run the daemon until SIGTERM/SIGINT; returns the exit code."""
     configure_logging(log_level, env=env)
     service = Service(config_path, options, env=env)
@@ -738,8 +829,18 @@ def run_service(config_path: Path, *, log_level: int | str = "info",
 
 
 __all__ = [
-    "JournalFormatter", "Notifier", "Service", "ServiceOptions", "config_changes",
-    "configure_logging", "journald_stream", "monotonic_usec", "notify_address",
-    "protect_since", "run_service", "spread_first_polls", "syslog_priority",
+    "JournalFormatter",
+    "Notifier",
+    "Service",
+    "ServiceOptions",
+    "config_changes",
+    "configure_logging",
+    "journald_stream",
+    "monotonic_usec",
+    "notify_address",
+    "protect_since",
+    "run_service",
+    "spread_first_polls",
+    "syslog_priority",
     "watchdog_interval",
 ]

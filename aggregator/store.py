@@ -44,8 +44,10 @@ U64 = 1 << 64
 _IN_CHUNK = 500  # values per `IN (...)` list: well under SQLite's variable limit
 # What clustering reads of a stored entry: never the (large) summary, content and text, not
 # even their length (length() reads a whole text value, overflow pages and all).
-_DOC_COLUMNS = ("e.id, e.feed_id, e.link, e.title, e.published, e.first_seen, e.content_hash,"
-                " e.simhash, e.terms, e.language, e.story_id, e.match_rule, f.url AS feed_url")
+_DOC_COLUMNS = (
+    "e.id, e.feed_id, e.link, e.title, e.published, e.first_seen, e.content_hash,"
+    " e.simhash, e.terms, e.language, e.story_id, e.match_rule, f.url AS feed_url"
+)
 
 
 def to_db_time(dt: datetime | None) -> str | None:
@@ -396,8 +398,9 @@ class WriterLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot open the writer lock file: "
-                             f"{exc.strerror or exc}") from exc
+            raise StoreError(
+                f"{self.path}: cannot open the writer lock file: {exc.strerror or exc}"
+            ) from exc
 
     def holder(self) -> str:
         """Who holds the lock, in words: "the daemon (pid 1234)", "another poll (pid 99)"."""
@@ -421,8 +424,10 @@ class WriterLock:
             return
         holder = self.holder()
         if not wait:
-            raise WriterBusy(f"{holder} is polling {self.path.with_suffix('')}; "
-                             "not waiting (--no-wait): try again when it has finished")
+            raise WriterBusy(
+                f"{holder} is polling {self.path.with_suffix('')}; "
+                "not waiting (--no-wait): try again when it has finished"
+            )
         if on_wait is not None:
             on_wait(f"{holder} is polling this database; waiting")
         self._lock(blocking=True)
@@ -479,12 +484,12 @@ class Store:
             raise StoreError(
                 f"{path}: the database file or its folder is read-only (a read-only file system "
                 "or missing write permission); make it writable or use another [storage] database "
-                "path — the poller needs to write there")
+                "path — the poller needs to write there"
+            )
         try:
             if readonly:
                 uri = path.resolve().as_uri() + "?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                       check_same_thread=False)
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -604,7 +609,11 @@ class Store:
                     continue
                 wanted.add(row["config_url"])
                 changed = (row["title"], row["tags"], row["interval"], row["active"]) != (
-                    feed.title, tags, feed.interval, 1)
+                    feed.title,
+                    tags,
+                    feed.interval,
+                    1,
+                )
                 if changed:
                     # A changed config entry also un-retires a feed (410) and clears backoff.
                     self.execute(
@@ -616,13 +625,15 @@ class Store:
                     updated.append(feed.url)
             for config_url, row in rows.items():
                 if config_url not in wanted and row["active"]:
-                    self.execute("UPDATE feeds SET active = 0, updated_at = ? WHERE id = ?",
-                                 (ts, row["id"]))
+                    self.execute(
+                        "UPDATE feeds SET active = 0, updated_at = ? WHERE id = ?", (ts, row["id"])
+                    )
                     deactivated.append(config_url)
         return SyncReport(tuple(added), tuple(updated), tuple(deactivated))
 
-    def due_feeds(self, now: datetime, *, all_feeds: bool = False,
-                  mode: str = "scheduled") -> list[DueFeed]:
+    def due_feeds(
+        self, now: datetime, *, all_feeds: bool = False, mode: str = "scheduled"
+    ) -> list[DueFeed]:
         """Active, non-retired feeds to poll now.
 
         mode "scheduled" (the daemon): next_poll_at has come. "manual" (`aggregator poll`):
@@ -631,24 +642,33 @@ class Store:
         """
         if all_feeds:
             mode = "all"
-        column = {"scheduled": "next_poll_at", "manual": "hold_until",
-                  "all": "retry_after_until"}[mode]
-        sql = (f"SELECT * FROM feeds WHERE active = 1 AND retired_at IS NULL"
-               f" AND ({column} IS NULL OR {column} <= ?)"
-               " ORDER BY next_poll_at IS NOT NULL, next_poll_at, id")
+        column = {"scheduled": "next_poll_at", "manual": "hold_until", "all": "retry_after_until"}[
+            mode
+        ]
+        sql = (
+            f"SELECT * FROM feeds WHERE active = 1 AND retired_at IS NULL"
+            f" AND ({column} IS NULL OR {column} <= ?)"
+            " ORDER BY next_poll_at IS NOT NULL, next_poll_at, id"
+        )
         return [_due_feed(r) for r in self.execute(sql, (to_db_time(now),))]
 
-    def set_holds(self, feed_id: int, *, hold_until: datetime | None,
-                  retry_after_until: datetime | None) -> None:
-        self.execute("UPDATE feeds SET hold_until = ?, retry_after_until = ? WHERE id = ?",
-                     (to_db_time(hold_until), to_db_time(retry_after_until), feed_id))
+    def set_holds(
+        self, feed_id: int, *, hold_until: datetime | None, retry_after_until: datetime | None
+    ) -> None:
+        self.execute(
+            "UPDATE feeds SET hold_until = ?, retry_after_until = ? WHERE id = ?",
+            (to_db_time(hold_until), to_db_time(retry_after_until), feed_id),
+        )
 
     def feed_rows(self) -> list[sqlite3.Row]:
         """Every feed row, with its one-word `state` from the feed_health view (the one home
         of ok / never polled / failing / retired / inactive)."""
-        return list(self.execute(
-            "SELECT f.*, h.state FROM feeds f JOIN feed_health h ON h.feed_id = f.id"
-            " ORDER BY f.active DESC, f.id"))
+        return list(
+            self.execute(
+                "SELECT f.*, h.state FROM feeds f JOIN feed_health h ON h.feed_id = f.id"
+                " ORDER BY f.active DESC, f.id"
+            )
+        )
 
     def reset_feed(self, url: str) -> bool:
         """Clear errors, retirement, backoff and the cache validators (ETag, Last-Modified,
@@ -659,14 +679,26 @@ class Store:
                 " error_message = NULL, next_poll_at = NULL, hold_until = NULL,"
                 " retry_after_until = NULL, etag = NULL, last_modified = NULL,"
                 " body_hash = NULL WHERE url = ? OR config_url = ?",
-                (url, url))
+                (url, url),
+            )
         return cur.rowcount > 0
 
     def record_fetch_success(
-        self, feed_id: int, *, now: datetime, status: int | None, url: str | None,
-        etag: str | None, last_modified: str | None, body_hash: str | None,
-        next_poll_at: datetime, feed_title: str | None = None, site_url: str | None = None,
-        language: str | None = None, ttl: int | None = None, parse_problem: str | None = None,
+        self,
+        feed_id: int,
+        *,
+        now: datetime,
+        status: int | None,
+        url: str | None,
+        etag: str | None,
+        last_modified: str | None,
+        body_hash: str | None,
+        next_poll_at: datetime,
+        feed_title: str | None = None,
+        site_url: str | None = None,
+        language: str | None = None,
+        ttl: int | None = None,
+        parse_problem: str | None = None,
     ) -> None:
         ts = to_db_time(now)
         self.execute(
@@ -676,15 +708,36 @@ class Store:
             " feed_title = COALESCE(?, feed_title), site_url = COALESCE(?, site_url),"
             " language = COALESCE(?, language), ttl = COALESCE(?, ttl), parse_problem = ?,"
             " updated_at = ? WHERE id = ?",
-            (status, etag, last_modified, body_hash, ts, ts, to_db_time(next_poll_at),
-             feed_title, site_url, language, ttl, parse_problem, ts, feed_id),
+            (
+                status,
+                etag,
+                last_modified,
+                body_hash,
+                ts,
+                ts,
+                to_db_time(next_poll_at),
+                feed_title,
+                site_url,
+                language,
+                ttl,
+                parse_problem,
+                ts,
+                feed_id,
+            ),
         )
         if url:
             self.move_feed(feed_id, url)
 
-    def record_not_modified(self, feed_id: int, *, now: datetime, status: int | None,
-                            next_poll_at: datetime, etag: str | None = None,
-                            last_modified: str | None = None) -> None:
+    def record_not_modified(
+        self,
+        feed_id: int,
+        *,
+        now: datetime,
+        status: int | None,
+        next_poll_at: datetime,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> None:
         ts = to_db_time(now)
         self.execute(
             "UPDATE feeds SET last_status = ?, last_fetched_at = ?, last_success_at = ?,"
@@ -694,35 +747,63 @@ class Store:
             (status, ts, ts, to_db_time(next_poll_at), etag, last_modified, ts, feed_id),
         )
 
-    def record_fetch_failure(self, feed_id: int, *, now: datetime, kind: str, message: str,
-                             status: int | None, next_poll_at: datetime,
-                             retire: bool = False) -> None:
+    def record_fetch_failure(
+        self,
+        feed_id: int,
+        *,
+        now: datetime,
+        kind: str,
+        message: str,
+        status: int | None,
+        next_poll_at: datetime,
+        retire: bool = False,
+    ) -> None:
         ts = to_db_time(now)
         self.execute(
             "UPDATE feeds SET last_status = ?, last_fetched_at = ?, last_error_at = ?,"
             " next_poll_at = ?, error_count = error_count + 1, error_kind = ?, error_message = ?,"
             " retired_at = CASE WHEN ? THEN ? ELSE retired_at END, updated_at = ? WHERE id = ?",
-            (status, ts, ts, to_db_time(next_poll_at), kind, message[:2000], retire, ts, ts,
-             feed_id),
+            (
+                status,
+                ts,
+                ts,
+                to_db_time(next_poll_at),
+                kind,
+                message[:2000],
+                retire,
+                ts,
+                ts,
+                feed_id,
+            ),
         )
 
     def move_feed(self, feed_id: int, new_url: str) -> None:
         """Follow a permanent redirect; the configured URL stays as the alias."""
-        clash = self.execute("SELECT id FROM feeds WHERE url = ? AND id != ?",
-                             (new_url, feed_id)).fetchone()
+        clash = self.execute(
+            "SELECT id FROM feeds WHERE url = ? AND id != ?", (new_url, feed_id)
+        ).fetchone()
         if clash is None:
             self.execute("UPDATE feeds SET url = ? WHERE id = ?", (new_url, feed_id))
 
     def recent_published(self, feed_id: int, limit: int = 20) -> list[datetime]:
         rows = self.execute(
             "SELECT published FROM entries WHERE feed_id = ? ORDER BY published DESC LIMIT ?",
-            (feed_id, limit))
+            (feed_id, limit),
+        )
         return [d for r in rows if (d := from_db_time(r[0])) is not None]
 
     # -- entries ---------------------------------------------------------------------------
 
-    def upsert_entry(self, feed_id: int, entry: Entry, fp: Fingerprint, now: datetime,
-                     *, max_changes: int = 5, settle_seconds: int = 86400) -> UpsertResult:
+    def upsert_entry(
+        self,
+        feed_id: int,
+        entry: Entry,
+        fp: Fingerprint,
+        now: datetime,
+        *,
+        max_changes: int = 5,
+        settle_seconds: int = 86400,
+    ) -> UpsertResult:
         """Insert a new entry (without a story) or update a changed one in place.
 
         The poller uses `existing_entries` + `insert_entries` (a feed's new entries in one go,
@@ -733,19 +814,22 @@ class Store:
             entry_id = self.next_entry_id()
             self.insert_entries(feed_id, [(entry_id, entry, fp, None)], now)
             return UpsertResult(entry_id, "new", None)
-        return self.update_entry(row, entry, fp, now, max_changes=max_changes,
-                                 settle_seconds=settle_seconds)
+        return self.update_entry(
+            row, entry, fp, now, max_changes=max_changes, settle_seconds=settle_seconds
+        )
 
     def existing_entries(self, feed_id: int, guids: Sequence[str]) -> dict[str, sqlite3.Row]:
         """The stored entries of one feed among `guids`, by guid (what `update_entry` needs)."""
         found: dict[str, sqlite3.Row] = {}
         unique = list(dict.fromkeys(guids))
         for start in range(0, len(unique), _IN_CHUNK):
-            chunk = unique[start:start + _IN_CHUNK]
+            chunk = unique[start : start + _IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
             for row in self.execute(
-                    "SELECT id, guid, content_hash, story_id, change_count, last_changed_at"
-                    f" FROM entries WHERE feed_id = ? AND guid IN ({marks})", (feed_id, *chunk)):
+                "SELECT id, guid, content_hash, story_id, change_count, last_changed_at"
+                f" FROM entries WHERE feed_id = ? AND guid IN ({marks})",
+                (feed_id, *chunk),
+            ):
                 found[row["guid"]] = row
         return found
 
@@ -755,7 +839,9 @@ class Store:
         return int(row[0]) + 1
 
     def insert_entries(
-        self, feed_id: int, items: Sequence[tuple[int, Entry, Fingerprint, Assignment | None]],
+        self,
+        feed_id: int,
+        items: Sequence[tuple[int, Entry, Fingerprint, Assignment | None]],
         now: datetime,
     ) -> None:
         """Insert new entries of one feed with the ids given (ascending, from `next_entry_id`)
@@ -767,10 +853,20 @@ class Store:
         bands: list[tuple[int, int, int]] = []
         enclosures: list[tuple[int, int, str, str | None, int | None]] = []
         for entry_id, entry, fp, a in items:
-            rows.append((
-                entry_id, feed_id, entry.guid, ts, *_entry_values(entry, fp),
-                *((a.story_id, a.rule, a.distance, a.score, a.matched_entry_id)
-                  if a is not None else (None, None, None, None, None))))
+            rows.append(
+                (
+                    entry_id,
+                    feed_id,
+                    entry.guid,
+                    ts,
+                    *_entry_values(entry, fp),
+                    *(
+                        (a.story_id, a.rule, a.distance, a.score, a.matched_entry_id)
+                        if a is not None
+                        else (None, None, None, None, None)
+                    ),
+                )
+            )
             bands += _band_rows(entry_id, fp.simhash)
             enclosures += _enclosure_rows(entry_id, entry)
         columns = ", ".join(_ENTRY_COLUMNS)
@@ -779,7 +875,9 @@ class Store:
             self.conn.executemany(
                 f"INSERT INTO entries (id, feed_id, guid, first_seen, {columns}, story_id,"
                 " match_rule, match_distance, match_score, matched_entry_id)"
-                f" VALUES ({marks})", rows)
+                f" VALUES ({marks})",
+                rows,
+            )
             self.conn.executemany(_INSERT_BANDS, bands)
             self.conn.executemany(_INSERT_ENCLOSURES, enclosures)
         except sqlite3.Error as exc:
@@ -799,21 +897,25 @@ class Store:
             self.conn.executemany(
                 "INSERT INTO headline_terms (day, term, entries) VALUES (?, ?, ?)"
                 " ON CONFLICT (day, term) DO UPDATE SET entries = entries + excluded.entries",
-                [(d, t, n) for (d, t), n in sorted(counts.items())])
+                [(d, t, n) for (d, t), n in sorted(counts.items())],
+            )
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
 
-    def headline_counts(self, terms: Iterable[str], first_day: str,
-                        last_day: str) -> dict[tuple[str, str], int]:
+    def headline_counts(
+        self, terms: Iterable[str], first_day: str, last_day: str
+    ) -> dict[tuple[str, str], int]:
         """(day, term) -> headlines, for these terms (and '') on days first_day..last_day."""
         wanted = sorted({"", *terms})
         found: dict[tuple[str, str], int] = {}
         for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
+            chunk = wanted[i : i + 500]
             marks = ", ".join("?" * len(chunk))
             for day, term, n in self.execute(
-                    f"SELECT day, term, entries FROM headline_terms WHERE term IN ({marks})"
-                    " AND day BETWEEN ? AND ?", (*chunk, first_day, last_day)):
+                f"SELECT day, term, entries FROM headline_terms WHERE term IN ({marks})"
+                " AND day BETWEEN ? AND ?",
+                (*chunk, first_day, last_day),
+            ):
                 found[day, term] = int(n)
         return found
 
@@ -822,11 +924,13 @@ class Store:
         ids = sorted(set(story_ids))
         spans: dict[int, tuple[datetime, datetime]] = {}
         for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+            chunk = ids[i : i + 500]
             marks = ", ".join("?" * len(chunk))
             for sid, lo, hi in self.execute(
-                    "SELECT story_id, min(published), max(published) FROM entries"
-                    f" WHERE story_id IN ({marks}) GROUP BY story_id", chunk):
+                "SELECT story_id, min(published), max(published) FROM entries"
+                f" WHERE story_id IN ({marks}) GROUP BY story_id",
+                chunk,
+            ):
                 first, last = from_db_time(lo), from_db_time(hi)
                 if first is not None and last is not None:
                     spans[int(sid)] = (first, last)
@@ -835,30 +939,50 @@ class Store:
     def headline_backfill(self) -> tuple[int, int] | None:
         """(entry ids counted so far, last id to count) while entries stored before migration 7
         are still to be counted, else None."""
-        rows = dict(self.execute(
-            "SELECT key, value FROM meta WHERE key IN"
-            " ('headline_backfill_done', 'headline_backfill_until')").fetchall())
+        rows = dict(
+            self.execute(
+                "SELECT key, value FROM meta WHERE key IN"
+                " ('headline_backfill_done', 'headline_backfill_until')"
+            ).fetchall()
+        )
         if "headline_backfill_until" not in rows:
             return None
         return int(rows.get("headline_backfill_done") or 0), int(rows["headline_backfill_until"])
 
     def backfill_rows(self, after: int, until: int, limit: int) -> list[sqlite3.Row]:
         """Entries after..until (ids) to count: id, title, terms, language, published."""
-        return list(self.execute(
-            "SELECT id, title, terms, language, published FROM entries WHERE id > ? AND id <= ?"
-            " ORDER BY id LIMIT ?", (after, until, limit)))
+        return list(
+            self.execute(
+                "SELECT id, title, terms, language, published FROM entries WHERE id > ? AND id <= ?"
+                " ORDER BY id LIMIT ?",
+                (after, until, limit),
+            )
+        )
 
     def note_backfill(self, done: int, until: int) -> None:
         """Record (in the caller's transaction) that entry ids up to `done` are counted."""
         if done >= until:
-            self.execute("DELETE FROM meta WHERE key IN"
-                         " ('headline_backfill_done', 'headline_backfill_until')")
+            self.execute(
+                "DELETE FROM meta WHERE key IN"
+                " ('headline_backfill_done', 'headline_backfill_until')"
+            )
         else:
-            self.execute("INSERT INTO meta (key, value) VALUES ('headline_backfill_done', ?)"
-                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(done),))
+            self.execute(
+                "INSERT INTO meta (key, value) VALUES ('headline_backfill_done', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(done),),
+            )
 
-    def update_entry(self, row: sqlite3.Row, entry: Entry, fp: Fingerprint, now: datetime,
-                     *, max_changes: int = 5, settle_seconds: int = 86400) -> UpsertResult:
+    def update_entry(
+        self,
+        row: sqlite3.Row,
+        entry: Entry,
+        fp: Fingerprint,
+        now: datetime,
+        *,
+        max_changes: int = 5,
+        settle_seconds: int = 86400,
+    ) -> UpsertResult:
         """Update a stored entry (`row` from `existing_entries`) in place if its content changed.
 
         An entry whose content changes on every poll (a timestamp in the body) is updated at
@@ -867,13 +991,18 @@ class Store:
         if row["content_hash"] == entry.content_hash:
             return UpsertResult(row["id"], "unchanged", row["story_id"])
         last = from_db_time(row["last_changed_at"])
-        if row["change_count"] >= max_changes and last and (now - last).total_seconds() < settle_seconds:
+        if (
+            row["change_count"] >= max_changes
+            and last
+            and (now - last).total_seconds() < settle_seconds
+        ):
             return UpsertResult(row["id"], "unchanged", row["story_id"])
         assignments = ", ".join(f"{c} = ?" for c in _ENTRY_COLUMNS)
         self.execute(
             f"UPDATE entries SET {assignments}, last_changed_at = ?,"
             " change_count = change_count + 1 WHERE id = ?",
-            (*_entry_values(entry, fp), to_db_time(now), row["id"]))
+            (*_entry_values(entry, fp), to_db_time(now), row["id"]),
+        )
         self.execute("DELETE FROM simhash_bands WHERE entry_id = ?", (row["id"],))
         self.execute("DELETE FROM enclosures WHERE entry_id = ?", (row["id"],))
         try:
@@ -883,48 +1012,72 @@ class Store:
             raise _store_error(self.path, exc) from exc
         return UpsertResult(row["id"], "updated", row["story_id"])
 
-    def simhash_candidates(self, simhash: int, since: datetime, *, exclude: int | None = None,
-                           limit: int = 200) -> list[sqlite3.Row]:
+    def simhash_candidates(
+        self, simhash: int, since: datetime, *, exclude: int | None = None, limit: int = 200
+    ) -> list[sqlite3.Row]:
         """Entries published since `since` that share at least one 16-bit band with `simhash`."""
         b = simhash_bands(simhash)
-        return list(self.execute(
-            f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
-            " WHERE e.id IN ("
-            " SELECT entry_id FROM simhash_bands WHERE (band = 0 AND value = ?)"
-            " OR (band = 1 AND value = ?) OR (band = 2 AND value = ?) OR (band = 3 AND value = ?))"
-            " AND e.published >= ? AND e.id != ? AND e.story_id IS NOT NULL LIMIT ?",
-            (*b, to_db_time(since), exclude or -1, limit)))
-
-    def exact_candidates(self, link: str | None, content_hash: str, since: datetime,
-                         *, exclude: int | None = None) -> list[sqlite3.Row]:
-        """Entries (within the window) with the same canonical link or the same content hash."""
-        rows = list(self.execute(
-            f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
-            " WHERE e.content_hash = ? AND e.id != ? AND e.published >= ?"
-            " AND e.story_id IS NOT NULL LIMIT 50",
-            (content_hash, exclude or -1, to_db_time(since))))
-        if link:
-            rows += list(self.execute(
+        return list(
+            self.execute(
                 f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
-                " WHERE e.link = ? AND e.id != ? AND e.story_id IS NOT NULL LIMIT 50",
-                (link, exclude or -1)))
+                " WHERE e.id IN ("
+                " SELECT entry_id FROM simhash_bands WHERE (band = 0 AND value = ?)"
+                " OR (band = 1 AND value = ?) OR (band = 2 AND value = ?) OR (band = 3 AND value = ?))"
+                " AND e.published >= ? AND e.id != ? AND e.story_id IS NOT NULL LIMIT ?",
+                (*b, to_db_time(since), exclude or -1, limit),
+            )
+        )
+
+    def exact_candidates(
+        self, link: str | None, content_hash: str, since: datetime, *, exclude: int | None = None
+    ) -> list[sqlite3.Row]:
+        """Entries (within the window) with the same canonical link or the same content hash."""
+        rows = list(
+            self.execute(
+                f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                " WHERE e.content_hash = ? AND e.id != ? AND e.published >= ?"
+                " AND e.story_id IS NOT NULL LIMIT 50",
+                (content_hash, exclude or -1, to_db_time(since)),
+            )
+        )
+        if link:
+            rows += list(
+                self.execute(
+                    f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                    " WHERE e.link = ? AND e.id != ? AND e.story_id IS NOT NULL LIMIT 50",
+                    (link, exclude or -1),
+                )
+            )
         return rows
 
-    def window_entries(self, since: datetime, until: datetime, *, include_since: bool = True,
-                       include_until: bool = True) -> list[sqlite3.Row]:
+    def window_entries(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        include_since: bool = True,
+        include_until: bool = True,
+    ) -> list[sqlite3.Row]:
         """Stored, clustered entries published between since and until (the clustering window)."""
         lo = ">=" if include_since else ">"
         hi = "<=" if include_until else "<"
-        return list(self.execute(
-            f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
-            f" WHERE e.published {lo} ? AND e.published {hi} ? AND e.story_id IS NOT NULL"
-            " ORDER BY e.id", (to_db_time(since), to_db_time(until))))
+        return list(
+            self.execute(
+                f"SELECT {_DOC_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                f" WHERE e.published {lo} ? AND e.published {hi} ? AND e.story_id IS NOT NULL"
+                " ORDER BY e.id",
+                (to_db_time(since), to_db_time(until)),
+            )
+        )
 
     def unclustered_entries(self) -> list[sqlite3.Row]:
         """Entries left without a story (a crash between insert and clustering)."""
-        return list(self.execute(
-            "SELECT e.*, length(e.text) AS text_length, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
-            " WHERE e.story_id IS NULL ORDER BY e.id"))
+        return list(
+            self.execute(
+                "SELECT e.*, length(e.text) AS text_length, f.url AS feed_url FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                " WHERE e.story_id IS NULL ORDER BY e.id"
+            )
+        )
 
     def next_story_id(self) -> int:
         row = self.execute("SELECT COALESCE(MAX(id), 0) FROM stories").fetchone()
@@ -941,15 +1094,21 @@ class Store:
         ts = to_db_time(published)
         self.execute(
             "INSERT INTO meta (key, value) VALUES ('merge_pending_from', ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = min(value, excluded.value)", (ts,))
+            " ON CONFLICT(key) DO UPDATE SET value = min(value, excluded.value)",
+            (ts,),
+        )
         self.execute(
             "INSERT INTO meta (key, value) VALUES ('merge_pending_until', ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)", (ts,))
+            " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+            (ts,),
+        )
 
     def merge_pending(self) -> tuple[datetime, datetime] | None:
-        rows = dict(self.execute(
-            "SELECT key, value FROM meta WHERE key IN ('merge_pending_from', 'merge_pending_until')"
-        ).fetchall())
+        rows = dict(
+            self.execute(
+                "SELECT key, value FROM meta WHERE key IN ('merge_pending_from', 'merge_pending_until')"
+            ).fetchall()
+        )
         lo = from_db_time(rows.get("merge_pending_from"))
         hi = from_db_time(rows.get("merge_pending_until"))
         return (lo, hi) if lo and hi else None
@@ -963,47 +1122,69 @@ class Store:
         ts = to_db_time(now)
         self.execute(
             "INSERT INTO stories (id, title, representative_id, first_seen, last_seen,"
-            " updated_at) VALUES (?, ?, NULL, ?, ?, ?)", (story_id, title, ts, ts, ts))
+            " updated_at) VALUES (?, ?, NULL, ?, ?, ?)",
+            (story_id, title, ts, ts, ts),
+        )
 
-    def assign_story(self, entry_id: int, story_id: int, *, rule: str, distance: int | None,
-                     score: float | None, matched_entry_id: int | None, now: datetime,
-                     new_story_title: str | None = None) -> None:
+    def assign_story(
+        self,
+        entry_id: int,
+        story_id: int,
+        *,
+        rule: str,
+        distance: int | None,
+        score: float | None,
+        matched_entry_id: int | None,
+        now: datetime,
+        new_story_title: str | None = None,
+    ) -> None:
         """Put an entry in a story (creating the story row if new), with its evidence.
 
         `new_story_title` says the story is new (its first member's title): no lookup needed.
         """
         ts = to_db_time(now)
-        exists = None if new_story_title is not None else self.execute(
-            "SELECT 1 FROM stories WHERE id = ?", (story_id,)).fetchone()
+        exists = (
+            None
+            if new_story_title is not None
+            else self.execute("SELECT 1 FROM stories WHERE id = ?", (story_id,)).fetchone()
+        )
         if exists is None:
             title = new_story_title
             if title is None:
-                title = self.execute("SELECT title FROM entries WHERE id = ?",
-                                     (entry_id,)).fetchone()[0]
+                title = self.execute(
+                    "SELECT title FROM entries WHERE id = ?", (entry_id,)
+                ).fetchone()[0]
             self.execute(
                 "INSERT INTO stories (id, title, representative_id, first_seen, last_seen,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (story_id, title, entry_id, ts, ts, ts))
+                (story_id, title, entry_id, ts, ts, ts),
+            )
         self.execute(
             "UPDATE entries SET story_id = ?, match_rule = ?, match_distance = ?, match_score = ?,"
             " matched_entry_id = ? WHERE id = ?",
-            (story_id, rule, distance, score, matched_entry_id, entry_id))
+            (story_id, rule, distance, score, matched_entry_id, entry_id),
+        )
 
-    def merge_stories(self, from_id: int, into_id: int, *, entry_id: int | None, reason: str,
-                      now: datetime) -> None:
+    def merge_stories(
+        self, from_id: int, into_id: int, *, entry_id: int | None, reason: str, now: datetime
+    ) -> None:
         """Move every member of `from_id` into `into_id`, record the merge, drop `from_id`."""
         if from_id == into_id:
             return
         self.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", (into_id, from_id))
         self.execute(
             "INSERT INTO story_merges (from_story_id, into_story_id, entry_id, reason, merged_at)"
-            " VALUES (?, ?, ?, ?, ?)", (from_id, into_id, entry_id, reason, to_db_time(now)))
-        self.execute("UPDATE story_merges SET into_story_id = ? WHERE into_story_id = ?",
-                     (into_id, from_id))
+            " VALUES (?, ?, ?, ?, ?)",
+            (from_id, into_id, entry_id, reason, to_db_time(now)),
+        )
+        self.execute(
+            "UPDATE story_merges SET into_story_id = ? WHERE into_story_id = ?", (into_id, from_id)
+        )
         self.execute("DELETE FROM stories WHERE id = ?", (from_id,))
 
-    def refresh_stories(self, story_ids: Iterable[int], now: datetime,
-                        representative: str = "earliest") -> None:
+    def refresh_stories(
+        self, story_ids: Iterable[int], now: datetime, representative: str = "earliest"
+    ) -> None:
         """Recompute counts, first/last seen, representative and title of the given stories
         (a few statements per 500 stories); stories left without members are deleted."""
         ts = to_db_time(now)
@@ -1011,17 +1192,23 @@ class Store:
         size = "length(e.text)" if representative == "complete" else "0"
         ids = sorted(set(story_ids))
         for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start:start + _IN_CHUNK]
+            chunk = ids[start : start + _IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
             members: dict[int, list[sqlite3.Row]] = {}
             for m in self.execute(
-                    f"SELECT e.id, e.story_id, e.title, e.published, e.first_seen, e.feed_id,"
-                    f" e.link, {size} AS size, f.url AS feed_url FROM entries e"
-                    f" JOIN feeds f ON f.id = e.feed_id WHERE e.story_id IN ({marks})"
-                    " ORDER BY e.story_id, e.published, e.id", chunk):
+                f"SELECT e.id, e.story_id, e.title, e.published, e.first_seen, e.feed_id,"
+                f" e.link, {size} AS size, f.url AS feed_url FROM entries e"
+                f" JOIN feeds f ON f.id = e.feed_id WHERE e.story_id IN ({marks})"
+                " ORDER BY e.story_id, e.published, e.id",
+                chunk,
+            ):
                 members.setdefault(m["story_id"], []).append(m)
-            old = {r[0]: (r[1], r[2]) for r in self.execute(
-                f"SELECT id, feed_count, member_count FROM stories WHERE id IN ({marks})", chunk)}
+            old = {
+                r[0]: (r[1], r[2])
+                for r in self.execute(
+                    f"SELECT id, feed_count, member_count FROM stories WHERE id IN ({marks})", chunk
+                )
+            }
             gone = [(sid,) for sid in chunk if sid not in members]
             updates = []
             for sid, rows in members.items():
@@ -1029,29 +1216,48 @@ class Store:
                 # to when it was first seen (model.representative_key); "complete": the longest
                 # text, ties to the same order.
                 ranked = sorted(rows, key=_representative_key)
-                rep = ranked[0] if representative == "earliest" else min(
-                    enumerate(ranked), key=lambda pair: (-pair[1]["size"], pair[0]))[1]
+                rep = (
+                    ranked[0]
+                    if representative == "earliest"
+                    else min(enumerate(ranked), key=lambda pair: (-pair[1]["size"], pair[0]))[1]
+                )
                 feeds = {m["feed_id"] for m in rows}
                 hosts = {outlet_host(m["link"] or m["feed_url"]) for m in rows}
                 first = rows[0]["published"]
                 last = max(m["first_seen"] for m in rows)
                 grew = old.get(sid) != (len(feeds), len(rows))
-                updates.append((rep["title"], rep["id"], first, max(last, first), len(rows),
-                                len(feeds), len(hosts), grew, ts, sid))
+                updates.append(
+                    (
+                        rep["title"],
+                        rep["id"],
+                        first,
+                        max(last, first),
+                        len(rows),
+                        len(feeds),
+                        len(hosts),
+                        grew,
+                        ts,
+                        sid,
+                    )
+                )
             try:
                 self.conn.executemany("DELETE FROM stories WHERE id = ?", gone)
                 self.conn.executemany(
                     "UPDATE stories SET title = ?, representative_id = ?, first_seen = ?,"
                     " last_seen = ?, member_count = ?, feed_count = ?, host_count = ?,"
                     " updated_at = CASE WHEN ? THEN ? ELSE updated_at END WHERE id = ?",
-                    updates)
+                    updates,
+                )
             except sqlite3.Error as exc:
                 raise _store_error(self.path, exc) from exc
 
-    def stories(self, *, since: datetime | None = None, min_sources: int = 1,
-                limit: int = 50) -> list[sqlite3.Row]:
-        sql = ("SELECT s.*, e.link AS link FROM stories s"
-               " LEFT JOIN entries e ON e.id = s.representative_id WHERE s.feed_count >= ?")
+    def stories(
+        self, *, since: datetime | None = None, min_sources: int = 1, limit: int = 50
+    ) -> list[sqlite3.Row]:
+        sql = (
+            "SELECT s.*, e.link AS link FROM stories s"
+            " LEFT JOIN entries e ON e.id = s.representative_id WHERE s.feed_count >= ?"
+        )
         params: list[Any] = [min_sources]
         if since is not None:
             sql += " AND s.last_seen >= ?"
@@ -1062,26 +1268,39 @@ class Store:
 
     def enclosures(self, entry_id: int) -> tuple[Enclosure, ...]:
         """The files an entry carries, in feed order."""
-        return tuple(Enclosure(r["url"], r["media_type"], r["length"]) for r in self.execute(
-            "SELECT url, media_type, length FROM enclosures WHERE entry_id = ? ORDER BY position",
-            (entry_id,)))
+        return tuple(
+            Enclosure(r["url"], r["media_type"], r["length"])
+            for r in self.execute(
+                "SELECT url, media_type, length FROM enclosures WHERE entry_id = ? ORDER BY position",
+                (entry_id,),
+            )
+        )
 
     def story_members(self, story_id: int) -> list[sqlite3.Row]:
-        return list(self.execute(
-            "SELECT e.*, COALESCE(f.title, f.feed_title, f.url) AS outlet, f.url AS feed_url,"
-            " f.tags AS feed_tags"
-            " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?"
-            " ORDER BY e.published, e.id", (story_id,)))
+        return list(
+            self.execute(
+                "SELECT e.*, COALESCE(f.title, f.feed_title, f.url) AS outlet, f.url AS feed_url,"
+                " f.tags AS feed_tags"
+                " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?"
+                " ORDER BY e.published, e.id",
+                (story_id,),
+            )
+        )
 
     def headline_reason(self, story_id: int) -> tuple[int, str] | None:
         """The entry whose headline a story shows and why, in words (for `explain`)."""
-        row = self.execute("SELECT representative_id FROM stories WHERE id = ?",
-                           (story_id,)).fetchone()
+        row = self.execute(
+            "SELECT representative_id FROM stories WHERE id = ?", (story_id,)
+        ).fetchone()
         if row is None or row[0] is None:
             return None
-        members = list(self.execute(
-            "SELECT e.id, e.published, e.first_seen, e.link, f.url AS feed_url FROM entries e"
-            " JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?", (story_id,)))
+        members = list(
+            self.execute(
+                "SELECT e.id, e.published, e.first_seen, e.link, f.url AS feed_url FROM entries e"
+                " JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
+                (story_id,),
+            )
+        )
         rep = next((m for m in members if m["id"] == row[0]), None)
         if rep is None:
             return None
@@ -1089,13 +1308,17 @@ class Store:
         if len(members) == 1:
             why = "the story's only report"
         elif not foreign:
-            why = ("its link is on its own feed's domain "
-                   f"({base_domain(rep['link'])}), the earliest such report")
+            why = (
+                "its link is on its own feed's domain "
+                f"({base_domain(rep['link'])}), the earliest such report"
+            )
         else:
             why = "the earliest report (no member links an article on its own feed's domain)"
         if clamped != published:
-            why += (f"; its date {rep['published']} counts as {to_db_time(clamped)}, two hours "
-                    "before the aggregator first saw it")
+            why += (
+                f"; its date {rep['published']} counts as {to_db_time(clamped)}, two hours "
+                "before the aggregator first saw it"
+            )
         return rep["id"], why
 
     def matching_members(self, story_id: int, query: str) -> set[int]:
@@ -1103,9 +1326,14 @@ class Store:
         match = fts_query(query)
         if match is None:
             return set()
-        return {int(r[0]) for r in self.execute(
-            "SELECT e.id FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
-            " WHERE entries_fts MATCH ? AND e.story_id = ?", (match, story_id))}
+        return {
+            int(r[0])
+            for r in self.execute(
+                "SELECT e.id FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
+                " WHERE entries_fts MATCH ? AND e.story_id = ?",
+                (match, story_id),
+            )
+        }
 
     def story_matches(self, story_id: int, query: str) -> bool:
         """Whether any member of the story matches the full-text `query`."""
@@ -1114,7 +1342,9 @@ class Store:
             return False
         row = self.execute(
             "SELECT 1 FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
-            " WHERE entries_fts MATCH ? AND e.story_id = ? LIMIT 1", (match, story_id)).fetchone()
+            " WHERE entries_fts MATCH ? AND e.story_id = ? LIMIT 1",
+            (match, story_id),
+        ).fetchone()
         return row is not None
 
     def search(self, query: str, *, limit: int = 20) -> list[sqlite3.Row]:
@@ -1122,66 +1352,99 @@ class Store:
         match = fts_query(query)
         if match is None:
             return []
-        return list(self.execute(
-            "SELECT e.id, e.story_id, e.title, e.link, e.published,"
-            " COALESCE(f.title, f.feed_title, f.url) AS outlet,"
-            " snippet(entries_fts, 1, '[', ']', '…', 12) AS snippet"
-            " FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
-            " JOIN feeds f ON f.id = e.feed_id WHERE entries_fts MATCH ?"
-            " ORDER BY bm25(entries_fts, 5.0, 1.0), e.published DESC LIMIT ?",
-            (match, limit)))
+        return list(
+            self.execute(
+                "SELECT e.id, e.story_id, e.title, e.link, e.published,"
+                " COALESCE(f.title, f.feed_title, f.url) AS outlet,"
+                " snippet(entries_fts, 1, '[', ']', '…', 12) AS snippet"
+                " FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
+                " JOIN feeds f ON f.id = e.feed_id WHERE entries_fts MATCH ?"
+                " ORDER BY bm25(entries_fts, 5.0, 1.0), e.published DESC LIMIT ?",
+                (match, limit),
+            )
+        )
 
     def entry(self, entry_id: int) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.execute(
             "SELECT e.*, COALESCE(f.title, f.feed_title, f.url) AS outlet, f.url AS feed_url,"
             " length(e.text) AS text_length"
             " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.id = ?",
-            (entry_id,)).fetchone()
+            (entry_id,),
+        ).fetchone()
         return row
 
     def counts(self) -> dict[str, int]:
-        return {t: int(self.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
-                for t in ("feeds", "entries", "stories")}
+        return {
+            t: int(self.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+            for t in ("feeds", "entries", "stories")
+        }
 
     # -- housekeeping -------------------------------------------------------------------------
     # Used by service.py (the daemon): first-poll spreading, status, pruning, WAL upkeep.
 
-    def start_due_feeds(self, now: datetime, *, unscheduled_only: bool = False
-                        ) -> list[tuple[int, str]]:
+    def start_due_feeds(
+        self, now: datetime, *, unscheduled_only: bool = False
+    ) -> list[tuple[int, str]]:
         """(id, url) of active feeds due at `now` (next_poll_at passed or unset); with
         `unscheduled_only`, only those never scheduled (just added)."""
         sql = "SELECT id, url FROM feeds WHERE active = 1 AND retired_at IS NULL AND ("
-        sql += "next_poll_at IS NULL" if unscheduled_only else "next_poll_at IS NULL OR next_poll_at <= ?"
+        sql += (
+            "next_poll_at IS NULL"
+            if unscheduled_only
+            else "next_poll_at IS NULL OR next_poll_at <= ?"
+        )
         params: tuple[Any, ...] = () if unscheduled_only else (to_db_time(now),)
         return [(r[0], r[1]) for r in self.execute(sql + ") ORDER BY id", params)]
 
     def set_next_polls(self, times: Iterable[tuple[int, datetime]]) -> None:
         """Rewrite next_poll_at for the given feeds, in one transaction."""
         with self.transaction():
-            self.conn.executemany("UPDATE feeds SET next_poll_at = ? WHERE id = ?",
-                                  [(to_db_time(t), feed_id) for feed_id, t in times])
+            self.conn.executemany(
+                "UPDATE feeds SET next_poll_at = ? WHERE id = ?",
+                [(to_db_time(t), feed_id) for feed_id, t in times],
+            )
 
     def next_poll_time(self, now: datetime) -> datetime | None:
         """When the earliest active feed is due (`now` if one is unscheduled); None if no feed."""
         row = self.execute(
             "SELECT count(*), min(COALESCE(next_poll_at, '')) FROM feeds"
-            " WHERE active = 1 AND retired_at IS NULL").fetchone()
+            " WHERE active = 1 AND retired_at IS NULL"
+        ).fetchone()
         if not row[0]:
             return None
         return from_db_time(row[1]) or now
 
-    def prune(self, keep_days: int, protect_since: datetime, *, now: datetime,
-              representative: str = "earliest", keep_latest: int = 100) -> dict[str, int]:
+    def prune(
+        self,
+        keep_days: int,
+        protect_since: datetime,
+        *,
+        now: datetime,
+        representative: str = "earliest",
+        keep_latest: int = 100,
+    ) -> dict[str, int]:
         """Delete old entries (see `prune_steps`) and return the counts of what went."""
         counts = {"entries": 0, "stories": 0, "stories_trimmed": 0}
-        for step in self.prune_steps(keep_days, protect_since, now=now,
-                                     representative=representative, keep_latest=keep_latest):
+        for step in self.prune_steps(
+            keep_days,
+            protect_since,
+            now=now,
+            representative=representative,
+            keep_latest=keep_latest,
+        ):
             counts = step
         return counts
 
-    def prune_steps(self, keep_days: int, protect_since: datetime, *, now: datetime,
-                    representative: str = "earliest", keep_latest: int = 100,
-                    batch: int = 500) -> Generator[dict[str, int], None, None]:
+    def prune_steps(
+        self,
+        keep_days: int,
+        protect_since: datetime,
+        *,
+        now: datetime,
+        representative: str = "earliest",
+        keep_latest: int = 100,
+        batch: int = 500,
+    ) -> Generator[dict[str, int], None, None]:
         """Delete entries older than `keep_days`, one short transaction per batch.
 
         Yields the running counts after each batch (the daemon yields to its event loop there;
@@ -1200,12 +1463,15 @@ class Store:
         counts = {"entries": 0, "stories": 0, "stories_trimmed": 0}
         with self.transaction():
             # Headline counts serve as the week before the oldest day still clustered.
-            self.execute("DELETE FROM headline_terms WHERE day < ?",
-                         ((now - timedelta(days=keep_days + 8)).astimezone(UTC).date().isoformat(),))
+            self.execute(
+                "DELETE FROM headline_terms WHERE day < ?",
+                ((now - timedelta(days=keep_days + 8)).astimezone(UTC).date().isoformat(),),
+            )
             top = self.execute("SELECT max(id) FROM stories").fetchone()[0]
             merged = self.execute(
                 "SELECT into_story_id FROM story_merges WHERE from_story_id ="
-                " (SELECT max(from_story_id) FROM story_merges)").fetchone()
+                " (SELECT max(from_story_id) FROM story_merges)"
+            ).fetchone()
             keep_stories = [x for x in (top, merged[0] if merged else None) if x is not None]
             self.execute("DROP TABLE IF EXISTS temp.prune_floor")
             self.execute("DROP TABLE IF EXISTS temp.prune_ids")
@@ -1216,7 +1482,9 @@ class Store:
                 " SELECT e.feed_id, e.published, row_number() OVER ("
                 "  PARTITION BY e.feed_id ORDER BY e.published DESC, e.id DESC) AS rank"
                 " FROM entries e JOIN feeds f ON f.id = e.feed_id"
-                " WHERE f.active = 1 AND f.retired_at IS NULL) WHERE rank = ?", (keep_latest,))
+                " WHERE f.active = 1 AND f.retired_at IS NULL) WHERE rank = ?",
+                (keep_latest,),
+            )
             marks = ", ".join("?" * len(keep_stories)) or "NULL"
             self.execute(
                 "CREATE TEMP TABLE prune_ids AS SELECT e.id AS id FROM entries e"
@@ -1226,26 +1494,46 @@ class Store:
                 f" AND e.story_id NOT IN ({marks})"
                 " AND (f.active = 0 OR f.retired_at IS NOT NULL OR e.published < p.published)"
                 " ORDER BY e.id",
-                (cutoff, cutoff, to_db_time(protect_since), *keep_stories))
+                (cutoff, cutoff, to_db_time(protect_since), *keep_stories),
+            )
         try:
             while True:
                 with self.transaction():
-                    ids = [r[0] for r in self.execute(
-                        "SELECT id FROM temp.prune_ids ORDER BY id LIMIT ?", (batch,))]
+                    ids = [
+                        r[0]
+                        for r in self.execute(
+                            "SELECT id FROM temp.prune_ids ORDER BY id LIMIT ?", (batch,)
+                        )
+                    ]
                     if not ids:
                         break
                     marks = ", ".join("?" * len(ids))
-                    touched = {r[0]: r[1] for r in self.execute(
-                        "SELECT id, updated_at FROM stories WHERE id IN"
-                        f" (SELECT DISTINCT story_id FROM entries WHERE id IN ({marks}))", ids)}
+                    touched = {
+                        r[0]: r[1]
+                        for r in self.execute(
+                            "SELECT id, updated_at FROM stories WHERE id IN"
+                            f" (SELECT DISTINCT story_id FROM entries WHERE id IN ({marks}))",
+                            ids,
+                        )
+                    }
                     self.execute(f"DELETE FROM entries WHERE id IN ({marks})", ids)
                     self.execute(f"DELETE FROM temp.prune_ids WHERE id IN ({marks})", ids)
                     self.refresh_stories(touched, now, representative)
-                    left = {r[0] for r in self.execute(
-                        f"SELECT id FROM stories WHERE id IN ({', '.join('?' * len(touched))})",
-                        list(touched))} if touched else set()
-                    self.conn.executemany("UPDATE stories SET updated_at = ? WHERE id = ?",
-                                          [(touched[i], i) for i in left])
+                    left = (
+                        {
+                            r[0]
+                            for r in self.execute(
+                                f"SELECT id FROM stories WHERE id IN ({', '.join('?' * len(touched))})",
+                                list(touched),
+                            )
+                        }
+                        if touched
+                        else set()
+                    )
+                    self.conn.executemany(
+                        "UPDATE stories SET updated_at = ? WHERE id = ?",
+                        [(touched[i], i) for i in left],
+                    )
                     counts["entries"] += len(ids)
                     counts["stories"] += len(touched) - len(left)
                     counts["stories_trimmed"] += len(left)
@@ -1278,22 +1566,50 @@ class Store:
 
 
 # The columns an entry's content fills, in `_entry_values` order (insert and update alike).
-_ENTRY_COLUMNS = ("link", "title", "summary", "content", "text", "author", "language",
-                  "categories", "published", "updated", "content_hash", "simhash", "terms",
-                  "image")
-_INSERT_ENCLOSURES = ("INSERT INTO enclosures (entry_id, position, url, media_type, length)"
-                      " VALUES (?, ?, ?, ?, ?)")
+_ENTRY_COLUMNS = (
+    "link",
+    "title",
+    "summary",
+    "content",
+    "text",
+    "author",
+    "language",
+    "categories",
+    "published",
+    "updated",
+    "content_hash",
+    "simhash",
+    "terms",
+    "image",
+)
+_INSERT_ENCLOSURES = (
+    "INSERT INTO enclosures (entry_id, position, url, media_type, length) VALUES (?, ?, ?, ?, ?)"
+)
 _INSERT_BANDS = "INSERT OR IGNORE INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)"
 
 
 def _entry_values(entry: Entry, fp: Fingerprint) -> tuple[Any, ...]:
-    return (entry.link, entry.title, entry.summary, entry.content, entry.text, entry.author,
-            entry.language, json.dumps(list(entry.categories), ensure_ascii=False),
-            to_db_time(entry.published), to_db_time(entry.updated), entry.content_hash,
-            u64_to_i64(fp.simhash), " ".join(fp.terms), entry.image)
+    return (
+        entry.link,
+        entry.title,
+        entry.summary,
+        entry.content,
+        entry.text,
+        entry.author,
+        entry.language,
+        json.dumps(list(entry.categories), ensure_ascii=False),
+        to_db_time(entry.published),
+        to_db_time(entry.updated),
+        entry.content_hash,
+        u64_to_i64(fp.simhash),
+        " ".join(fp.terms),
+        entry.image,
+    )
 
 
-def _enclosure_rows(entry_id: int, entry: Entry) -> list[tuple[int, int, str, str | None, int | None]]:
+def _enclosure_rows(
+    entry_id: int, entry: Entry
+) -> list[tuple[int, int, str, str | None, int | None]]:
     return [(entry_id, i, e.url, e.media_type, e.length) for i, e in enumerate(entry.enclosures)]
 
 
@@ -1322,8 +1638,13 @@ def query_problem(text: str) -> str | None:
 def _representative_key(row: sqlite3.Row) -> tuple[bool, datetime, datetime, int]:
     published = from_db_time(row["published"])
     assert published is not None
-    return representative_key(published=published, first_seen=from_db_time(row["first_seen"]),
-                              link=row["link"], feed_url=row["feed_url"], entry_id=row["id"])
+    return representative_key(
+        published=published,
+        first_seen=from_db_time(row["first_seen"]),
+        link=row["link"],
+        feed_url=row["feed_url"],
+        entry_id=row["id"],
+    )
 
 
 def fts_query(text: str) -> str | None:
@@ -1337,9 +1658,14 @@ def fts_query(text: str) -> str | None:
 
 def _due_feed(row: sqlite3.Row) -> DueFeed:
     return DueFeed(
-        state=FeedState(id=row["id"], url=row["url"], etag=row["etag"],
-                        last_modified=row["last_modified"], body_hash=row["body_hash"],
-                        error_count=row["error_count"]),
+        state=FeedState(
+            id=row["id"],
+            url=row["url"],
+            etag=row["etag"],
+            last_modified=row["last_modified"],
+            body_hash=row["body_hash"],
+            error_count=row["error_count"],
+        ),
         interval=row["interval"],
         ttl=row["ttl"],
         config_url=row["config_url"],

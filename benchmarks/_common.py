@@ -37,8 +37,9 @@ class Run:
     peak_pss_mb: float = 0.0  # summed PSS: each shared page split among its sharers
 
 
-def run_measured(cmd: list[str], *, env: dict[str, str] | None = None,
-                 timeout: float = 1800) -> Run:
+def run_measured(
+    cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 1800
+) -> Run:
     """Run `cmd`, sampling the summed RSS (every 20 ms) and PSS (every 100 ms) of its whole
     process tree.
 
@@ -47,8 +48,13 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None,
     /proc/PID/smaps_rollup) splits each shared page among the processes sharing it, so the sum
     is what the tree really occupies."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     peak = 0
     peak_pss = 0
     cpu: dict[int, float] = {}

@@ -24,32 +24,46 @@ PSS_LIMIT_MB = 600
 
 def write_inflating(path: Path) -> None:
     body = "<a>x</a>" * 12_500  # 100 kB that sanitises to ~425 kB
-    items = "".join(f"<item><guid>g{i}</guid><title>Item {i}</title>"
-                    f"<description><![CDATA[{body}]]></description></item>" for i in range(185))
-    path.write_text('<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
-                    + items + "</channel></rss>", encoding="utf-8")
+    items = "".join(
+        f"<item><guid>g{i}</guid><title>Item {i}</title>"
+        f"<description><![CDATA[{body}]]></description></item>"
+        for i in range(185)
+    )
+    path.write_text(
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        + items
+        + "</channel></rss>",
+        encoding="utf-8",
+    )
 
 
 def check(work: Path) -> int:
-    feeds = {"empty-1m.json": write_million_empty_json, "items-100k.xml":
-             lambda p: write_many_items(p, 100_000), "title-20mb.xml": write_big_title,
-             "inflating.xml": write_inflating}
+    feeds = {
+        "empty-1m.json": write_million_empty_json,
+        "items-100k.xml": lambda p: write_many_items(p, 100_000),
+        "title-20mb.xml": write_big_title,
+        "inflating.xml": write_inflating,
+    }
     for name, write in feeds.items():
         write(work / name)
     database = work / "attack.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     config = work / "aggregator.toml"
-    config.write_text(f'[storage]\ndatabase = "{database}"\n' + "".join(
-        f'[[feeds]]\nurl = "{(work / n).as_uri()}"\n' for n in feeds), encoding="utf-8")
-    run = run_measured([PYTHON, "-m", "aggregator", "--config", str(config), "poll"],
-                       timeout=600)
+    config.write_text(
+        f'[storage]\ndatabase = "{database}"\n'
+        + "".join(f'[[feeds]]\nurl = "{(work / n).as_uri()}"\n' for n in feeds),
+        encoding="utf-8",
+    )
+    run = run_measured([PYTHON, "-m", "aggregator", "--config", str(config), "poll"], timeout=600)
     with sqlite3.connect(database) as db:
         outcomes = db.execute("SELECT config_url, error_kind, error_message FROM feeds").fetchall()
         entries = db.execute("SELECT count(*) FROM entries").fetchone()[0]
-    print(f"exit {run.returncode}, wall {run.seconds:.1f} s, peak RSS {run.peak_rss_mb:.0f} MB, "
-          f"peak PSS {run.peak_pss_mb:.0f} MB (limit {PSS_LIMIT_MB}), database "
-          f"{database.stat().st_size / 1e6:.1f} MB, {entries} entries")
+    print(
+        f"exit {run.returncode}, wall {run.seconds:.1f} s, peak RSS {run.peak_rss_mb:.0f} MB, "
+        f"peak PSS {run.peak_pss_mb:.0f} MB (limit {PSS_LIMIT_MB}), database "
+        f"{database.stat().st_size / 1e6:.1f} MB, {entries} entries"
+    )
     for url, kind, message in outcomes:
         print(f"  {url.rsplit('/', 1)[1]:16} {kind or 'ok':10} {message or ''}")
     ok = run.returncode == 0 and run.peak_pss_mb < PSS_LIMIT_MB

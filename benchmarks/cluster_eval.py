@@ -62,8 +62,15 @@ class Row:
 def read_rows(path: Path) -> list[Row]:
     with path.open(newline="", encoding="utf-8") as fh:
         return [
-            Row(r["ID"], r["TITLE"], r["URL"], r["PUBLISHER"], r["STORY"], r["HOSTNAME"],
-                datetime.fromtimestamp(int(r["TIMESTAMP"]) / 1000, UTC))
+            Row(
+                r["ID"],
+                r["TITLE"],
+                r["URL"],
+                r["PUBLISHER"],
+                r["STORY"],
+                r["HOSTNAME"],
+                datetime.fromtimestamp(int(r["TIMESTAMP"]) / 1000, UTC),
+            )
             for r in csv.DictReader(fh)
         ]
 
@@ -79,8 +86,18 @@ def read_labelled_day(path: Path, day: datetime = FR_DAY) -> list[Row]:
     for outlet, items in by_outlet.items():
         for i, rec in enumerate(items):
             published = day + timedelta(days=1) * (1 - (i + 0.5) / len(items))
-            rows.append(Row(rec["id"], rec["title"], rec["link"], outlet, rec["story"], outlet,
-                            published.replace(microsecond=0), rec.get("summary") or ""))
+            rows.append(
+                Row(
+                    rec["id"],
+                    rec["title"],
+                    rec["link"],
+                    outlet,
+                    rec["story"],
+                    outlet,
+                    published.replace(microsecond=0),
+                    rec.get("summary") or "",
+                )
+            )
     return rows
 
 
@@ -99,6 +116,7 @@ def bcubed(pred: Sequence[object], gold: Sequence[object]) -> tuple[float, float
 
 def pairwise(pred: Sequence[object], gold: Sequence[object]) -> tuple[float, float, float]:
     """Precision, recall, F1 over unordered pairs of items put together."""
+
     def pairs(counts: Counter[object]) -> int:
         return sum(c * (c - 1) // 2 for c in counts.values())
 
@@ -116,8 +134,10 @@ def _f1(p: float, r: float) -> float:
 def report(label: str, pred: Sequence[object], gold: Sequence[object], seconds: float) -> None:
     bp, br, bf = bcubed(pred, gold)
     pp, pr, pf = pairwise(pred, gold)
-    print(f"{label}: {len(pred)} entries, {len(set(pred))} stories (gold {len(set(gold))}), "
-          f"{seconds:.1f} s")
+    print(
+        f"{label}: {len(pred)} entries, {len(set(pred))} stories (gold {len(set(gold))}), "
+        f"{seconds:.1f} s"
+    )
     print(f"  B-cubed   precision {bp:.3f}  recall {br:.3f}  F1 {bf:.3f}")
     print(f"  pairwise  precision {pp:.3f}  recall {pr:.3f}  F1 {pf:.3f}")
 
@@ -131,26 +151,52 @@ def entry_of(row: Row) -> model.Entry:
     summary = " ".join(row.summary.split())
     text = f"{title} {summary}".strip()
     return model.Entry(
-        guid=row.id, link=row.url, title=title, summary=summary, content="", text=text,
-        published=row.published, updated=None, author=None, language="en",
+        guid=row.id,
+        link=row.url,
+        title=title,
+        summary=summary,
+        content="",
+        text=text,
+        published=row.published,
+        updated=None,
+        author=None,
+        language="en",
         content_hash=hashlib.sha256(text.encode()).hexdigest(),
     )
 
 
-def run_direct(rows: list[Row], settings: model.ClusterSettings, cycle: timedelta | None,
-               seed: int | None) -> dict[str, int]:
+def run_direct(
+    rows: list[Row], settings: model.ClusterSettings, cycle: timedelta | None, seed: int | None
+) -> dict[str, int]:
     """Story id per row id, simulating the store across poll cycles."""
     feed_ids = {p: i for i, p in enumerate(sorted({r.publisher for r in rows}), 1)}
     docs: list[model.ClusterDoc] = []
     for r in rows:
         e = entry_of(r)
         fp = fingerprint.fingerprint(e)
-        docs.append(model.ClusterDoc(
-            entry_id=0, feed_id=feed_ids[r.publisher], host=r.host, published=e.published,
-            link=e.link, content_hash=fp.content_hash, simhash=fp.simhash, title=e.title,
-            terms=fp.terms, language=e.language, story_id=None, text_length=len(e.text),
-            **dict(zip(("title_terms", "rubric_terms"), fingerprint.title_layout(e.title),
-                       strict=True))))
+        docs.append(
+            model.ClusterDoc(
+                entry_id=0,
+                feed_id=feed_ids[r.publisher],
+                host=r.host,
+                published=e.published,
+                link=e.link,
+                content_hash=fp.content_hash,
+                simhash=fp.simhash,
+                title=e.title,
+                terms=fp.terms,
+                language=e.language,
+                story_id=None,
+                text_length=len(e.text),
+                **dict(
+                    zip(
+                        ("title_terms", "rubric_terms"),
+                        fingerprint.title_layout(e.title),
+                        strict=True,
+                    )
+                ),
+            )
+        )
     row_of: dict[int, str] = {}  # entry_id -> row ID (the guid)
     start = min(d.published for d in docs)
     period = cycle or timedelta(days=36500)
@@ -187,7 +233,9 @@ def run_direct(rows: list[Row], settings: model.ClusterSettings, cycle: timedelt
             row_of[next_entry] = rows[i].id
             next_entry += 1
             # What the store's exact/band candidate queries would return (stored entries only).
-            cands = {e for e in by_link.get(doc.link or "", ())} | set(by_hash.get(doc.content_hash, ()))
+            cands = {e for e in by_link.get(doc.link or "", ())} | set(
+                by_hash.get(doc.content_hash, ())
+            )
             a = clusterer.add(doc, [stored[e] for e in sorted(cands)])
             added[doc.entry_id] = replace(doc, story_id=a.story_id)
         clusterer.merge_pass()
@@ -222,8 +270,8 @@ def write_feeds(rows: list[Row], directory: Path) -> list[Path]:
                 f'<item><guid isPermaLink="false">{escape(r.id)}</guid>'
                 f"<title>{escape(r.title)}</title><link>{escape(r.url)}</link>"
                 + (f"<description>{escape(r.summary)}</description>" if r.summary else "")
-                +
-                f"<pubDate>{format_datetime(r.published, usegmt=True)}</pubDate></item>")
+                + f"<pubDate>{format_datetime(r.published, usegmt=True)}</pubDate></item>"
+            )
         parts.append("</channel></rss>\n")
         path = directory / f"publisher-{n:04d}.xml"
         path.write_text("".join(parts), encoding="utf-8")
@@ -247,10 +295,21 @@ def corpus_day(day: datetime, corpus: Path = FR_CORPUS) -> list[Row]:
     """One day of the French news corpus as rows (no labels), spread over the day as
     `read_labelled_day` does; ids `<date>-<n>`."""
     records = json.loads((corpus / f"{day:%Y-%m-%d}.json").read_text(encoding="utf-8"))
-    lines = [json.dumps({"id": f"{day:%Y-%m-%d}-{i}", "outlet": urlsplit(r["link"]).hostname
-                         or "unknown", "title": r["title"], "summary": r.get("summary") or "",
-                         "link": r["link"], "story": "unlabelled"}, ensure_ascii=False)
-             for i, r in enumerate(records) if r.get("title") and r.get("link")]
+    lines = [
+        json.dumps(
+            {
+                "id": f"{day:%Y-%m-%d}-{i}",
+                "outlet": urlsplit(r["link"]).hostname or "unknown",
+                "title": r["title"],
+                "summary": r.get("summary") or "",
+                "link": r["link"],
+                "story": "unlabelled",
+            },
+            ensure_ascii=False,
+        )
+        for i, r in enumerate(records)
+        if r.get("title") and r.get("link")
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "day.jsonl"
         source.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -285,35 +344,40 @@ def run_days(days: list[list[Row]], aggregator: str, directory: Path) -> Path:
             items = by_outlet.get(outlet, [])
             (directory / names[outlet]).write_text(_rss(outlet, items), encoding="utf-8")
         cmd = [aggregator, "--config", str(config), "poll", "--all"]
-        print(f"running ({n}/{len(days)}):", " ".join(cmd), f"({len(rows)} items)",
-              file=sys.stderr)
+        print(f"running ({n}/{len(days)}):", " ".join(cmd), f"({len(rows)} items)", file=sys.stderr)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return database
 
 
 def _rss(publisher: str, items: list[Row]) -> str:
     host = items[0].host if items else "unknown.invalid"
-    parts = ['<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>',
-             f"<title>{escape(publisher)}</title><link>http://{escape(host)}/</link>",
-             "<description>rows</description>"]
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>',
+        f"<title>{escape(publisher)}</title><link>http://{escape(host)}/</link>",
+        "<description>rows</description>",
+    ]
     for r in items:
         parts.append(
             f'<item><guid isPermaLink="false">{escape(r.url)}</guid>'
             f"<title>{escape(r.title)}</title><link>{escape(r.url)}</link>"
             + (f"<description>{escape(r.summary)}</description>" if r.summary else "")
-            + f"<pubDate>{format_datetime(r.published, usegmt=True)}</pubDate></item>")
+            + f"<pubDate>{format_datetime(r.published, usegmt=True)}</pubDate></item>"
+        )
     parts.append("</channel></rss>\n")
     return "".join(parts)
 
 
-def run_with_history(rows: list[Row], history: list[list[Row]], aggregator: str,
-                     keep: Path | None) -> dict[str, int]:
+def run_with_history(
+    rows: list[Row], history: list[list[Row]], aggregator: str, keep: Path | None
+) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="cluster-eval-") as tmp:
         directory = keep / "with-history" if keep else Path(tmp)
         directory.mkdir(parents=True, exist_ok=True)
         database = run_days([*history, rows], aggregator, directory)
         with sqlite3.connect(database) as conn:
-            by_link = {guid: sid for guid, sid in conn.execute("SELECT guid, story_id FROM entries")}
+            by_link = {
+                guid: sid for guid, sid in conn.execute("SELECT guid, story_id FROM entries")
+            }
         return {r.id: by_link[r.url] for r in rows if r.url in by_link}
 
 
@@ -342,10 +406,14 @@ def parse_period(text: str | None) -> timedelta | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     ap.add_argument("--fr", type=Path, default=DEFAULT_FR, help="the hand-labelled French day")
-    ap.add_argument("--set", choices=["all", "uci", "fr"], default="all", help="which labelled sets")
+    ap.add_argument(
+        "--set", choices=["all", "uci", "fr"], default="all", help="which labelled sets"
+    )
     ap.add_argument("--direct", action="store_true", help="fingerprint + clusterer in process")
     ap.add_argument("--cycles", help="direct: one poll cycle per period, e.g. 30m, 1h, 6h")
     ap.add_argument("--orders", type=int, default=0, help="direct: also run N shuffled feed orders")
@@ -353,9 +421,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--aggregator", default=str(ROOT / ".venv" / "bin" / "aggregator"))
     ap.add_argument("--keep", type=Path, help="pipeline: keep feeds, config and database here")
     ap.add_argument("--show", type=int, default=0, help="print the N largest predicted stories")
-    ap.add_argument("--history", type=int, default=7, metavar="DAYS",
-                    help="French day: also poll the DAYS corpus days before it first, one poll"
-                         " a day, as a running daemon would have (0: only the day alone)")
+    ap.add_argument(
+        "--history",
+        type=int,
+        default=7,
+        metavar="DAYS",
+        help="French day: also poll the DAYS corpus days before it first, one poll"
+        " a day, as a running daemon would have (0: only the day alone)",
+    )
     args = ap.parse_args(argv)
     sets = []
     if args.set in ("all", "fr"):
@@ -374,8 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def evaluate(name: str, rows: list[Row], args: argparse.Namespace,
-             settings: model.ClusterSettings) -> None:
+def evaluate(
+    name: str, rows: list[Row], args: argparse.Namespace, settings: model.ClusterSettings
+) -> None:
     gold_of = {r.id: r.story for r in rows}
     by_id = {r.id: r for r in rows}
 
@@ -400,25 +474,34 @@ def evaluate(name: str, rows: list[Row], args: argparse.Namespace,
             holders = Counter(story_of[i] for i in gold_ids if i in story_of)
             sid, held = holders.most_common(1)[0]
             intruders = len([i for i in groups[sid] if gold_of[i] != seed])
-            print(f"  seed story {seed}: {held} of {len(gold_ids)} items together,"
-                  f" {intruders} intruders")
-        for sid, members in sorted(groups.items(), key=lambda kv: -len(kv[1]))[:args.show]:
+            print(
+                f"  seed story {seed}: {held} of {len(gold_ids)} items together,"
+                f" {intruders} intruders"
+            )
+        for sid, members in sorted(groups.items(), key=lambda kv: -len(kv[1]))[: args.show]:
             stories = Counter(gold_of[m] for m in members)
             print(f"  story {sid}: {len(members)} members, gold {dict(stories.most_common(4))}")
             for m in members:
-                print(f"      [{gold_of[m][:24]:24}] {by_id[m].publisher[:18]:18} {by_id[m].title[:90]}")
+                print(
+                    f"      [{gold_of[m][:24]:24}] {by_id[m].publisher[:18]:18} {by_id[m].title[:90]}"
+                )
 
     if not args.direct:
         t0 = time.perf_counter()
-        score("aggregator poll --all", run_pipeline(rows, args.aggregator, args.keep),
-              time.perf_counter() - t0)
+        score(
+            "aggregator poll --all",
+            run_pipeline(rows, args.aggregator, args.keep),
+            time.perf_counter() - t0,
+        )
         if name.startswith("fr-") and args.history:
             history = history_days(FR_DAY, args.history)
             if history:
                 t0 = time.perf_counter()
-                score(f"after {len(history)} days of history (one poll a day)",
-                      run_with_history(rows, history, args.aggregator, args.keep),
-                      time.perf_counter() - t0)
+                score(
+                    f"after {len(history)} days of history (one poll a day)",
+                    run_with_history(rows, history, args.aggregator, args.keep),
+                    time.perf_counter() - t0,
+                )
         return
     cycle = parse_period(args.cycles)
     label = f"direct, {'one cycle' if cycle is None else 'cycles of ' + args.cycles}"
@@ -426,8 +509,11 @@ def evaluate(name: str, rows: list[Row], args: argparse.Namespace,
     base = score(label, run_direct(rows, settings, cycle, None), time.perf_counter() - t0)
     for seed in range(1, args.orders + 1):
         t0 = time.perf_counter()
-        other = score(f"{label}, feed order shuffled (seed {seed})",
-                      run_direct(rows, settings, cycle, seed), time.perf_counter() - t0)
+        other = score(
+            f"{label}, feed order shuffled (seed {seed})",
+            run_direct(rows, settings, cycle, seed),
+            time.perf_counter() - t0,
+        )
         same = _same_partition(base, other)
         print(f"  same partition as the unshuffled run: {same}")
 

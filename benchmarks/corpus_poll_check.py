@@ -43,37 +43,50 @@ def write_big_title(path: Path) -> None:
     words = b"enormous title words "
     title = (words * (TITLE_BYTES // len(words) + 1))[:TITLE_BYTES]
     with path.open("wb") as out:
-        out.write(b'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
-                  b"<title>A feed with a 20 MB title</title><link>https://example.com/</link>"
-                  b"<description>generated</description><item><title>")
+        out.write(
+            b'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
+            b"<title>A feed with a 20 MB title</title><link>https://example.com/</link>"
+            b"<description>generated</description><item><title>"
+        )
         out.write(title)
-        out.write(b"</title><link>https://example.com/big-title</link>"
-                  b"<guid>https://example.com/big-title</guid>"
-                  b"<pubDate>Mon, 01 Jan 2024 10:00:00 GMT</pubDate></item>"
-                  b"<item><title>A normal entry beside it</title>"
-                  b"<link>https://example.com/normal</link></item></channel></rss>\n")
+        out.write(
+            b"</title><link>https://example.com/big-title</link>"
+            b"<guid>https://example.com/big-title</guid>"
+            b"<pubDate>Mon, 01 Jan 2024 10:00:00 GMT</pubDate></item>"
+            b"<item><title>A normal entry beside it</title>"
+            b"<link>https://example.com/normal</link></item></channel></rss>\n"
+        )
 
 
 def write_million_empty_json(path: Path) -> None:
     """A 3 MB JSON Feed whose items are 1,000,000 empty objects."""
-    path.write_text('{"version": "https://jsonfeed.org/version/1.1", "title": "empty",'
-                    ' "items": [' + ",".join(["{}"] * 1_000_000) + "]}", encoding="utf-8")
+    path.write_text(
+        '{"version": "https://jsonfeed.org/version/1.1", "title": "empty",'
+        ' "items": [' + ",".join(["{}"] * 1_000_000) + "]}",
+        encoding="utf-8",
+    )
 
 
 def write_many_items(path: Path, items: int = ITEMS) -> None:
     """An RSS feed of small, distinct items, one every ten minutes going back."""
-    vocabulary = ("market storm election river court vaccine border rocket budget strike "
-                  "harbour museum festival drought merger summit protest satellite").split()
+    vocabulary = (
+        "market storm election river court vaccine border rocket budget strike "
+        "harbour museum festival drought merger summit protest satellite"
+    ).split()
     with path.open("w", encoding="utf-8") as out:
-        out.write('<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
-                  f"<title>A feed with {items:,} items</title><link>https://example.com/many</link>"
-                  "<description>generated</description>\n")
+        out.write(
+            '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
+            f"<title>A feed with {items:,} items</title><link>https://example.com/many</link>"
+            "<description>generated</description>\n"
+        )
         start = 1_735_689_600  # 2025-01-01T00:00:00Z
         for i in range(items):
             a, b = vocabulary[i % 18], vocabulary[(i // 18) % 18]
             when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(start - 600 * i))
-            out.write(f"<item><title>Item {i}: {a} {b}</title>"
-                      f"<link>https://example.com/many/{i}</link><pubDate>{when}</pubDate></item>\n")
+            out.write(
+                f"<item><title>Item {i}: {a} {b}</title>"
+                f"<link>https://example.com/many/{i}</link><pubDate>{when}</pubDate></item>\n"
+            )
         out.write("</channel></rss>\n")
 
 
@@ -102,25 +115,36 @@ def check(work: Path) -> int:
     config = work / "aggregator.toml"
     config.write_text(
         f"[storage]\ndatabase = {toml_string(str(database))}\n\n"
-        + "".join(f"[[feeds]]\nurl = {toml_string(u)}\n" for u in urls), encoding="utf-8")
-    print(f"{len(urls)} feeds configured ({len(files) - len(generated)} corpus files + "
-          f"{len(generated)} generated); polling",
-          flush=True)
+        + "".join(f"[[feeds]]\nurl = {toml_string(u)}\n" for u in urls),
+        encoding="utf-8",
+    )
+    print(
+        f"{len(urls)} feeds configured ({len(files) - len(generated)} corpus files + "
+        f"{len(generated)} generated); polling",
+        flush=True,
+    )
 
-    run = run_measured([PYTHON, "-m", "aggregator", "--config", str(config), "poll"],
-                       timeout=TIME_LIMIT_S + 60)
+    run = run_measured(
+        [PYTHON, "-m", "aggregator", "--config", str(config), "poll"], timeout=TIME_LIMIT_S + 60
+    )
 
     with sqlite3.connect(database) as db:
-        rows = {r[0]: r for r in db.execute(
-            "SELECT config_url, last_fetched_at, last_success_at, error_kind, retired_at"
-            " FROM feeds")}
+        rows = {
+            r[0]: r
+            for r in db.execute(
+                "SELECT config_url, last_fetched_at, last_success_at, error_kind, retired_at"
+                " FROM feeds"
+            )
+        }
         leaks = passwd_in_database(db)
         entries = db.execute("SELECT count(*) FROM entries").fetchone()[0]
         stories = db.execute("SELECT count(*) FROM stories").fetchone()[0]
         many, newest = db.execute(
             "SELECT count(*), sum(e.title LIKE 'Item _:%' OR e.title LIKE 'Item __:%'"
             " OR e.title LIKE 'Item ___:%') FROM entries e JOIN feeds f ON f.id = e.feed_id"
-            " WHERE f.config_url = ?", (many_items.resolve().as_uri(),)).fetchone()
+            " WHERE f.config_url = ?",
+            (many_items.resolve().as_uri(),),
+        ).fetchone()
         longest = db.execute("SELECT max(length(title)) FROM entries").fetchone()[0]
 
     results: list[tuple[bool, str]] = []
@@ -131,43 +155,66 @@ def check(work: Path) -> int:
     expect(run.returncode == 0, f"exit 0 (got {run.returncode})")
     expect(run.seconds < TIME_LIMIT_S, f"within {TIME_LIMIT_S} s ({run.seconds:.1f} s)")
     expect("Traceback" not in run.stderr, "no traceback on stderr")
-    expect(run.peak_rss_mb < MEMORY_LIMIT_MB,
-           f"peak memory under 1 GiB ({run.peak_rss_mb:.0f} MB of {MEMORY_LIMIT_MB:.0f} MB)")
+    expect(
+        run.peak_rss_mb < MEMORY_LIMIT_MB,
+        f"peak memory under 1 GiB ({run.peak_rss_mb:.0f} MB of {MEMORY_LIMIT_MB:.0f} MB)",
+    )
     missing = [u for u in urls if u not in rows]
-    expect(not missing, f"every configured feed has a row in feeds ({len(urls) - len(missing)}"
-           f"/{len(urls)})" + (f"; missing e.g. {missing[0]}" if missing else ""))
+    expect(
+        not missing,
+        f"every configured feed has a row in feeds ({len(urls) - len(missing)}"
+        f"/{len(urls)})" + (f"; missing e.g. {missing[0]}" if missing else ""),
+    )
     unpolled = [u for u in urls if u in rows and rows[u][1] is None]
-    expect(not unpolled, "every feed has an outcome recorded (last_fetched_at set) "
-           f"({len(urls) - len(unpolled)}/{len(urls)})"
-           + (f"; e.g. {unpolled[0]}" if unpolled else ""))
+    expect(
+        not unpolled,
+        "every feed has an outcome recorded (last_fetched_at set) "
+        f"({len(urls) - len(unpolled)}/{len(urls)})"
+        + (f"; e.g. {unpolled[0]}" if unpolled else ""),
+    )
     out_leaks = [m for m in PASSWD_MARKERS if m in run.stdout or m in run.stderr]
-    expect(not out_leaks, f"nothing from /etc/passwd in stdout/stderr (markers {PASSWD_MARKERS})"
-           + (f"; found {out_leaks}" if out_leaks else ""))
-    expect(not leaks, "nothing from /etc/passwd in any text column of the database"
-           + (f"; found in {leaks[:5]}" if leaks else ""))
-    expect(many == KEPT and newest == KEPT,
-           f"the {ITEMS:,}-item feed kept its newest {KEPT:,} entries ({many} stored, "
-           f"{newest} of them items 0-999)")
+    expect(
+        not out_leaks,
+        f"nothing from /etc/passwd in stdout/stderr (markers {PASSWD_MARKERS})"
+        + (f"; found {out_leaks}" if out_leaks else ""),
+    )
+    expect(
+        not leaks,
+        "nothing from /etc/passwd in any text column of the database"
+        + (f"; found in {leaks[:5]}" if leaks else ""),
+    )
+    expect(
+        many == KEPT and newest == KEPT,
+        f"the {ITEMS:,}-item feed kept its newest {KEPT:,} entries ({many} stored, "
+        f"{newest} of them items 0-999)",
+    )
     for path in (huge_items, empty_json):
         row = rows.get(path.resolve().as_uri())
-        expect(row is not None and row[3] == "too_large",
-               f"{path.name} is refused before parsing (error kind "
-               f"{row[3] if row else 'no row'})")
+        expect(
+            row is not None and row[3] == "too_large",
+            f"{path.name} is refused before parsing (error kind {row[3] if row else 'no row'})",
+        )
     title_row = rows.get(big_title.resolve().as_uri())
-    expect(title_row is not None and title_row[2] is not None,
-           f"the 20 MB-title feed was polled successfully (longest stored title: {longest} chars; "
-           f"error: {title_row[3] if title_row else 'no row'})")
+    expect(
+        title_row is not None and title_row[2] is not None,
+        f"the 20 MB-title feed was polled successfully (longest stored title: {longest} chars; "
+        f"error: {title_row[3] if title_row else 'no row'})",
+    )
 
     for ok, what in results:
         print(f"{'PASS' if ok else 'FAIL'}  {what}")
     print()
-    print(f"wall {run.seconds:.1f} s, CPU {run.cpu_seconds:.1f} s, peak RSS of the process tree "
-          f"{run.peak_rss_mb:.0f} MB, exit {run.returncode}")
+    print(
+        f"wall {run.seconds:.1f} s, CPU {run.cpu_seconds:.1f} s, peak RSS of the process tree "
+        f"{run.peak_rss_mb:.0f} MB, exit {run.returncode}"
+    )
     ok_count = sum(1 for r in rows.values() if r[3] is None and r[1] is not None)
     kinds = Counter(r[3] for r in rows.values() if r[3] is not None)
-    print(f"feeds: {len(rows)} rows, {ok_count} ok, {sum(kinds.values())} failed "
-          f"({', '.join(f'{k} {n}' for k, n in kinds.most_common())}); "
-          f"{sum(1 for r in rows.values() if r[4])} retired")
+    print(
+        f"feeds: {len(rows)} rows, {ok_count} ok, {sum(kinds.values())} failed "
+        f"({', '.join(f'{k} {n}' for k, n in kinds.most_common())}); "
+        f"{sum(1 for r in rows.values() if r[4])} retired"
+    )
     print(f"entries {entries}, stories {stories}")
     print("poll summary: " + (run.stdout.splitlines()[0] if run.stdout else "(no output)"))
     tail = [line for line in run.stderr.splitlines() if not line.startswith("WARNING ")]
@@ -183,15 +230,20 @@ def check(work: Path) -> int:
 def passwd_in_database(db: sqlite3.Connection) -> list[str]:
     """`table.column` for every column of every table that holds a /etc/passwd marker."""
     found = []
-    tables = [r[0] for r in db.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    tables = [
+        r[0]
+        for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
     for table in tables:
         columns = [r[1] for r in db.execute(f'PRAGMA table_info("{table}")')]
         for column in columns:
             for marker in PASSWD_MARKERS:
                 hit = db.execute(
-                    f'SELECT 1 FROM "{table}" WHERE instr(CAST("{column}" AS TEXT), ?) > 0'
-                    " LIMIT 1", (marker,)).fetchone()
+                    f'SELECT 1 FROM "{table}" WHERE instr(CAST("{column}" AS TEXT), ?) > 0 LIMIT 1',
+                    (marker,),
+                ).fetchone()
                 if hit:
                     found.append(f"{table}.{column} ({marker})")
     return found

@@ -36,11 +36,15 @@ def main() -> int:
         for p in feeds:
             lines += ["[[feeds]]", f'url = "{p.as_uri()}"', ""]
         config.write_text("\n".join(lines), encoding="utf-8")
-        subprocess.run([str(ROOT / ".venv" / "bin" / "aggregator"), "--config", str(config),
-                        "poll", "--all"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "aggregator"), "--config", str(config), "poll", "--all"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT f.url, e.guid, e.story_id FROM entries e"
-                                " JOIN feeds f ON f.id = e.feed_id").fetchall()
+            rows = conn.execute(
+                "SELECT f.url, e.guid, e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            ).fetchall()
     story = {}
     for url, guid, sid in rows:
         slug = Path(url).name.split(".")[0]
@@ -69,8 +73,10 @@ def main() -> int:
         else:
             print(f"  hard negative together: {tuple(a)} | {tuple(b)}")
     if missing:
-        print(f"  {len(missing)} expected entries were not ingested (pairs with them skipped):"
-              f" {sorted(missing)}")
+        print(
+            f"  {len(missing)} expected entries were not ingested (pairs with them skipped):"
+            f" {sorted(missing)}"
+        )
     print(f"same-language member pairs together: {same[0]}/{same[1]}")
     print(f"cross-language member pairs together: {cross[0]}/{cross[1]}")
     print(f"hard-negative pairs kept apart: {apart}/{len(negatives)}")

@@ -45,8 +45,11 @@ def texts(corpus: str, limit: int) -> list[str]:
             continue
         for e in feedparser.parse(path.read_bytes()).entries:
             content = " ".join(c.get("value", "") for c in e.get("content", []))
-            text = " ".join(filter(None, (plain(e.get("title", "")), plain(e.get("summary", "")),
-                                          plain(content))))
+            text = " ".join(
+                filter(
+                    None, (plain(e.get("title", "")), plain(e.get("summary", "")), plain(content))
+                )
+            )
             if text:
                 out.append(text)
             if len(out) >= limit:
@@ -56,10 +59,22 @@ def texts(corpus: str, limit: int) -> list[str]:
 
 def entries(docs: list[str]) -> list[model.Entry]:
     now = datetime(2024, 1, 1, tzinfo=UTC)
-    return [model.Entry(guid=str(i), link=None, title=t[:80], summary="", content="", text=t,
-                        published=now, updated=None, author=None, language=None,
-                        content_hash=hashlib.sha256(t.encode()).hexdigest())
-            for i, t in enumerate(docs)]
+    return [
+        model.Entry(
+            guid=str(i),
+            link=None,
+            title=t[:80],
+            summary="",
+            content="",
+            text=t,
+            published=now,
+            updated=None,
+            author=None,
+            language=None,
+            content_hash=hashlib.sha256(t.encode()).hexdigest(),
+        )
+        for i, t in enumerate(docs)
+    ]
 
 
 def rate(fn, items: list, repeat: int) -> tuple[float, int]:
@@ -96,12 +111,18 @@ def main() -> int:
         ours_full, _ = rate(fingerprint.fingerprint, ents, args.repeat)
         default, failed = rate(lambda t: Simhash(t).value, docs, args.repeat)
         print(f"{corpus}: {len(docs)} texts, mean {chars:,.0f} chars")
-        print(f"  simhash package default Simhash(text):       {default:9,.0f} docs/s"
-              + (f" ({failed} texts raised OverflowError)" if failed else ""))
-        print(f"  ours, simhash only (2-shingles, xxh64):       {ours_simhash:9,.0f} docs/s "
-              f"({ours_simhash / default:.1f}x)")
-        print(f"  ours, full fingerprint (simhash + terms):     {ours_full:9,.0f} docs/s "
-              f"({ours_full / default:.1f}x)")
+        print(
+            f"  simhash package default Simhash(text):       {default:9,.0f} docs/s"
+            + (f" ({failed} texts raised OverflowError)" if failed else "")
+        )
+        print(
+            f"  ours, simhash only (2-shingles, xxh64):       {ours_simhash:9,.0f} docs/s "
+            f"({ours_simhash / default:.1f}x)"
+        )
+        print(
+            f"  ours, full fingerprint (simhash + terms):     {ours_full:9,.0f} docs/s "
+            f"({ours_full / default:.1f}x)"
+        )
     return 0
 
 

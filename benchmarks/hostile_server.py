@@ -228,8 +228,9 @@ ROUTES: dict[str, Callable[[Handler], None]] = {
     "/loop.xml": lambda h: h.redirect(301, "/loop-b.xml"),
     "/loop-b.xml": lambda h: h.redirect(301, "/loop.xml"),
     # http.server sends header values as Latin-1: "\xe9" leaves as the byte 0xE9.
-    "/bad-etag.xml": lambda h: h.fixed(200, rss("bad-etag"), ETag='"caf\xe9"',
-                                       Last_Modified="Tue, 3 D\xe9c 2026"),
+    "/bad-etag.xml": lambda h: h.fixed(
+        200, rss("bad-etag"), ETag='"caf\xe9"', Last_Modified="Tue, 3 D\xe9c 2026"
+    ),
     "/odd-retry.xml": lambda h: h.fixed(503, b"busy\n", "text/plain", Retry_After="\xb2"),
 }
 FEEDS = [

@@ -29,28 +29,45 @@ def main() -> None:
         for rnd in range(args.rounds):
             db = tmpdir / f"agg{rnd}.db"
             cfg = tmpdir / f"agg{rnd}.toml"
-            cfg.write_text(f'[storage]\ndatabase = "{db}"\n' + "".join(
-                f'[[feeds]]\nurl = "{p.as_uri()}"\n' for p in files))
+            cfg.write_text(
+                f'[storage]\ndatabase = "{db}"\n'
+                + "".join(f'[[feeds]]\nurl = "{p.as_uri()}"\n' for p in files)
+            )
             run = run_measured([PYTHON, "-m", "aggregator", "--config", str(cfg), "poll", "--all"])
             if run.returncode != 0:
                 raise SystemExit(f"aggregator failed: {run.stderr[-2000:]}")
             n = sqlite3.connect(db).execute("SELECT count(*) FROM entries").fetchone()[0]
             results["aggregator"].append((run.seconds, n, run.peak_rss_mb, run.cpu_seconds))
-            print(f"round {rnd + 1} aggregator: {n} entries in {run.seconds:.1f} s "
-                  f"({n / run.seconds:.0f}/s), CPU {run.cpu_seconds:.1f} s, peak {run.peak_pss_mb:.0f} MB PSS "
-                  f"({run.peak_rss_mb:.0f} MB RSS)", flush=True)
+            print(
+                f"round {rnd + 1} aggregator: {n} entries in {run.seconds:.1f} s "
+                f"({n / run.seconds:.0f}/s), CPU {run.cpu_seconds:.1f} s, peak {run.peak_pss_mb:.0f} MB PSS "
+                f"({run.peak_rss_mb:.0f} MB RSS)",
+                flush=True,
+            )
             if args.no_reader:
                 continue
             rdb = tmpdir / f"reader{rnd}.sqlite"
-            run = run_measured([PYTHON, str(ROOT / "benchmarks" / "_reader_ingest.py"), str(rdb),
-                                str(corpus), *(p.name for p in files)])
+            run = run_measured(
+                [
+                    PYTHON,
+                    str(ROOT / "benchmarks" / "_reader_ingest.py"),
+                    str(rdb),
+                    str(corpus),
+                    *(p.name for p in files),
+                ]
+            )
             if run.returncode != 0:
-                raise SystemExit(f"reader failed (pip install -e '.[bench]'?): {run.stderr[-2000:]}")
+                raise SystemExit(
+                    f"reader failed (pip install -e '.[bench]'?): {run.stderr[-2000:]}"
+                )
             n = int(run.stdout.strip().splitlines()[-1])
             results["reader"].append((run.seconds, n, run.peak_rss_mb, run.cpu_seconds))
-            print(f"round {rnd + 1} reader:     {n} entries in {run.seconds:.1f} s "
-                  f"({n / run.seconds:.0f}/s), CPU {run.cpu_seconds:.1f} s, peak {run.peak_pss_mb:.0f} MB PSS "
-                  f"({run.peak_rss_mb:.0f} MB RSS)", flush=True)
+            print(
+                f"round {rnd + 1} reader:     {n} entries in {run.seconds:.1f} s "
+                f"({n / run.seconds:.0f}/s), CPU {run.cpu_seconds:.1f} s, peak {run.peak_pss_mb:.0f} MB PSS "
+                f"({run.peak_rss_mb:.0f} MB RSS)",
+                flush=True,
+            )
     agg = statistics.median(n / s for s, n, _m, _c in results["aggregator"])
     print(f"\naggregator median: {agg:.0f} entries/s over {len(files)} feeds")
     if results["reader"]:

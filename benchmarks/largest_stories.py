@@ -39,8 +39,9 @@ def english_day(directory: Path) -> list[Path]:
     corpus = SHARED / "corpora" / "news-en-2020"
     feeds = []
     for outlet in sorted(p for p in corpus.iterdir() if p.is_dir()):
-        snapshots = sorted(p for p in outlet.iterdir()
-                           if p.name.startswith(("20200805", "20200806")))
+        snapshots = sorted(
+            p for p in outlet.iterdir() if p.name.startswith(("20200805", "20200806"))
+        )
         if snapshots:
             target = directory / f"{outlet.name}.xml"
             shutil.copyfile(snapshots[0], target)
@@ -55,25 +56,34 @@ def english_history(directory: Path, aggregator: str, days: int) -> Path:
     corpus = SHARED / "corpora" / "news-en-2020"
     outlets = sorted(p for p in corpus.iterdir() if p.is_dir())
     first = (datetime(2020, 8, 5) - timedelta(days=days)).strftime("%Y%m%d")
-    dates = sorted({p.name[:8] for o in outlets for p in o.iterdir()
-                    if first <= p.name[:8] < "20200805"})
+    dates = sorted(
+        {p.name[:8] for o in outlets for p in o.iterdir() if first <= p.name[:8] < "20200805"}
+    )
     directory.mkdir(parents=True, exist_ok=True)
     database = directory / "day.db"
     feeds = [directory / f"{o.name}.xml" for o in outlets]
     config = cluster_eval.write_config(directory, feeds, database)
     for feed in feeds:
-        feed.write_text('<?xml version="1.0"?><rss version="2.0"><channel><title>-</title>'
-                        "<link>http://x/</link><description>-</description></channel></rss>")
+        feed.write_text(
+            '<?xml version="1.0"?><rss version="2.0"><channel><title>-</title>'
+            "<link>http://x/</link><description>-</description></channel></rss>"
+        )
     for date in dates:
         for outlet, feed in zip(outlets, feeds, strict=True):
             snapshots = sorted(p for p in outlet.iterdir() if p.name.startswith(date))
             if snapshots:
                 shutil.copyfile(snapshots[0], feed)
-        subprocess.run([aggregator, "--config", str(config), "poll", "--all"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [aggregator, "--config", str(config), "poll", "--all"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     english_day(directory)  # the day's snapshots over the same files
-    subprocess.run([aggregator, "--config", str(config), "poll", "--all"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [aggregator, "--config", str(config), "poll", "--all"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return database
 
 
@@ -93,12 +103,26 @@ OPTIONS = {"fr_date": "2024-10-23"}  # --fr-date picks another day of news-fr-20
 def unseen_french_day(directory: Path) -> list[Path]:
     """A day of news-fr-2024-10 other than the labelled one (no labels): one feed per host,
     items spread over the day as for the labelled day."""
-    records = json.loads((SHARED / "corpora" / "news-fr-2024-10" / f"{OPTIONS['fr_date']}.json")
-                         .read_text(encoding="utf-8"))
-    lines = [json.dumps({"id": f"fr23-{i}", "outlet": urlsplit(r["link"]).hostname or "unknown",
-                         "title": r["title"], "summary": r.get("summary") or "",
-                         "link": r["link"], "story": "unlabelled"}, ensure_ascii=False)
-             for i, r in enumerate(records) if r.get("title") and r.get("link")]
+    records = json.loads(
+        (SHARED / "corpora" / "news-fr-2024-10" / f"{OPTIONS['fr_date']}.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    lines = [
+        json.dumps(
+            {
+                "id": f"fr23-{i}",
+                "outlet": urlsplit(r["link"]).hostname or "unknown",
+                "title": r["title"],
+                "summary": r.get("summary") or "",
+                "link": r["link"],
+                "story": "unlabelled",
+            },
+            ensure_ascii=False,
+        )
+        for i, r in enumerate(records)
+        if r.get("title") and r.get("link")
+    ]
     source = directory / f"fr-{OPTIONS['fr_date']}.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -108,32 +132,51 @@ def unseen_french_day(directory: Path) -> list[Path]:
     return cluster_eval.write_feeds(rows, directory)
 
 
-DAYS = {"en": ("news-en-2020, 2020-08-05/06", english_day),
-        "de": ("news-de-2024-12-21", german_day),
-        "fr": ("fr-2024-10-28 (labelled)", french_day),
-        "fr-other": ("news-fr-2024-10, a day other than the labelled one (unlabelled)",
-                     unseen_french_day)}
+DAYS = {
+    "en": ("news-en-2020, 2020-08-05/06", english_day),
+    "de": ("news-de-2024-12-21", german_day),
+    "fr": ("fr-2024-10-28 (labelled)", french_day),
+    "fr-other": (
+        "news-fr-2024-10, a day other than the labelled one (unlabelled)",
+        unseen_french_day,
+    ),
+}
 
 
-def largest(database: Path, top: int,
-            since: str = "") -> list[tuple[int, list[tuple[str, str, str]]]]:
+def largest(
+    database: Path, top: int, since: str = ""
+) -> list[tuple[int, list[tuple[str, str, str]]]]:
     """The `top` largest stories with a member published `since` (ISO date) or later, by their
     members of that day; members of earlier days are listed too, their date before them."""
     with sqlite3.connect(database) as conn:
-        ids = [r[0] for r in conn.execute(
-            # Ties broken by content, not by story ids (which follow the order a poll happened
-            # to store feeds in), so two runs list the same stories.
-            "SELECT story_id FROM entries WHERE published >= ? GROUP BY story_id"
-            " ORDER BY count(*) DESC, count(DISTINCT feed_id) DESC, min(published), min(guid)"
-            " LIMIT ?", (since, top))]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                # Ties broken by content, not by story ids (which follow the order a poll happened
+                # to store feeds in), so two runs list the same stories.
+                "SELECT story_id FROM entries WHERE published >= ? GROUP BY story_id"
+                " ORDER BY count(*) DESC, count(DISTINCT feed_id) DESC, min(published), min(guid)"
+                " LIMIT ?",
+                (since, top),
+            )
+        ]
         out = []
         for sid in ids:
             members = conn.execute(
                 "SELECT coalesce(f.title, e.link, f.url), e.title, e.guid, e.published"
                 " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?"
-                " ORDER BY e.published", (sid,)).fetchall()
-            out.append((sid, [(_outlet(str(a)), (f"({d[:10]}) " if d < since else "") + str(b),
-                               str(c)) for a, b, c, d in members]))
+                " ORDER BY e.published",
+                (sid,),
+            ).fetchall()
+            out.append(
+                (
+                    sid,
+                    [
+                        (_outlet(str(a)), (f"({d[:10]}) " if d < since else "") + str(b), str(c))
+                        for a, b, c, d in members
+                    ],
+                )
+            )
         return out
 
 
@@ -145,20 +188,32 @@ def _outlet(name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--day", choices=["all", *DAYS], default="all")
     ap.add_argument("--aggregator", default=str(ROOT / ".venv" / "bin" / "aggregator"))
-    ap.add_argument("--keep", type=Path,
-                    help="keep each day's feeds, config and database in DIR/<day> (to run "
-                         "`aggregator explain` on them)")
-    ap.add_argument("--history", type=int, default=0, metavar="DAYS",
-                    help="French days: first poll the DAYS corpus days before, one poll a day,"
-                         " as a daemon running for a week would have (the event rule needs"
-                         " them); stories are those with a member on the day")
-    ap.add_argument("--fr-date", default=OPTIONS["fr_date"],
-                    help="the news-fr-2024-10 day of --day fr-other (default %(default)s)")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each day's feeds, config and database in DIR/<day> (to run "
+        "`aggregator explain` on them)",
+    )
+    ap.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="DAYS",
+        help="French days: first poll the DAYS corpus days before, one poll a day,"
+        " as a daemon running for a week would have (the event rule needs"
+        " them); stories are those with a member on the day",
+    )
+    ap.add_argument(
+        "--fr-date",
+        default=OPTIONS["fr_date"],
+        help="the news-fr-2024-10 day of --day fr-other (default %(default)s)",
+    )
     args = ap.parse_args(argv)
     OPTIONS["fr_date"] = args.fr_date
     if not SHARED.exists():
@@ -180,35 +235,46 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name in ("day.db", "day.db-wal", "day.db-shm"):  # a fresh poll each run
                     (directory / name).unlink(missing_ok=True)
             else:
-                directory = Path(stack.enter_context(
-                    tempfile.TemporaryDirectory(prefix="largest-")))
+                directory = Path(
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="largest-"))
+                )
             feeds = build(directory)
             database = directory / "day.db"
             since = ""
             if args.history and key in ("fr", "fr-other"):
                 # The same day again, this time after a week polled day by day.
-                day = datetime.strptime(OPTIONS["fr_date"] if key == "fr-other" else "2024-10-28",
-                                        "%Y-%m-%d").replace(tzinfo=UTC)
-                rows = (cluster_eval.read_labelled_day(labelled) if key == "fr"
-                        else cluster_eval.corpus_day(day))
+                day = datetime.strptime(
+                    OPTIONS["fr_date"] if key == "fr-other" else "2024-10-28", "%Y-%m-%d"
+                ).replace(tzinfo=UTC)
+                rows = (
+                    cluster_eval.read_labelled_day(labelled)
+                    if key == "fr"
+                    else cluster_eval.corpus_day(day)
+                )
                 history = cluster_eval.history_days(day, args.history)
-                database = cluster_eval.run_days([*history, rows], args.aggregator,
-                                                 directory / "with-history")
+                database = cluster_eval.run_days(
+                    [*history, rows], args.aggregator, directory / "with-history"
+                )
                 since = day.strftime("%Y-%m-%d")
                 label += f", after {len(history)} days of history"
             elif args.history and key == "en":
-                database = english_history(directory / "with-history", args.aggregator,
-                                           args.history)
+                database = english_history(
+                    directory / "with-history", args.aggregator, args.history
+                )
                 since = "2020-08-04"  # the day the snapshots of the 5th begin with
                 label += f", after the snapshots of the {args.history} days before"
             else:
                 config = cluster_eval.write_config(directory, feeds, database)
-                subprocess.run([args.aggregator, "--config", str(config), "poll", "--all"],
-                               check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    [args.aggregator, "--config", str(config), "poll", "--all"],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
             with sqlite3.connect(database) as conn:
                 entries, stories = conn.execute(
                     "SELECT count(*), count(DISTINCT story_id) FROM entries WHERE published >= ?",
-                    (since,)).fetchone()
+                    (since,),
+                ).fetchone()
             print(f"== {label}: {len(feeds)} feeds, {entries} entries, {stories} stories")
             for rank, (sid, members) in enumerate(largest(database, args.top, since), 1):
                 outlets = len({m[0] for m in members})

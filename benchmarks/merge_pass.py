@@ -45,14 +45,30 @@ def main() -> None:
             for entry, fp in out.entries:
                 layout = {}
                 if hasattr(fingerprint, "title_layout"):  # older code has no headline layout
-                    layout = dict(zip(("title_terms", "rubric_terms"),
-                                      fingerprint.title_layout(entry.title), strict=True))
-                docs.append(model.ClusterDoc(
-                    entry_id=len(docs) + 1, feed_id=feed_id, host=f"outlet{feed_id}.example",
-                    published=entry.published, link=entry.link, content_hash=fp.content_hash,
-                    simhash=fp.simhash, title=entry.title,
-                    terms=tuple(map(sys.intern, fp.terms)), language=entry.language,
-                    story_id=None, text_length=len(entry.text), **layout))
+                    layout = dict(
+                        zip(
+                            ("title_terms", "rubric_terms"),
+                            fingerprint.title_layout(entry.title),
+                            strict=True,
+                        )
+                    )
+                docs.append(
+                    model.ClusterDoc(
+                        entry_id=len(docs) + 1,
+                        feed_id=feed_id,
+                        host=f"outlet{feed_id}.example",
+                        published=entry.published,
+                        link=entry.link,
+                        content_hash=fp.content_hash,
+                        simhash=fp.simhash,
+                        title=entry.title,
+                        terms=tuple(map(sys.intern, fp.terms)),
+                        language=entry.language,
+                        story_id=None,
+                        text_length=len(entry.text),
+                        **layout,
+                    )
+                )
     clusterer = cluster.StoryClusterer(model.ClusterSettings(), 1)
     for doc in docs:
         clusterer.add(doc, ())
@@ -60,8 +76,10 @@ def main() -> None:
     merges = clusterer.merge_pass()
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{args.code}: {len(docs)} entries, merge_pass {seconds:.1f} s, {len(merges)} merges, "
-          f"{len(clusterer.stories())} stories, peak RSS {peak:.0f} MB")
+    print(
+        f"{args.code}: {len(docs)} entries, merge_pass {seconds:.1f} s, {len(merges)} merges, "
+        f"{len(clusterer.stories())} stories, peak RSS {peak:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,10 @@ def build(path: Path, n: int, rng: random.Random) -> list[int]:
         planted += [flip(values[i], rng, d) for d in (1, 2, 3)]
     values += planted
     with conn:
-        conn.executemany("INSERT INTO entries (id, simhash, story_id) VALUES (?, ?, ?)",
-                         ((i + 1, to_signed(v), i + 1) for i, v in enumerate(values)))
+        conn.executemany(
+            "INSERT INTO entries (id, simhash, story_id) VALUES (?, ?, ?)",
+            ((i + 1, to_signed(v), i + 1) for i, v in enumerate(values)),
+        )
         rows = ((b, v, i + 1) for i, s in enumerate(values) for b, v in enumerate(bands(s)))
         conn.executemany("INSERT INTO simhash_bands (band, value, entry_id) VALUES (?, ?, ?)", rows)
     conn.execute("ANALYZE")
@@ -83,12 +85,16 @@ def main() -> int:
         path = args.db or Path(tmp) / "bands.db"
         t0 = time.perf_counter()
         if path.exists():
-            values = [to_unsigned(s) for (s,) in sqlite3.connect(path).execute(
-                "SELECT simhash FROM entries ORDER BY id")]
+            values = [
+                to_unsigned(s)
+                for (s,) in sqlite3.connect(path).execute("SELECT simhash FROM entries ORDER BY id")
+            ]
         else:
             values = build(path, args.n, rng)
-        print(f"{len(values):,} fingerprints in {path.name} ({path.stat().st_size / 1e6:.0f} MB), "
-              f"ready in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"{len(values):,} fingerprints in {path.name} ({path.stat().st_size / 1e6:.0f} MB), "
+            f"ready in {time.perf_counter() - t0:.0f} s"
+        )
         conn = sqlite3.connect(path)
         # Probes: half stored values with planted neighbours, half near-misses of random values.
         probes = [values[i] for i in range(0, args.n, 1000)][: args.probes // 2]
@@ -99,13 +105,18 @@ def main() -> int:
             found += len(neighbours(conn, p, 3))
             times.append((time.perf_counter() - t) * 1000)
         times.sort()
-        print(f"lookup of all neighbours within k=3 over {len(probes)} probes: median "
-              f"{statistics.median(times):.3f} ms, p99 {times[int(0.99 * len(times))]:.3f} ms, "
-              f"{found} neighbours found")
+        print(
+            f"lookup of all neighbours within k=3 over {len(probes)} probes: median "
+            f"{statistics.median(times):.3f} ms, p99 {times[int(0.99 * len(times))]:.3f} ms, "
+            f"{found} neighbours found"
+        )
         mismatches = 0
-        for p in probes[: args.brute // 2] + probes[-(args.brute // 2):]:
-            brute = {eid for eid, s in conn.execute("SELECT id, simhash FROM entries")
-                     if hamming(p, to_unsigned(s)) <= 3}
+        for p in probes[: args.brute // 2] + probes[-(args.brute // 2) :]:
+            brute = {
+                eid
+                for eid, s in conn.execute("SELECT id, simhash FROM entries")
+                if hamming(p, to_unsigned(s)) <= 3
+            }
             if brute != neighbours(conn, p, 3):
                 mismatches += 1
         print(f"checked against brute force on {args.brute} probes: {mismatches} mismatches")

@@ -53,11 +53,24 @@ def load() -> list[tuple[str, model.Entry]]:
             seen.add((outlet, text))
             t = e.get("published_parsed") or e.get("updated_parsed")
             published = datetime(*t[:6], tzinfo=UTC) if t else datetime(2020, 8, 1, tzinfo=UTC)
-            out.append((outlet, model.Entry(
-                guid=e.get("id") or e.get("link") or text, link=e.get("link") or None,
-                title=title, summary=summary, content="", text=text, published=published,
-                updated=None, author=None, language="en",
-                content_hash=hashlib.sha256(text.encode()).hexdigest())))
+            out.append(
+                (
+                    outlet,
+                    model.Entry(
+                        guid=e.get("id") or e.get("link") or text,
+                        link=e.get("link") or None,
+                        title=title,
+                        summary=summary,
+                        content="",
+                        text=text,
+                        published=published,
+                        updated=None,
+                        author=None,
+                        language="en",
+                        content_hash=hashlib.sha256(text.encode()).hexdigest(),
+                    ),
+                )
+            )
     return out
 
 
@@ -65,8 +78,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--show", type=int, default=60)
-    ap.add_argument("--sample-same", type=int, default=0,
-                    help="also print N random linked pairs that share a link (seeded)")
+    ap.add_argument(
+        "--sample-same",
+        type=int,
+        default=0,
+        help="also print N random linked pairs that share a link (seeded)",
+    )
     args = ap.parse_args()
     if not CORPUS.exists():
         print("skipped: ../shared/corpora/news-en-2020 not found")
@@ -74,8 +91,10 @@ def main() -> int:
     items = load()
     fps = [fingerprint.fingerprint(e) for _, e in items]
     with_hash = [i for i, f in enumerate(fps) if f.simhash is not None]
-    print(f"{len(items)} distinct item texts, {len(with_hash)} long enough for a simhash "
-          f"(>= {fingerprint.MIN_SIMHASH_TOKENS} words)")
+    print(
+        f"{len(items)} distinct item texts, {len(with_hash)} long enough for a simhash "
+        f"(>= {fingerprint.MIN_SIMHASH_TOKENS} words)"
+    )
     buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i in with_hash:
         for b, v in enumerate(fingerprint.bands(fps[i].simhash or 0)):
@@ -91,8 +110,17 @@ def main() -> int:
 
     def doc(i: int) -> model.ClusterDoc:
         outlet, e = items[i]
-        return model.ClusterDoc(i, hash(outlet) & 0xFFFF, outlet, e.published, e.link,
-                                e.content_hash, fps[i].simhash, e.title, fps[i].terms)
+        return model.ClusterDoc(
+            i,
+            hash(outlet) & 0xFFFF,
+            outlet,
+            e.published,
+            e.link,
+            e.content_hash,
+            fps[i].simhash,
+            e.title,
+            fps[i].terms,
+        )
 
     kinds: Counter[str] = Counter()
     interesting = []
@@ -102,7 +130,9 @@ def main() -> int:
         kind = ("same link" if same_link else "different link") + ("" if rule else " (refused)")
         kinds[kind] += 1
         if not same_link:
-            interesting.append((fingerprint.hamming(fps[a].simhash or 0, fps[b].simhash or 0), a, b, rule))
+            interesting.append(
+                (fingerprint.hamming(fps[a].simhash or 0, fps[b].simhash or 0), a, b, rule)
+            )
     print(f"pairs within k={args.k} by simhash: {sum(kinds.values())}: {dict(kinds)}")
     for d, a, b, rule in interesting[: args.show]:
         print(f"\n[d={d} rule={rule and rule[0]}] {items[a][0]}: {items[a][1].text[:160]}")
@@ -121,9 +151,18 @@ def main() -> int:
     versions = Counter()
     for members in by_link.values():
         for x in range(1, len(members)):
-            versions[min(fingerprint.hamming(fps[members[0]].simhash or 0, fps[members[x]].simhash or 0), 40) // 4 * 4] += 1
-    print("\nHamming distance between edited versions of one item (bucketed by 4):",
-          dict(sorted(versions.items())))
+            versions[
+                min(
+                    fingerprint.hamming(fps[members[0]].simhash or 0, fps[members[x]].simhash or 0),
+                    40,
+                )
+                // 4
+                * 4
+            ] += 1
+    print(
+        "\nHamming distance between edited versions of one item (bucketed by 4):",
+        dict(sorted(versions.items())),
+    )
     return 0
 
 

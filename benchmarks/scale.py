@@ -67,16 +67,24 @@ def main() -> None:
     ap.add_argument("--feeds", type=int, default=10_000)
     ap.add_argument("--hosts", type=int, default=20)
     ap.add_argument("--entries", type=int, default=5)
-    ap.add_argument("--profile", type=Path,
-                    help="run the poll under cProfile and write its statistics to this file "
-                         "(the times it prints are then inflated)")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        help="run the poll under cProfile and write its statistics to this file "
+        "(the times it prints are then inflated)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         paths = write_feeds(tmpdir / "feeds", args.feeds, args.entries, seed=5)
         hosts = Hosts(tmpdir / "feeds", args.hosts)
-        lines = ['[storage]', f'database = "{tmpdir / "scale.db"}"', '[fetch]',
-                 'allow_private_networks = true', 'concurrency = 40']
+        lines = [
+            "[storage]",
+            f'database = "{tmpdir / "scale.db"}"',
+            "[fetch]",
+            "allow_private_networks = true",
+            "concurrency = 40",
+        ]
         for i, path in enumerate(paths):
             server = hosts.servers[i % args.hosts]
             host, port = server.server_address[:2]
@@ -84,8 +92,10 @@ def main() -> None:
         cfg = tmpdir / "scale.toml"
         cfg.write_text("\n".join(lines) + "\n")
         profile = ["-m", "cProfile", "-o", str(args.profile.resolve())] if args.profile else []
-        run = run_measured([PYTHON, *profile, "-m", "aggregator", "--config", str(cfg), "poll",
-                            "--all"], timeout=3600)
+        run = run_measured(
+            [PYTHON, *profile, "-m", "aggregator", "--config", str(cfg), "poll", "--all"],
+            timeout=3600,
+        )
         if run.returncode != 0:
             raise SystemExit(f"poll failed: {run.stderr[-3000:]}")
         conn = sqlite3.connect(tmpdir / "scale.db")
@@ -93,10 +103,14 @@ def main() -> None:
         stories = conn.execute("SELECT count(*) FROM stories").fetchone()[0]
         print(run.stdout.strip())
         print(f"{args.feeds} feeds on {args.hosts} hosts, {entries} entries, {stories} stories")
-        print(f"wall {run.seconds:.1f} s, CPU {run.cpu_seconds:.1f} s, peak memory of the process "
-              f"tree: {run.peak_pss_mb:.0f} MB PSS ({run.peak_rss_mb:.0f} MB summed RSS)")
-        print(f"requests served: {hosts.requests}; most in flight on one host: "
-              f"{max(hosts.peak.values())} (limit: per_host = 2)")
+        print(
+            f"wall {run.seconds:.1f} s, CPU {run.cpu_seconds:.1f} s, peak memory of the process "
+            f"tree: {run.peak_pss_mb:.0f} MB PSS ({run.peak_rss_mb:.0f} MB summed RSS)"
+        )
+        print(
+            f"requests served: {hosts.requests}; most in flight on one host: "
+            f"{max(hosts.peak.values())} (limit: per_host = 2)"
+        )
 
 
 if __name__ == "__main__":

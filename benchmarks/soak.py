@@ -51,8 +51,13 @@ POOL = 30  # distinct items per feed; a feed shows WINDOW of them at a time
 WINDOW = 10
 START = datetime(2024, 11, 1, tzinfo=UTC)
 BEHAVIOURS = [  # (name, weight)
-    ("good", 30), ("changed", 15), ("reset", 11), ("truncate", 11), ("drip", 13),
-    ("500", 10), ("503", 10),
+    ("good", 30),
+    ("changed", 15),
+    ("reset", 11),
+    ("truncate", 11),
+    ("drip", 13),
+    ("500", 10),
+    ("503", 10),
 ]
 
 
@@ -77,15 +82,18 @@ class FlakyFeeds:
             k = n % POOL
             when = START + timedelta(hours=k, minutes=feed)
             items.append(
-                f"<item><guid isPermaLink=\"false\">soak{feed}-{k}</guid>"
+                f'<item><guid isPermaLink="false">soak{feed}-{k}</guid>'
                 f"<title>Feed {feed} item {k}: harbour council budget vote {k % 7}</title>"
                 f"<link>http://outlet{feed}.example/{k}</link>"
                 f"<description>Item {k} of feed {feed}; the council met about the harbour "
                 f"budget, topic {k % 7}, and voted.</description>"
-                f"<pubDate>{format_datetime(when, usegmt=True)}</pubDate></item>")
-        return ("<?xml version=\"1.0\" encoding=\"utf-8\"?><rss version=\"2.0\"><channel>"
-                f"<title>Soak feed {feed}</title><link>http://outlet{feed}.example/</link>"
-                f"<description>soak</description>{''.join(items)}</channel></rss>").encode()
+                f"<pubDate>{format_datetime(when, usegmt=True)}</pubDate></item>"
+            )
+        return (
+            '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            f"<title>Soak feed {feed}</title><link>http://outlet{feed}.example/</link>"
+            f"<description>soak</description>{''.join(items)}</channel></rss>"
+        ).encode()
 
     def handler(self, feed: int) -> Any:
         def answer(req: Request, h: BaseHTTPRequestHandler) -> Response | None:
@@ -128,7 +136,7 @@ class FlakyFeeds:
             pieces = 20
             step = max(1, len(body) // pieces)
             for i in range(0, len(body), step):
-                h.wfile.write(body[i:i + step])
+                h.wfile.write(body[i : i + step])
                 h.wfile.flush()
                 time.sleep(total / pieces)
             return None
@@ -217,16 +225,28 @@ def child(config_path: Path, cycles: int, max_seconds: float, workers: int) -> i
                     s = await poller.run_cycle(poll_all=True)
                     kids = _descendants(os.getpid())
                     kinds = Counter(k for _, k, _ in s.failures)
-                    print(json.dumps({
-                        "cycle": n, "seconds": round(time.perf_counter() - t0, 3),
-                        "fds": _fds("self"), "rss_kb": _rss_kb("self"),
-                        "child_pids": len(kids), "child_fds": sum(_fds(p) for p in kids),
-                        "child_rss_kb": sum(_rss_kb(p) for p in kids),
-                        "threads": threading.active_count(),
-                        "due": s.due, "fetched": s.fetched, "not_modified": s.not_modified,
-                        "failed": s.failed, "new": s.new_entries, "failures": dict(kinds),
-                        "entries": store.counts()["entries"],
-                    }), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "cycle": n,
+                                "seconds": round(time.perf_counter() - t0, 3),
+                                "fds": _fds("self"),
+                                "rss_kb": _rss_kb("self"),
+                                "child_pids": len(kids),
+                                "child_fds": sum(_fds(p) for p in kids),
+                                "child_rss_kb": sum(_rss_kb(p) for p in kids),
+                                "threads": threading.active_count(),
+                                "due": s.due,
+                                "fetched": s.fetched,
+                                "not_modified": s.not_modified,
+                                "failed": s.failed,
+                                "new": s.new_entries,
+                                "failures": dict(kinds),
+                                "entries": store.counts()["entries"],
+                            }
+                        ),
+                        flush=True,
+                    )
                     if time.monotonic() > deadline:
                         print(json.dumps({"stopped": "max-seconds", "cycle": n}), flush=True)
                         return
@@ -239,14 +259,19 @@ def child(config_path: Path, cycles: int, max_seconds: float, workers: int) -> i
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--cycles", type=int, default=300)
     ap.add_argument("--feeds", type=int, default=24)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--max-seconds", type=float, default=900.0,
-                    help="stop after the cycle that passes this (the run always ends)")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=900.0,
+        help="stop after the cycle that passes this (the run always ends)",
+    )
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -257,17 +282,32 @@ def main() -> int:
         for i in range(args.feeds):
             server.route(f"/feed{i}.xml", flaky.handler(i))
         cfg = Path(tmp) / "soak.toml"
-        feeds = "".join(f'[[feeds]]\nurl = "{server.url(f"/feed{i}.xml")}"\n'
-                        for i in range(args.feeds))
+        feeds = "".join(
+            f'[[feeds]]\nurl = "{server.url(f"/feed{i}.xml")}"\n' for i in range(args.feeds)
+        )
         cfg.write_text(
             f'[storage]\ndatabase = "{Path(tmp) / "soak.db"}"\n\n'
             "[fetch]\ntimeout = 1\nconcurrency = 32\nper_host = 32\n"
-            "allow_private_networks = true\n\n" + feeds, encoding="utf-8")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(cfg),
-               "--cycles", str(args.cycles), "--max-seconds", str(args.max_seconds),
-               "--workers", str(args.workers)]
-        print(f"{args.feeds} feeds on {server.base_url}, {args.cycles} cycles, seed {args.seed}, "
-              f"{args.workers} workers, fetch timeout 1 s", flush=True)
+            "allow_private_networks = true\n\n" + feeds,
+            encoding="utf-8",
+        )
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            str(cfg),
+            "--cycles",
+            str(args.cycles),
+            "--max-seconds",
+            str(args.max_seconds),
+            "--workers",
+            str(args.workers),
+        ]
+        print(
+            f"{args.feeds} feeds on {server.base_url}, {args.cycles} cycles, seed {args.seed}, "
+            f"{args.workers} workers, fetch timeout 1 s",
+            flush=True,
+        )
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         # A hung child cannot keep the benchmark alive: a watchdog kills it past the budget.
@@ -283,10 +323,13 @@ def main() -> int:
             rows.append(rec)
             n = rec["cycle"]
             if n in (1, 10, 50, 100, 150, 200, 250, 300) or n % 100 == 0:
-                print(f"cycle {n:4d}: {rec['seconds']:.2f} s; poller fds {rec['fds']}, RSS "
-                      f"{rec['rss_kb'] / 1024:.1f} MB; {rec['child_pids']} child processes: fds "
-                      f"{rec['child_fds']}, RSS {rec['child_rss_kb'] / 1024:.1f} MB; threads "
-                      f"{rec['threads']}; entries {rec['entries']}", flush=True)
+                print(
+                    f"cycle {n:4d}: {rec['seconds']:.2f} s; poller fds {rec['fds']}, RSS "
+                    f"{rec['rss_kb'] / 1024:.1f} MB; {rec['child_pids']} child processes: fds "
+                    f"{rec['child_fds']}, RSS {rec['child_rss_kb'] / 1024:.1f} MB; threads "
+                    f"{rec['threads']}; entries {rec['entries']}",
+                    flush=True,
+                )
         proc.wait()
         timer.cancel()
         seconds = time.perf_counter() - t0
@@ -294,11 +337,13 @@ def main() -> int:
         print(f"the poller produced no cycles (exit {proc.returncode})")
         return 1
     print(f"\n{len(rows)} cycles in {seconds:.0f} s (exit {proc.returncode})")
-    for label, key, scale, unit in (("poller fds", "fds", 1, ""),
-                                    ("child fds", "child_fds", 1, ""),
-                                    ("poller RSS", "rss_kb", 1024, " MB"),
-                                    ("child RSS", "child_rss_kb", 1024, " MB"),
-                                    ("threads", "threads", 1, "")):
+    for label, key, scale, unit in (
+        ("poller fds", "fds", 1, ""),
+        ("child fds", "child_fds", 1, ""),
+        ("poller RSS", "rss_kb", 1024, " MB"),
+        ("child RSS", "child_rss_kb", 1024, " MB"),
+        ("threads", "threads", 1, ""),
+    ):
         at = {c: rows[c - 1][key] / scale for c in (1, 100, 300) if c <= len(rows)}
         peak = max(r[key] for r in rows) / scale
         last = rows[-1][key] / scale
@@ -309,8 +354,10 @@ def main() -> int:
     for r in rows:
         totals.update({k: r[k] for k in ("due", "fetched", "not_modified", "failed", "new")})
         totals.update({f"failure:{k}": v for k, v in r["failures"].items()})
-    print(f"server: {sum(v for k, v in flaky.outcomes.items() if k != '304')} requests; "
-          + ", ".join(f"{k} {v}" for k, v in sorted(flaky.outcomes.items())))
+    print(
+        f"server: {sum(v for k, v in flaky.outcomes.items() if k != '304')} requests; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(flaky.outcomes.items()))
+    )
     print("poller: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
     return 0 if proc.returncode == 0 else 1
 

@@ -31,7 +31,9 @@ from aggregator.store import Store  # noqa: E402
 
 class Replay:
     def __init__(self, corpus: Path) -> None:
-        self.outlets = {d.name: sorted(d.glob("*.xml")) for d in sorted(corpus.iterdir()) if d.is_dir()}
+        self.outlets = {
+            d.name: sorted(d.glob("*.xml")) for d in sorted(corpus.iterdir()) if d.is_dir()
+        }
         self.step = 0
         self.requests = 0
         self.not_modified = 0
@@ -90,8 +92,11 @@ async def run(cycles: int, tmp: Path) -> None:
     cfg_path = tmp / "steady.toml"
     cfg_path.write_text(
         f'[storage]\ndatabase = "{tmp / "steady.db"}"\n[fetch]\nallow_private_networks = true\n'
-        + "".join(f'[[feeds]]\nurl = "http://127.0.0.1:{port}/{o}.xml"\ntitle = "{o}"\n'
-                  for o in replay.outlets))
+        + "".join(
+            f'[[feeds]]\nurl = "http://127.0.0.1:{port}/{o}.xml"\ntitle = "{o}"\n'
+            for o in replay.outlets
+        )
+    )
     cfg = config_mod.load(cfg_path)
     costs = []
     with Store.open(cfg.database) as store:
@@ -103,19 +108,26 @@ async def run(cycles: int, tmp: Path) -> None:
                 summary = await poller.run_cycle(mode="all")
                 cpu, wall = tree_cpu() - cpu0, time.perf_counter() - wall0
                 costs.append(cpu)
-                print(f"cycle {step + 1:>2}: CPU {cpu:5.2f} s, wall {wall:5.2f} s  {summary.line()}",
-                      flush=True)
+                print(
+                    f"cycle {step + 1:>2}: CPU {cpu:5.2f} s, wall {wall:5.2f} s  {summary.line()}",
+                    flush=True,
+                )
             quiet = []
             for _ in range(3):  # nothing changed: every feed answers 304
                 cpu0, wall0 = tree_cpu(), time.perf_counter()
                 summary = await poller.run_cycle(mode="all")
                 quiet.append(tree_cpu() - cpu0)
-                print(f"unchanged cycle: CPU {quiet[-1]:.3f} s, wall {time.perf_counter() - wall0:.3f} s"
-                      f"  {summary.line()}", flush=True)
+                print(
+                    f"unchanged cycle: CPU {quiet[-1]:.3f} s, wall {time.perf_counter() - wall0:.3f} s"
+                    f"  {summary.line()}",
+                    flush=True,
+                )
         counts = store.counts()
     server.shutdown()
     print(f"\nfirst cycle (empty database): CPU {costs[0]:.2f} s")
-    print(f"later cycles (one snapshot forward): median CPU {statistics.median(costs[1:]):.2f} s per cycle")
+    print(
+        f"later cycles (one snapshot forward): median CPU {statistics.median(costs[1:]):.2f} s per cycle"
+    )
     print(f"unchanged cycles (all 304): median CPU {statistics.median(quiet):.3f} s per cycle")
     print(f"database: {counts}; server: {replay.requests} requests, {replay.not_modified} x 304")
 

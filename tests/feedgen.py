@@ -23,8 +23,9 @@ WORDS = (
     "parliament treaty summit embassy border refugees shelter charity donation award novel "
     "film director season league coach transfer stadium final champions record marathon"
 ).split()
-_SYLLABLES = ("ka ri to ne sa mu li po de va ro ti mi ga lo be nu fa si ke da zo "
-              "re ha ju wi pe").split()
+_SYLLABLES = (
+    "ka ri to ne sa mu li po de va ro ti mi ga lo be nu fa si ke da zo re ha ju wi pe"
+).split()
 
 
 def _vocabulary(size: int, seed: int) -> list[str]:
@@ -37,14 +38,15 @@ def _vocabulary(size: int, seed: int) -> list[str]:
 
 
 VOCABULARY = WORDS + _vocabulary(4000, 99)
-PLACES = ("Lisbon Oslo Tallinn Porto Gdansk Lyon Graz Bergen Turku Cork Bilbao Malmo Ghent "
-          "Utrecht Brno Split Varna Kaunas Leipzig Nantes").split()
+PLACES = (
+    "Lisbon Oslo Tallinn Porto Gdansk Lyon Graz Bergen Turku Cork Bilbao Malmo Ghent "
+    "Utrecht Brno Split Varna Kaunas Leipzig Nantes"
+).split()
 
 
 def _sentence(rng: random.Random, words: list[str], n: int) -> str:
     # A few common words and a long tail of rarer ones.
-    picks = (rng.choice(words) if rng.random() < 0.4 else rng.choice(VOCABULARY)
-             for _ in range(n))
+    picks = (rng.choice(words) if rng.random() < 0.4 else rng.choice(VOCABULARY) for _ in range(n))
     return " ".join(picks).capitalize() + "."
 
 
@@ -54,17 +56,25 @@ def make_events(count: int, seed: int = 1) -> list[dict[str, str]]:
     for i in range(count):
         place = rng.choice(PLACES)
         topic = rng.sample(VOCABULARY, 4)
-        events.append({
-            "place": place,
-            "topic": " ".join(topic),
-            "wire": f"{place} {' '.join(topic)} event{i} " + " ".join(
-                _sentence(rng, WORDS, 14) for _ in range(5)),
-        })
+        events.append(
+            {
+                "place": place,
+                "topic": " ".join(topic),
+                "wire": f"{place} {' '.join(topic)} event{i} "
+                + " ".join(_sentence(rng, WORDS, 14) for _ in range(5)),
+            }
+        )
     return events
 
 
-def write_feeds(folder: Path, feeds: int, entries_per_feed: int, *, seed: int = 1,
-                start: datetime = datetime(2024, 10, 28, tzinfo=UTC)) -> list[Path]:
+def write_feeds(
+    folder: Path,
+    feeds: int,
+    entries_per_feed: int,
+    *,
+    seed: int = 1,
+    start: datetime = datetime(2024, 10, 28, tzinfo=UTC),
+) -> list[Path]:
     """Write `feeds` RSS files into `folder`; returns their paths."""
     rng = random.Random(seed)
     events = make_events(max(3, feeds // 3), seed)
@@ -87,14 +97,17 @@ def write_feeds(folder: Path, feeds: int, entries_per_feed: int, *, seed: int = 
                 title = _sentence(rng, WORDS, 7)[:-1]
                 body = " ".join(_sentence(rng, WORDS, 15) for _ in range(3))
             items.append(
-                f"<item><guid isPermaLink=\"false\">feed{f}-item{n}</guid>"
+                f'<item><guid isPermaLink="false">feed{f}-item{n}</guid>'
                 f"<title>{escape(title)}</title>"
                 f"<link>https://outlet{f}.example/{n}</link>"
                 f"<description>{escape(body)}</description>"
-                f"<pubDate>{format_datetime(when)}</pubDate></item>")
-        xml = ("<?xml version=\"1.0\" encoding=\"utf-8\"?><rss version=\"2.0\"><channel>"
-               f"<title>Outlet {f}</title><link>https://outlet{f}.example/</link>"
-               f"<description>generated</description>{''.join(items)}</channel></rss>")
+                f"<pubDate>{format_datetime(when)}</pubDate></item>"
+            )
+        xml = (
+            '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            f"<title>Outlet {f}</title><link>https://outlet{f}.example/</link>"
+            f"<description>generated</description>{''.join(items)}</channel></rss>"
+        )
         path = folder / f"outlet{f:05d}.xml"
         path.write_text(xml, encoding="utf-8")
         paths.append(path)
@@ -128,26 +141,33 @@ def snapshot(db: Path) -> dict[str, object]:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         dupes = conn.execute(
-            "SELECT feed_id, guid FROM entries GROUP BY 1, 2 HAVING count(*) > 1").fetchall()
+            "SELECT feed_id, guid FROM entries GROUP BY 1, 2 HAVING count(*) > 1"
+        ).fetchall()
         assert dupes == [], "duplicate (feed, guid)"
         orphans = conn.execute(
             "SELECT count(*) FROM entries e LEFT JOIN stories s ON s.id = e.story_id"
-            " WHERE s.id IS NULL").fetchone()[0]
+            " WHERE s.id IS NULL"
+        ).fetchone()[0]
         assert orphans == 0, "entries without a story"
         wrong_counts = conn.execute(
             "SELECT count(*) FROM stories s WHERE member_count !="
-            " (SELECT count(*) FROM entries e WHERE e.story_id = s.id)").fetchone()[0]
+            " (SELECT count(*) FROM entries e WHERE e.story_id = s.id)"
+        ).fetchone()[0]
         assert wrong_counts == 0, "stories whose member_count is stale"
         empty = conn.execute(
             "SELECT count(*) FROM stories s WHERE NOT EXISTS"
-            " (SELECT 1 FROM entries e WHERE e.story_id = s.id)").fetchone()[0]
+            " (SELECT 1 FROM entries e WHERE e.story_id = s.id)"
+        ).fetchone()[0]
         assert empty == 0, "stories pointing at nothing"
-        entries = set(conn.execute(
-            "SELECT f.url, e.guid, e.content_hash FROM entries e JOIN feeds f ON f.id = e.feed_id"
-        ).fetchall())
+        entries = set(
+            conn.execute(
+                "SELECT f.url, e.guid, e.content_hash FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            ).fetchall()
+        )
         groups = conn.execute(
             "SELECT group_concat(f.url || '#' || e.guid, ' ') FROM entries e"
-            " JOIN feeds f ON f.id = e.feed_id GROUP BY e.story_id").fetchall()
+            " JOIN feeds f ON f.id = e.feed_id GROUP BY e.story_id"
+        ).fetchall()
         partition = {frozenset(g[0].split(" ")) for g in groups}
         return {"entries": entries, "stories": len(partition), "partition": partition}
     finally:
@@ -157,6 +177,7 @@ def snapshot(db: Path) -> dict[str, object]:
 def one_feed_config(folder: Path, feed: Path) -> Path:
     """A config polling one local feed file into folder/agg.db; its path."""
     config = folder / "agg.toml"
-    config.write_text(f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{feed.as_uri()}"\n',
-                      encoding="utf-8")
+    config.write_text(
+        f'[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "{feed.as_uri()}"\n', encoding="utf-8"
+    )
     return config

@@ -21,7 +21,9 @@ from aggregator.model import ClusterDoc, ClusterSettings, Entry
 DATA = Path(__file__).parent / "data" / "cluster"
 FIXTURE = json.loads((DATA / "events.json").read_text(encoding="utf-8"))
 ITEMS = {item["key"]: item for item in FIXTURE["items"]}
-CROSS_LANGUAGE = {key for pair in FIXTURE["cross_language"] for key in pair if ITEMS[key].get("language")}
+CROSS_LANGUAGE = {
+    key for pair in FIXTURE["cross_language"] for key in pair if ITEMS[key].get("language")
+}
 FEEDS = {name: i for i, name in enumerate(sorted({i["feed"] for i in FIXTURE["items"]}), 1)}
 
 
@@ -30,23 +32,41 @@ def make_doc(key: str, entry_id: int) -> ClusterDoc:
     item = ITEMS[key]
     text = " ".join(filter(None, (item["title"], item["summary"], item.get("content"))))
     entry = Entry(
-        guid=key, link=item["link"], title=item["title"], summary=item["summary"],
+        guid=key,
+        link=item["link"],
+        title=item["title"],
+        summary=item["summary"],
         content=item.get("content", ""),
-        text=text, published=datetime.fromisoformat(item["published"]), updated=None,
-        author=None, language=item.get("language", "en"),
-        content_hash=hashlib.sha256(text.encode()).hexdigest())
+        text=text,
+        published=datetime.fromisoformat(item["published"]),
+        updated=None,
+        author=None,
+        language=item.get("language", "en"),
+        content_hash=hashlib.sha256(text.encode()).hexdigest(),
+    )
     fp = fingerprint.fingerprint(entry)
     return ClusterDoc(
-        entry_id=entry_id, feed_id=FEEDS[item["feed"]], host=item["link"].split("/")[2],
-        published=entry.published, link=entry.link, content_hash=fp.content_hash,
-        simhash=fp.simhash, title=entry.title, terms=fp.terms, language=entry.language,
-        story_id=None, text_length=len(text),
-        **dict(zip(("title_terms", "rubric_terms"), fingerprint.title_layout(entry.title),
-                   strict=True)))
+        entry_id=entry_id,
+        feed_id=FEEDS[item["feed"]],
+        host=item["link"].split("/")[2],
+        published=entry.published,
+        link=entry.link,
+        content_hash=fp.content_hash,
+        simhash=fp.simhash,
+        title=entry.title,
+        terms=fp.terms,
+        language=entry.language,
+        story_id=None,
+        text_length=len(text),
+        **dict(
+            zip(("title_terms", "rubric_terms"), fingerprint.title_layout(entry.title), strict=True)
+        ),
+    )
 
 
-def run_cycle(keys: list[str], stored: dict[int, ClusterDoc] | None = None,
-              next_story_id: int = 1) -> tuple[dict[str, int], StoryClusterer]:
+def run_cycle(
+    keys: list[str], stored: dict[int, ClusterDoc] | None = None, next_story_id: int = 1
+) -> tuple[dict[str, int], StoryClusterer]:
     """One poll cycle as the pipeline drives it: load stored docs, add the new ones in the given
     order (entry ids in arrival order), merge pass. Returns story id per key."""
     clusterer = StoryClusterer(ClusterSettings(), next_story_id)
@@ -94,12 +114,15 @@ def test_stories_do_not_depend_on_arrival_order(order: list[str]) -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(st.permutations(MONOLINGUAL), st.integers(min_value=1, max_value=len(MONOLINGUAL) - 1))
-def test_two_cycles_give_the_same_stories_whichever_half_comes_first(order: list[str], cut: int) -> None:
+def test_two_cycles_give_the_same_stories_whichever_half_comes_first(
+    order: list[str], cut: int
+) -> None:
     first, c1 = run_cycle(list(order[:cut]))
     # The store between cycles: every entry with its (final) story id.
     stored = {eid: replace(doc, story_id=c1.story_of(eid)) for eid, doc in c1._docs.items()}
-    entry_of = {key: eid for eid, doc in c1._docs.items() for key in first
-                if doc.link == ITEMS[key]["link"]}
+    entry_of = {
+        key: eid for eid, doc in c1._docs.items() for key in first if doc.link == ITEMS[key]["link"]
+    }
     second, c2 = run_cycle(list(order[cut:]), stored, next_story_id=max(first.values()) + 1)
     final = {key: c2.story_of(eid) for key, eid in entry_of.items()} | second
     assert partition(final) == expected_partition(MONOLINGUAL)
@@ -107,7 +130,9 @@ def test_two_cycles_give_the_same_stories_whichever_half_comes_first(order: list
 
 @settings(max_examples=15, deadline=None)
 @given(st.permutations(MONOLINGUAL), st.integers(min_value=1, max_value=len(MONOLINGUAL) - 1))
-def test_a_cycle_killed_before_its_merge_pass_ends_like_a_clean_run(order: list[str], cut: int) -> None:
+def test_a_cycle_killed_before_its_merge_pass_ends_like_a_clean_run(
+    order: list[str], cut: int
+) -> None:
     killed = StoryClusterer(ClusterSettings(), 1)
     for n, key in enumerate(order[:cut], 1):
         killed.add(make_doc(key, n), ())  # recorded by the store; no merge pass
@@ -120,14 +145,20 @@ def test_a_cycle_killed_before_its_merge_pass_ends_like_a_clean_run(order: list[
         resumed.add(make_doc(key, n), ())
     resumed.merge_pass()
     keys = {n: key for n, key in enumerate(order, 1)}
-    assert partition({keys[e]: resumed.story_of(e) for e in keys}) == expected_partition(MONOLINGUAL)
+    assert partition({keys[e]: resumed.story_of(e) for e in keys}) == expected_partition(
+        MONOLINGUAL
+    )
 
 
 def test_hard_negatives_stay_apart() -> None:
     story_of, _ = run_cycle(MONOLINGUAL)
-    apart = [("fc-magdeburg", "mgd-attack-1"), ("intel-magdeburg", "mgd-attack-2"),
-             ("quake-jp-1", "quake-cl-1"), ("quake-jp-2", "quake-cl-2"),
-             ("lyon-fire", "lyon-tram")]
+    apart = [
+        ("fc-magdeburg", "mgd-attack-1"),
+        ("intel-magdeburg", "mgd-attack-2"),
+        ("quake-jp-1", "quake-cl-1"),
+        ("quake-jp-2", "quake-cl-2"),
+        ("lyon-fire", "lyon-tram"),
+    ]
     for a, b in apart:
         assert story_of[a] != story_of[b], (a, b)
 
@@ -153,13 +184,16 @@ def test_independent_write_ups_join_through_the_merge_pass() -> None:
 
 def test_new_entry_joins_a_stored_story_by_story_match() -> None:
     first, clusterer = run_cycle(["mgd-attack-1", "mgd-attack-2"])
-    stored = {eid: replace(d, story_id=clusterer.story_of(eid)) for eid, d in clusterer._docs.items()}
+    stored = {
+        eid: replace(d, story_id=clusterer.story_of(eid)) for eid, d in clusterer._docs.items()
+    }
     c2 = StoryClusterer(ClusterSettings(), max(first.values()) + 1)
     c2.load(stored.values())
     assert c2.add(make_doc("mgd-attack-3", 10), ()).rule == "new"  # story matching is the pass's
     merges = c2.merge_pass()
     assert [(m.from_story_id, m.into_story_id) for m in merges] == [
-        (merges[0].from_story_id, first["mgd-attack-1"])]
+        (merges[0].from_story_id, first["mgd-attack-1"])
+    ]
     a = c2.assignment(10)
     assert a.rule == "story_match" and a.story_id == first["mgd-attack-1"]
     assert a.score is not None and a.score >= ClusterSettings().story_threshold
@@ -179,8 +213,13 @@ def test_same_url_and_same_content_are_near_duplicates() -> None:
 
 def test_short_recurring_heading_in_one_feed_is_not_a_copy() -> None:
     clusterer = StoryClusterer(ClusterSettings(), 1)
-    base = replace(make_doc("lyon-tram", 1), title="Morning briefing", terms=("morning", "briefing"),
-                   content_hash="same", simhash=None)
+    base = replace(
+        make_doc("lyon-tram", 1),
+        title="Morning briefing",
+        terms=("morning", "briefing"),
+        content_hash="same",
+        simhash=None,
+    )
     clusterer.add(base, ())
     later = replace(base, entry_id=2, link="https://local.example/briefing-2")
     assert clusterer.add(later, ()).rule == "new"
@@ -193,8 +232,9 @@ def test_bridging_entry_merges_stories_and_keeps_the_older_id() -> None:
     # An entry that carries the URL of one (and its date: a URL joins within the window) and
     # the exact text of the other bridges them.
     lyon = make_doc("lyon-tram", 1)
-    bridge = replace(make_doc("quake-cl-1", 3), link=lyon.link, published=lyon.published,
-                     feed_id=77)
+    bridge = replace(
+        make_doc("quake-cl-1", 3), link=lyon.link, published=lyon.published, feed_id=77
+    )
     result = clusterer.add(bridge, ())
     # The Chile story was first seen in March, the Lyon one in October: the older id survives.
     assert result.story_id == b.story_id
@@ -220,7 +260,9 @@ def test_re_adding_and_re_running_changes_nothing() -> None:
 
 def test_reloading_stored_stories_and_polling_nothing_new_changes_nothing() -> None:
     story_of, clusterer = run_cycle(MONOLINGUAL)
-    stored = {eid: replace(d, story_id=clusterer.story_of(eid)) for eid, d in clusterer._docs.items()}
+    stored = {
+        eid: replace(d, story_id=clusterer.story_of(eid)) for eid, d in clusterer._docs.items()
+    }
     c2 = StoryClusterer(ClusterSettings(), max(story_of.values()) + 1)
     c2.load(stored.values())
     assert c2.merge_pass() == []
@@ -281,10 +323,16 @@ def test_merge_steps_pause_in_a_big_window_and_merge_as_merge_pass_does() -> Non
         for key in MONOLINGUAL:
             n = len(docs) + 1
             doc = make_doc(key, n)
-            docs.append(replace(doc, story_id=n, published=doc.published + timedelta(days=10 * block),
-                                link=f"{doc.link}?block={block}",
-                                content_hash=f"{doc.content_hash}-{block}",
-                                terms=tuple(f"{t}~{block}" for t in doc.terms)))
+            docs.append(
+                replace(
+                    doc,
+                    story_id=n,
+                    published=doc.published + timedelta(days=10 * block),
+                    link=f"{doc.link}?block={block}",
+                    content_hash=f"{doc.content_hash}-{block}",
+                    terms=tuple(f"{t}~{block}" for t in doc.terms),
+                )
+            )
 
     def loaded() -> StoryClusterer:
         clusterer = StoryClusterer(ClusterSettings(), len(docs) + 1)
@@ -306,21 +354,46 @@ def test_merge_steps_pause_in_a_big_window_and_merge_as_merge_pass_does() -> Non
     assert pauses >= 5
 
 
-def _written(entry_id: int, host: str, title: str, summary: str = "",
-             published: str = "2024-10-28T12:00:00+00:00") -> ClusterDoc:
+def _written(
+    entry_id: int,
+    host: str,
+    title: str,
+    summary: str = "",
+    published: str = "2024-10-28T12:00:00+00:00",
+) -> ClusterDoc:
     """A doc built as the pipeline builds one, from an outlet's headline and summary."""
     text = f"{title} {summary}".strip()
     entry = Entry(
-        guid=str(entry_id), link=f"https://{host}/{entry_id}", title=title, summary=summary,
-        content="", text=text, published=datetime.fromisoformat(published), updated=None,
-        author=None, language="fr", content_hash=hashlib.sha256(text.encode()).hexdigest())
+        guid=str(entry_id),
+        link=f"https://{host}/{entry_id}",
+        title=title,
+        summary=summary,
+        content="",
+        text=text,
+        published=datetime.fromisoformat(published),
+        updated=None,
+        author=None,
+        language="fr",
+        content_hash=hashlib.sha256(text.encode()).hexdigest(),
+    )
     fp = fingerprint.fingerprint(entry)
     title_terms, rubric_terms = fingerprint.title_layout(title)
     return ClusterDoc(
-        entry_id=entry_id, feed_id=sum(map(ord, host)), host=host, published=entry.published,
-        link=entry.link, content_hash=fp.content_hash, simhash=fp.simhash, title=title,
-        terms=fp.terms, language="fr", story_id=None, text_length=len(text),
-        title_terms=title_terms, rubric_terms=rubric_terms)
+        entry_id=entry_id,
+        feed_id=sum(map(ord, host)),
+        host=host,
+        published=entry.published,
+        link=entry.link,
+        content_hash=fp.content_hash,
+        simhash=fp.simhash,
+        title=title,
+        terms=fp.terms,
+        language="fr",
+        story_id=None,
+        text_length=len(text),
+        title_terms=title_terms,
+        rubric_terms=rubric_terms,
+    )
 
 
 def _stories(docs: list[ClusterDoc]) -> set[frozenset[int]]:
@@ -338,8 +411,12 @@ def test_an_outlets_recurring_rubric_is_not_evidence_of_one_happening() -> None:
         _written(1, "lexpress.fr", "Guerre en Ukraine : Moscou revendique une avancée à Donetsk"),
         _written(2, "lexpress.fr", "Guerre en Ukraine : l'alcool russe visé par des drones"),
         _written(3, "lexpress.fr", "Guerre en Ukraine : Izioum renaît de ses cendres"),
-        _written(4, "lefigaro.fr", "Guerre en Ukraine : Moscou revendique une avancée à Donetsk",
-                 "L'armée russe dit avoir pris un village près de Pokrovsk."),
+        _written(
+            4,
+            "lefigaro.fr",
+            "Guerre en Ukraine : Moscou revendique une avancée à Donetsk",
+            "L'armée russe dit avoir pris un village près de Pokrovsk.",
+        ),
         _written(5, "la-croix.fr", "Guerre en Ukraine : le pape appelle à la paix"),
     ]
     stories = _stories(docs)
@@ -362,8 +439,10 @@ def test_a_chain_of_partial_overlaps_does_not_collapse_into_one_story() -> None:
     # Each headline shares two rare names with the next one only: centroid linkage let such a
     # chain grow into one story; a story joins another only when most member pairs agree.
     names = ["Zorvan", "Kelbrin", "Maduvek", "Tarsolo", "Ubrecht", "Vinsaldo", "Quarnel"]
-    docs = [_written(i + 1, f"outlet{i}.example", f"{names[i]} et {names[i + 1]} signent")
-            for i in range(len(names) - 1)]
+    docs = [
+        _written(i + 1, f"outlet{i}.example", f"{names[i]} et {names[i + 1]} signent")
+        for i in range(len(names) - 1)
+    ]
     stories = _stories(docs)
     assert max(len(s) for s in stories) < len(docs)
     assert max(len(s) for s in stories) <= 3
@@ -378,9 +457,14 @@ def test_hyphenated_names_are_one_story_term() -> None:
 def test_one_outlets_section_feeds_count_as_one_outlet() -> None:
     # The same programme in two section feeds of one broadcaster is not two outlets agreeing.
     a = _written(1, "www.deutschlandfunk.de", "Künstliche Intelligenz - Der Stromhunger der KI")
-    b = replace(_written(2, "www.deutschlandfunk.de",
-                         "Künstliche Intelligenz - Neue Möglichkeiten der KI im Sport"),
-                feed_id=a.feed_id + 1)
+    b = replace(
+        _written(
+            2,
+            "www.deutschlandfunk.de",
+            "Künstliche Intelligenz - Neue Möglichkeiten der KI im Sport",
+        ),
+        feed_id=a.feed_id + 1,
+    )
     assert len(_stories([a, b])) == 2
 
 
@@ -388,26 +472,60 @@ def test_a_shared_topic_label_and_its_acronym_are_one_piece_of_evidence() -> Non
     # Two broadcasters file different pieces under "Künstliche Intelligenz"; "KI" is the same
     # name again, so the two headlines share one unit and stay apart.
     a = _written(1, "www.deutschlandfunk.de", "Künstliche Intelligenz - Der Stromhunger der KI")
-    b = _written(2, "www.deutschlandfunkkultur.de",
-                 "Künstliche Intelligenz - Neue Möglichkeiten der KI im Sport")
+    b = _written(
+        2,
+        "www.deutschlandfunkkultur.de",
+        "Künstliche Intelligenz - Neue Möglichkeiten der KI im Sport",
+    )
     assert len(_stories([a, b])) == 2
 
 
 def test_write_ups_sharing_only_common_words_need_a_name_or_a_much_closer_match() -> None:
     # A Swiss munitions factory and Volkswagen's plants are both "usines menacées de
     # fermeture": without a shared name or number that is not one happening.
-    vw = _written(1, "lemonde.fr", "Trois usines Volkswagen menacées de fermeture en Allemagne",
-                  "Le groupe a lancé un plan qui menace trois sites en Allemagne.")
-    ammo = _written(2, "20min.ch", "La dernière usine de munitions du pays menacée de fermeture",
-                    "Quelque 400 emplois pourraient disparaître si le dernier site fermait.")
-    other_vw = _written(3, "la-croix.com", "Volkswagen envisage de fermer trois usines en Allemagne")
+    vw = _written(
+        1,
+        "lemonde.fr",
+        "Trois usines Volkswagen menacées de fermeture en Allemagne",
+        "Le groupe a lancé un plan qui menace trois sites en Allemagne.",
+    )
+    ammo = _written(
+        2,
+        "20min.ch",
+        "La dernière usine de munitions du pays menacée de fermeture",
+        "Quelque 400 emplois pourraient disparaître si le dernier site fermait.",
+    )
+    other_vw = _written(
+        3, "la-croix.com", "Volkswagen envisage de fermer trois usines en Allemagne"
+    )
     # The rest of the day's news, so that these words are as common as on a real day.
-    towns = ["Brest", "Nancy", "Dijon", "Amiens", "Limoges", "Poitiers", "Tours", "Rouen",
-             "Nîmes", "Pau", "Metz", "Caen", "Annecy", "Vannes", "Colmar", "Cahors"]
+    towns = [
+        "Brest",
+        "Nancy",
+        "Dijon",
+        "Amiens",
+        "Limoges",
+        "Poitiers",
+        "Tours",
+        "Rouen",
+        "Nîmes",
+        "Pau",
+        "Metz",
+        "Caen",
+        "Annecy",
+        "Vannes",
+        "Colmar",
+        "Cahors",
+    ]
     day = [vw, ammo, other_vw] + [
-        _written(10 + i, f"local{i}.example", f"{town} : le conseil municipal vote le budget",
-                 "Une usine, un site et des emplois au menu de la séance.")
-        for i, town in enumerate(towns)]
+        _written(
+            10 + i,
+            f"local{i}.example",
+            f"{town} : le conseil municipal vote le budget",
+            "Une usine, un site et des emplois au menu de la séance.",
+        )
+        for i, town in enumerate(towns)
+    ]
     stories = _stories(day)
     assert frozenset({2}) in stories
     assert frozenset({1, 3}) in stories
@@ -419,8 +537,10 @@ def test_write_ups_sharing_only_common_words_need_a_name_or_a_much_closer_match(
 
 
 def test_episodes_of_a_programme_with_one_description_are_not_copies() -> None:
-    blurb = ("Daily devotional programme with music, prayer and a short message for viewers "
-             "from our studio; subscribe to the channel for every new episode and share it")
+    blurb = (
+        "Daily devotional programme with music, prayer and a short message for viewers "
+        "from our studio; subscribe to the channel for every new episode and share it"
+    )
     a = _written(1, "www.youtube.com", "Hilari Henriques | Maranatha 8/3/2020", blurb)
     b = _written(2, "www.youtube.com", "Hilari Henriques | Maranatha 8/4/2020", blurb)
     b = replace(b, feed_id=a.feed_id, content_hash=a.content_hash)  # one feed, one text hash
@@ -435,16 +555,27 @@ def test_a_programmes_blurb_does_not_pull_its_other_episodes_into_a_story() -> N
     # A broadcaster puts one blurb under every episode of its evening show, each episode titled
     # after a different topic. One episode is about a story another outlet reports: that one
     # joins it, the other episodes stay out (they share only the feed's own text).
-    blurb = ("À 22h, Perrine Storme fait le tour des images marquantes et des déclarations "
-             "fortes de la journée, avec chroniqueurs, invités et éditorialistes.")
+    blurb = (
+        "À 22h, Perrine Storme fait le tour des images marquantes et des déclarations "
+        "fortes de la journée, avec chroniqueurs, invités et éditorialistes."
+    )
     docs = [
-        _written(1, "lefigaro.fr", "Enlèvement de Santiago : la voiture des parents retrouvée",
-                 "La voiture des parents du nourrisson a été retrouvée en Belgique."),
-        _written(2, "bfmtv.com", "Enlèvement de Santiago : la voiture des parents retrouvée - 23/10",
-                 blurb),
+        _written(
+            1,
+            "lefigaro.fr",
+            "Enlèvement de Santiago : la voiture des parents retrouvée",
+            "La voiture des parents du nourrisson a été retrouvée en Belgique.",
+        ),
+        _written(
+            2,
+            "bfmtv.com",
+            "Enlèvement de Santiago : la voiture des parents retrouvée - 23/10",
+            blurb,
+        ),
         _written(3, "bfmtv.com", "Agriculteurs : plus dure sera la colère ? - 23/10", blurb),
-        _written(4, "bfmtv.com", "Sandrine Rousseau : Barnier veut faire durer le débat - 23/10",
-                 blurb),
+        _written(
+            4, "bfmtv.com", "Sandrine Rousseau : Barnier veut faire durer le débat - 23/10", blurb
+        ),
     ]
     stories = _stories(docs)
     assert frozenset({1, 2}) in stories
@@ -460,17 +591,21 @@ def test_a_slash_date_is_not_story_evidence() -> None:
     assert fingerprint.title_layout("Agriculteurs : la colère - 23/10") == (2, 1)
 
 
-_MADE_UP = ["".join(p) for p in itertools.product("bcdfglmnprstv", "aeiou", "lmnrst", "aeiou",
-                                                 "bdgklmnprstv", "aeiou")]
+_MADE_UP = [
+    "".join(p)
+    for p in itertools.product("bcdfglmnprstv", "aeiou", "lmnrst", "aeiou", "bdgklmnprstv", "aeiou")
+]
 
 
 def _made_up_words(count: int, start: int) -> list[str]:
     """Distinct pronounceable non-words ("balabe", ...), so that each piece's own angle shares
     nothing with any other's."""
-    return _MADE_UP[start:start + count]
+    return _MADE_UP[start : start + count]
 
 
-def _large_story(first: int, story_id: int, headline: str, members: int, host: str) -> list[ClusterDoc]:
+def _large_story(
+    first: int, story_id: int, headline: str, members: int, host: str
+) -> list[ClusterDoc]:
     """A stored story of `members` outlets: every fourth one runs `headline`, the others only
     its subject ("Mt. Gox : ...") with an angle of their own and a long text of their own."""
     subject = headline.split(":")[0].split(",")[0].strip()
@@ -478,9 +613,15 @@ def _large_story(first: int, story_id: int, headline: str, members: int, host: s
     for i in range(members):
         n = first + i
         own = " ".join(_made_up_words(80, n * 80))
-        title = headline if i % 4 == 0 else f"{subject} : {' '.join(_made_up_words(6, 40000 + n * 6))}"
-        docs.append(replace(_written(n, f"{host}{i}.example", title, "" if i % 4 == 0 else own),
-                            story_id=story_id))
+        title = (
+            headline if i % 4 == 0 else f"{subject} : {' '.join(_made_up_words(6, 40000 + n * 6))}"
+        )
+        docs.append(
+            replace(
+                _written(n, f"{host}{i}.example", title, "" if i % 4 == 0 else own),
+                story_id=story_id,
+            )
+        )
     return docs
 
 
@@ -489,16 +630,31 @@ def test_two_large_stories_of_one_happening_merge_when_their_cores_agree() -> No
     # agree, but most members are angles of their own, so the mean over all 420 member pairs
     # is low. Such halves once stayed apart (two large stories had to agree as wholes); a
     # story about the bitcoin price, sharing only "bitcoin", still stays apart.
-    filing = _large_story(1, 1, "Mt. Gox, la plateforme bitcoin, se déclare en faillite aux"
-                          " États-Unis", 21, "a")
-    protection = _large_story(100, 2, "Faillite de Mt. Gox : la plateforme bitcoin demande la"
-                              " protection des États-Unis", 20, "b")
-    price = _large_story(200, 3, "Bitcoin : le cours de la monnaie virtuelle rebondit après la"
-                         " chute", 21, "c")
+    filing = _large_story(
+        1, 1, "Mt. Gox, la plateforme bitcoin, se déclare en faillite aux États-Unis", 21, "a"
+    )
+    protection = _large_story(
+        100,
+        2,
+        "Faillite de Mt. Gox : la plateforme bitcoin demande la protection des États-Unis",
+        20,
+        "b",
+    )
+    price = _large_story(
+        200, 3, "Bitcoin : le cours de la monnaie virtuelle rebondit après la chute", 21, "c"
+    )
     # The rest of the window, so that the story's words are rare enough to be searched.
-    rest = [replace(_written(1000 + i, f"z{i % 50}.example",
-                             " ".join(_made_up_words(4, 30000 + i * 4)).capitalize()),
-                    story_id=100 + i) for i in range(800)]
+    rest = [
+        replace(
+            _written(
+                1000 + i,
+                f"z{i % 50}.example",
+                " ".join(_made_up_words(4, 30000 + i * 4)).capitalize(),
+            ),
+            story_id=100 + i,
+        )
+        for i in range(800)
+    ]
     clusterer = StoryClusterer(ClusterSettings(), 1000)
     clusterer.load(filing + protection + price + rest)
     clusterer.touch([1, 2, 3])

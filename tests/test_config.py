@@ -37,7 +37,11 @@ def test_contract_shape_loads_with_paths_relative_to_the_config(tmp_path: Path) 
     assert cfg.fetch.allow_private_networks is False
     first, local = cfg.feeds
     assert (first.url, first.title, first.tags, first.interval) == (
-        "https://www.example.org/rss.xml", "Example", ("world", "fr"), 1800)
+        "https://www.example.org/rss.xml",
+        "Example",
+        ("world", "fr"),
+        1800,
+    )
     assert local.url == (tmp_path / "feeds" / "local.xml").as_uri()
     assert cfg.fetch.user_agent.startswith("aggregator/")
 
@@ -46,16 +50,31 @@ def test_contract_shape_loads_with_paths_relative_to_the_config(tmp_path: Path) 
     ("text", "key", "words"),
     [
         ('[storage]\ndatabse = "x.db"\n', "storage.databse", "unknown key"),
-        ('[fetch]\nallow_private_networks = "yes"\n', "fetch.allow_private_networks", "true or false"),
+        (
+            '[fetch]\nallow_private_networks = "yes"\n',
+            "fetch.allow_private_networks",
+            "true or false",
+        ),
         ('[[feeds]]\nurl = "ftp://example.org/feed"\n', "feeds[0].url", "scheme"),
         ('[[feeds]]\nurl = "https://"\n', "feeds[0].url", "no host"),
         ('[[feeds]]\ntitle = "no url"\n', "feeds[0].url", "required"),
-        ('[[feeds]]\nurl = "https://a.example/f"\ninterval = "soon"\n', "feeds[0].interval", "duration"),
+        (
+            '[[feeds]]\nurl = "https://a.example/f"\ninterval = "soon"\n',
+            "feeds[0].interval",
+            "duration",
+        ),
         ('[[feeds]]\nurl = "https://a.example/f"\ntags = "news"\n', "feeds[0].tags", "an array"),
-        ('[[feeds]]\nurl = "https://a.example/f"\n[[feeds]]\nurl = "https://a.example/f"\n',
-         "feeds[1].url", "duplicate"),
-        ('[schedule]\ninterval = 0\n', "schedule.interval", "positive"),
-        ('[[digests]]\nname = "d"\npath = "d.xml"\nformat = "pdf"\n', "digests[0].format", "one of"),
+        (
+            '[[feeds]]\nurl = "https://a.example/f"\n[[feeds]]\nurl = "https://a.example/f"\n',
+            "feeds[1].url",
+            "duplicate",
+        ),
+        ("[schedule]\ninterval = 0\n", "schedule.interval", "positive"),
+        (
+            '[[digests]]\nname = "d"\npath = "d.xml"\nformat = "pdf"\n',
+            "digests[0].format",
+            "one of",
+        ),
         ('colour = "blue"\n', "colour", "unknown key"),
     ],
 )
@@ -87,8 +106,9 @@ def test_included_feed_files_add_feeds(tmp_path: Path) -> None:
     assert [f.url for f in cfg.feeds] == ["https://a.example/rss", "https://b.example/rss"]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200),
-                                               ("1d", 86400), (45, 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("1d", 86400), (45, 45)]
+)
 def test_durations(text: object, seconds: int) -> None:
     assert config.parse_duration(text) == seconds
 

@@ -41,10 +41,28 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     port = free_port()
     log = (root / "datasette.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "datasette", "serve", str(root / "news.db"),
-         "--host", "127.0.0.1", "--port", str(port), "--metadata", str(root / "metadata.json"),
-         "--setting", "num_sql_threads", "1", "--setting", "sql_time_limit_ms", "5000"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "datasette",
+            "serve",
+            str(root / "news.db"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--metadata",
+            str(root / "metadata.json"),
+            "--setting",
+            "num_sql_threads",
+            "1",
+            "--setting",
+            "sql_time_limit_ms",
+            "5000",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60  # a start-up limit, not a timing assertion
@@ -122,8 +140,11 @@ def test_datasette_metadata_command_rekeys_the_bundled_file(tmp_path: Path) -> N
     config.write_text('[storage]\ndatabase = "data/my-news.db"\n')
     printed = json.loads(run_cli(config, "datasette-metadata").stdout)
     assert list(printed["databases"]) == ["my-news"]
-    bundled = json.loads((Path(__file__).parents[1] / "aggregator" / "datasette_metadata.json")
-                         .read_text(encoding="utf-8"))
+    bundled = json.loads(
+        (Path(__file__).parents[1] / "aggregator" / "datasette_metadata.json").read_text(
+            encoding="utf-8"
+        )
+    )
     assert printed["databases"]["my-news"] == bundled["databases"]["aggregator"]
     assert not (tmp_path / "data").exists()  # printing metadata creates no database
 
@@ -131,12 +152,15 @@ def test_datasette_metadata_command_rekeys_the_bundled_file(tmp_path: Path) -> N
 def test_entries_table_has_a_working_search_box(served: tuple[str, Path]) -> None:
     base, _ = served
     rows = get(base, "/news/entries.json?_shape=array&_search=lighthouse&_col=title")
-    assert sorted(r["title"] for r in rows) == ["Lighthouse keeper retires after forty years",
-                                                "Spring tides expected this weekend"]
+    assert sorted(r["title"] for r in rows) == [
+        "Lighthouse keeper retires after forty years",
+        "Spring tides expected this weekend",
+    ]
 
 
 def test_story_overview_opens_with_the_most_widely_reported_stories(
-        served: tuple[str, Path]) -> None:
+    served: tuple[str, Path],
+) -> None:
     base, _config = served
     rows = get(base, "/news/story_overview.json?_shape=array")
     counts = [row["feed_count"] for row in rows]

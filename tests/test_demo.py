@@ -23,18 +23,32 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     home = tmp_path_factory.mktemp("demo")
     (home / "config").mkdir()
     port = free_port()
     # The copy names the port the demo serves on, as config/demo.toml names 8765 for `make demo`.
     text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
-    (home / "config" / "demo.toml").write_text(text.replace(":8765/", f":{port}/"),
-                                               encoding="utf-8")
+    (home / "config" / "demo.toml").write_text(
+        text.replace(":8765/", f":{port}/"), encoding="utf-8"
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "aggregator", "--config", str(home / "config" / "demo.toml"),
-         "demo", "--port", str(port)],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "aggregator",
+            "--config",
+            str(home / "config" / "demo.toml"),
+            "demo",
+            "--port",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return result, home / "data"
 
 
@@ -57,18 +71,25 @@ def test_demo_shows_stories_carried_by_several_outlets(demo_run) -> None:  # typ
     biggest = conn.execute("SELECT max(feed_count) FROM stories").fetchone()[0]
     assert biggest >= 4
     nato = conn.execute(
-        "SELECT feed_count FROM stories WHERE title LIKE '%North Korean troops%'").fetchall()
+        "SELECT feed_count FROM stories WHERE title LIKE '%North Korean troops%'"
+    ).fetchall()
     assert nato and max(n for (n,) in nato) >= 4
 
 
 def test_demo_expected_stories_join_and_hard_negatives_stay_apart(demo_run) -> None:  # type: ignore[no-untyped-def]
     _result, data = demo_run
     expected = json.loads((DEMO / "expected_stories.json").read_text(encoding="utf-8"))
-    language = {o["slug"]: o["language"] for o in
-                json.loads((DEMO / "manifest.json").read_text(encoding="utf-8"))["outlets"]}
+    language = {
+        o["slug"]: o["language"]
+        for o in json.loads((DEMO / "manifest.json").read_text(encoding="utf-8"))["outlets"]
+    }
     conn = sqlite3.connect(data / "demo.db")
-    story = {(Path(url).name.split(".")[0], guid): sid for url, guid, sid in conn.execute(
-        "SELECT f.config_url, e.guid, e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id")}
+    story = {
+        (Path(url).name.split(".")[0], guid): sid
+        for url, guid, sid in conn.execute(
+            "SELECT f.config_url, e.guid, e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id"
+        )
+    }
     same = together = 0
     for s in expected["stories"]:
         for a, b in itertools.combinations([tuple(m) for m in s["members"]], 2):
@@ -88,15 +109,28 @@ def test_explain_says_why_entries_are_or_are_not_together(demo_run) -> None:  # 
     nato = conn.execute(
         "SELECT id FROM entries WHERE story_id = (SELECT story_id FROM entries"
         " WHERE title LIKE '%North Korean troops%' GROUP BY story_id ORDER BY count(*) DESC"
-        " LIMIT 1) ORDER BY id LIMIT 2").fetchall()
+        " LIMIT 1) ORDER BY id LIMIT 2"
+    ).fetchall()
     magdeburg = conn.execute(
-        "SELECT id FROM entries WHERE title LIKE '%Magdeburg%' ORDER BY id").fetchall()
+        "SELECT id FROM entries WHERE title LIKE '%Magdeburg%' ORDER BY id"
+    ).fetchall()
     config = data.parent / "config" / "demo.toml"
 
     def explain(*ids: int) -> str:
-        done = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(config),
-                               "explain", *map(str, ids)], capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aggregator",
+                "--config",
+                str(config),
+                "explain",
+                *map(str, ids),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -105,9 +139,15 @@ def test_explain_says_why_entries_are_or_are_not_together(demo_run) -> None:  # 
     assert len(magdeburg) >= 2
     apart = explain(magdeburg[0][0], magdeburg[1][0])
     assert "together: no" in apart
-    assert "no entry 999999" in subprocess.run(
-        [sys.executable, "-m", "aggregator", "--config", str(config), "explain", "999999"],
-        capture_output=True, text=True, timeout=60).stderr
+    assert (
+        "no entry 999999"
+        in subprocess.run(
+            [sys.executable, "-m", "aggregator", "--config", str(config), "explain", "999999"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stderr
+    )
 
 
 def test_the_readme_quick_start_commands_show_the_demo_stories(demo_run) -> None:  # type: ignore[no-untyped-def]
@@ -122,8 +162,7 @@ def test_the_readme_quick_start_commands_show_the_demo_stories(demo_run) -> None
     outputs = []
     for command in commands:
         args = [sys.executable, "-m", "aggregator", *command[1:]]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=60,
-                              cwd=data.parent)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=data.parent)
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     stories, feeds = outputs[0], outputs[1]
@@ -133,10 +172,15 @@ def test_the_readme_quick_start_commands_show_the_demo_stories(demo_run) -> None
 
 def test_a_feed_never_polled_is_listed_as_never_polled(tmp_path: Path) -> None:
     config = tmp_path / "agg.toml"
-    config.write_text('[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "https://a.example/f"\n',
-                      encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(config), "feeds"],
-                          capture_output=True, text=True, timeout=60)
+    config.write_text(
+        '[storage]\ndatabase = "agg.db"\n[[feeds]]\nurl = "https://a.example/f"\n', encoding="utf-8"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "aggregator", "--config", str(config), "feeds"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "never polled" in done.stdout and " ok " not in done.stdout
     conn = sqlite3.connect(tmp_path / "agg.db")
@@ -145,25 +189,39 @@ def test_a_feed_never_polled_is_listed_as_never_polled(tmp_path: Path) -> None:
 
 
 def _demo_cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "aggregator", "--config",
-                           str(data.parent / "config" / "demo.toml"), *args],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aggregator",
+            "--config",
+            str(data.parent / "config" / "demo.toml"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done
 
 
 def test_digests_list_stories_in_the_order_of_aggregator_stories(demo_run) -> None:  # type: ignore[no-untyped-def]
     _result, data = demo_run
-    listed = [json.loads(line)["id"] for line in _demo_cli(
-        data, "stories", "--since", "3650d", "--min-sources", "2", "--limit", "100",
-        "--json").stdout.splitlines()]
+    listed = [
+        json.loads(line)["id"]
+        for line in _demo_cli(
+            data, "stories", "--since", "3650d", "--min-sources", "2", "--limit", "100", "--json"
+        ).stdout.splitlines()
+    ]
     feed = json.loads(_demo_cli(data, "export", "--digest", "demo-json").stdout)
     in_digest = [int(item["id"].rsplit("/", 1)[1]) for item in feed["items"]]
-    assert len(in_digest) >= 5 and in_digest == listed[:len(in_digest)]
+    assert len(in_digest) >= 5 and in_digest == listed[: len(in_digest)]
     conn = sqlite3.connect(data / "demo.db")
     widest = conn.execute("SELECT max(feed_count) FROM stories").fetchone()[0]
-    first = conn.execute("SELECT feed_count FROM stories WHERE id = ?",
-                         (in_digest[0],)).fetchone()[0]
+    first = conn.execute("SELECT feed_count FROM stories WHERE id = ?", (in_digest[0],)).fetchone()[
+        0
+    ]
     conn.close()
     assert first == widest  # the NATO story (4 outlets) leads, not the story with the top id
 
@@ -195,7 +253,8 @@ def test_story_first_seen_means_one_thing_in_the_data_and_both_docs(demo_run) ->
     conn = sqlite3.connect(data / "demo.db")
     wrong = conn.execute(
         "SELECT count(*) FROM stories s WHERE s.first_seen !="
-        " (SELECT min(e.published) FROM entries e WHERE e.story_id = s.id)").fetchone()[0]
+        " (SELECT min(e.published) FROM entries e WHERE e.story_id = s.id)"
+    ).fetchone()[0]
     conn.close()
     assert wrong == 0
     metadata = json.loads((ROOT / "aggregator" / "datasette_metadata.json").read_text())
@@ -220,8 +279,13 @@ def test_the_readme_sqlite_utils_examples_run_as_printed_on_the_demo_database(de
             commands.append(shlex.split(text))
     assert len(commands) >= 4
     for command in commands:
-        done = subprocess.run([sys.executable, "-m", "sqlite_utils", *command[1:]],
-                              capture_output=True, text=True, timeout=60, cwd=data.parent)
+        done = subprocess.run(
+            [sys.executable, "-m", "sqlite_utils", *command[1:]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=data.parent,
+        )
         assert done.returncode == 0, (command, done.stderr)
         if "search" in command:
             assert done.stdout.count("North Korean") == 3

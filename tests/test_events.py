@@ -29,40 +29,83 @@ DAY = datetime(2024, 10, 28, tzinfo=UTC)
 # The night of the ceremony: two sub-stories (Real Madrid's boycott, Rodri's trophy) and the
 # women's award, told by four outlets; they share the ceremony's name and little else.
 CEREMONY = [
-    ("a", 18, "Ballon d'Or : le Real boycotte la cérémonie au Châtelet",
-     "Le club madrilène n'enverra personne à la cérémonie parisienne, convaincu que son joueur"
-     " ne sera pas sacré."),
-    ("b", 19, "Le Real Madrid boycotte la soirée du Ballon d'Or",
-     "Convaincu que son attaquant ne gagnera pas, le club reste à Madrid et snobe la cérémonie."),
-    ("c", 21, "Ballon d'Or : l'Espagnol Rodri est sacré devant son rival",
-     "Le milieu de Manchester City reçoit le trophée lors de la cérémonie parisienne."),
-    ("d", 22, "Rodri remporte le Ballon d'Or, une première pour son club",
-     "Le milieu espagnol de Manchester City devance ses rivaux au classement final de la"
-     " cérémonie."),
-    ("a", 23, "Ballon d'Or : Aitana Bonmatí conserve son trophée",
-     "La Barcelonaise est sacrée pour la deuxième année de suite lors de la cérémonie."),
+    (
+        "a",
+        18,
+        "Ballon d'Or : le Real boycotte la cérémonie au Châtelet",
+        "Le club madrilène n'enverra personne à la cérémonie parisienne, convaincu que son joueur"
+        " ne sera pas sacré.",
+    ),
+    (
+        "b",
+        19,
+        "Le Real Madrid boycotte la soirée du Ballon d'Or",
+        "Convaincu que son attaquant ne gagnera pas, le club reste à Madrid et snobe la cérémonie.",
+    ),
+    (
+        "c",
+        21,
+        "Ballon d'Or : l'Espagnol Rodri est sacré devant son rival",
+        "Le milieu de Manchester City reçoit le trophée lors de la cérémonie parisienne.",
+    ),
+    (
+        "d",
+        22,
+        "Rodri remporte le Ballon d'Or, une première pour son club",
+        "Le milieu espagnol de Manchester City devance ses rivaux au classement final de la"
+        " cérémonie.",
+    ),
+    (
+        "a",
+        23,
+        "Ballon d'Or : Aitana Bonmatí conserve son trophée",
+        "La Barcelonaise est sacrée pour la deuxième année de suite lors de la cérémonie.",
+    ),
 ]
 # What every day of the week before holds: other news, from the same outlets.
-FILLER = ["Le budget de la Sécurité sociale arrive à l'Assemblée {n}",
-          "Tempête sur la Bretagne : vigilance orange pour la journée {n}",
-          "Le prix de l'essence recule pour la semaine {n}",
-          "Un nouveau musée ouvre ses portes à Lyon, visite {n}"]
+FILLER = [
+    "Le budget de la Sécurité sociale arrive à l'Assemblée {n}",
+    "Tempête sur la Bretagne : vigilance orange pour la journée {n}",
+    "Le prix de l'essence recule pour la semaine {n}",
+    "Un nouveau musée ouvre ses portes à Lyon, visite {n}",
+]
 
 
-def doc(entry_id: int, outlet: str, hour: int, title: str, summary: str,
-        day: datetime = DAY) -> ClusterDoc:
+def doc(
+    entry_id: int, outlet: str, hour: int, title: str, summary: str, day: datetime = DAY
+) -> ClusterDoc:
     text = f"{title} {summary}"
-    entry = Entry(guid=str(entry_id), link=f"https://{outlet}.example/{entry_id}", title=title,
-                  summary=summary, content="", text=text, published=day + timedelta(hours=hour),
-                  updated=None, author=None, language="fr",
-                  content_hash=hashlib.sha256(text.encode()).hexdigest())
+    entry = Entry(
+        guid=str(entry_id),
+        link=f"https://{outlet}.example/{entry_id}",
+        title=title,
+        summary=summary,
+        content="",
+        text=text,
+        published=day + timedelta(hours=hour),
+        updated=None,
+        author=None,
+        language="fr",
+        content_hash=hashlib.sha256(text.encode()).hexdigest(),
+    )
     fp = fingerprint.fingerprint(entry)
     title_terms, rubric_terms = fingerprint.title_layout(title)
-    return ClusterDoc(entry_id=entry_id, feed_id=ord(outlet), host=f"{outlet}.example",
-                      published=entry.published, link=entry.link, content_hash=fp.content_hash,
-                      simhash=fp.simhash, title=title, terms=fp.terms, language="fr",
-                      story_id=None, text_length=len(text), title_terms=title_terms,
-                      rubric_terms=rubric_terms)
+    return ClusterDoc(
+        entry_id=entry_id,
+        feed_id=ord(outlet),
+        host=f"{outlet}.example",
+        published=entry.published,
+        link=entry.link,
+        content_hash=fp.content_hash,
+        simhash=fp.simhash,
+        title=title,
+        terms=fp.terms,
+        language="fr",
+        story_id=None,
+        text_length=len(text),
+        title_terms=title_terms,
+        rubric_terms=rubric_terms,
+    )
 
 
 def week_counts(ballon_per_day: int, volume: int = 40) -> dict[tuple[str, str], int]:
@@ -94,8 +137,9 @@ def test_a_name_bursting_in_the_days_headlines_joins_the_happenings_sub_stories(
     assert clusterer.event_names() == {"2024-10-28": frozenset({"ballon"})}
     # The boycott and the trophy are one story; the women's award shares too little.
     assert len(set(stories[:4])) == 1, stories
-    explained = clusterer.explain_pair(clusterer.members(stories[0])[0],
-                                       clusterer.members(stories[0])[2])
+    explained = clusterer.explain_pair(
+        clusterer.members(stories[0])[0], clusterer.members(stories[0])[2]
+    )
     assert explained.joined and "event of the day" in explained.reason
     assert "ballon" in explained.reason
 
@@ -127,10 +171,18 @@ def test_a_story_spans_at_most_one_window() -> None:
         day = DAY + timedelta(days=n)
         for outlet in "ab":
             entry_id = len(ids) + 1
-            clusterer.add(doc(entry_id, outlet, 12, f"Présidentielle américaine : Kamala Harris"
-                              f" et Donald Trump en meeting, jour {n} de campagne {outlet}",
-                              "Les deux candidats à la Maison Blanche se disputent les États"
-                              " clés à quelques jours du scrutin.", day))
+            clusterer.add(
+                doc(
+                    entry_id,
+                    outlet,
+                    12,
+                    f"Présidentielle américaine : Kamala Harris"
+                    f" et Donald Trump en meeting, jour {n} de campagne {outlet}",
+                    "Les deux candidats à la Maison Blanche se disputent les États"
+                    " clés à quelques jours du scrutin.",
+                    day,
+                )
+            )
             ids.append(entry_id)
     clusterer.merge_pass()
     for story_id, members in clusterer.stories().items():
@@ -144,16 +196,22 @@ def test_a_story_spans_at_most_one_window() -> None:
 
 def write_day(folder: Path, day: datetime, items: dict[str, list[tuple[int, str, str]]]) -> None:
     for outlet in "abcd":
-        parts = ['<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
-                 f"<title>Outlet {outlet}</title><link>https://{outlet}.example/</link>"
-                 "<description>d</description><language>fr</language>"]
+        parts = [
+            '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+            f"<title>Outlet {outlet}</title><link>https://{outlet}.example/</link>"
+            "<description>d</description><language>fr</language>"
+        ]
         for hour, title, summary in items.get(outlet, []):
-            link = f"https://{outlet}.example/{day:%Y%m%d}/{hashlib.md5(title.encode()).hexdigest()}"
-            parts.append(f"<item><guid>{link}</guid><link>{link}</link>"
-                         f"<title>{escape(title)}</title><description>{escape(summary)}"
-                         f"</description><pubDate>"
-                         f"{format_datetime(day + timedelta(hours=hour), usegmt=True)}"
-                         "</pubDate></item>")
+            link = (
+                f"https://{outlet}.example/{day:%Y%m%d}/{hashlib.md5(title.encode()).hexdigest()}"
+            )
+            parts.append(
+                f"<item><guid>{link}</guid><link>{link}</link>"
+                f"<title>{escape(title)}</title><description>{escape(summary)}"
+                f"</description><pubDate>"
+                f"{format_datetime(day + timedelta(hours=hour), usegmt=True)}"
+                "</pubDate></item>"
+            )
         parts.append("</channel></rss>")
         (folder / f"{outlet}.xml").write_text("".join(parts), encoding="utf-8")
 
@@ -164,14 +222,20 @@ def four_outlets(tmp_path: Path) -> tuple[Path, Path, Path]:
     feeds.mkdir()
     database = tmp_path / "agg.db"
     config = tmp_path / "aggregator.toml"
-    config.write_text(f'[storage]\ndatabase = "{database}"\n\n' + "".join(
-        f'[[feeds]]\nurl = "{(feeds / f"{o}.xml").as_uri()}"\n\n' for o in "abcd"))
+    config.write_text(
+        f'[storage]\ndatabase = "{database}"\n\n'
+        + "".join(f'[[feeds]]\nurl = "{(feeds / f"{o}.xml").as_uri()}"\n\n' for o in "abcd")
+    )
     return feeds, database, config
 
 
 def poll(config: Path) -> None:
-    result = subprocess.run([*CLI, "--config", str(config), "poll", "--all"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*CLI, "--config", str(config), "poll", "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -181,8 +245,14 @@ def poll_days(tmp_path: Path, history: int) -> Path:
         day = DAY - timedelta(days=n)
         items: dict[str, list[tuple[int, str, str]]] = {}
         for i, outlet in enumerate("abcd"):
-            items[outlet] = [(8 + k, FILLER[(i + k) % 4].format(n=f"{n}-{k}{outlet}"),
-                              "Rien à voir avec le football.") for k in range(3)]
+            items[outlet] = [
+                (
+                    8 + k,
+                    FILLER[(i + k) % 4].format(n=f"{n}-{k}{outlet}"),
+                    "Rien à voir avec le football.",
+                )
+                for k in range(3)
+            ]
         if n == 0:
             for outlet, hour, title, summary in CEREMONY:
                 items[outlet].append((hour, title, summary))
@@ -199,28 +269,45 @@ def ceremony_stories(database: Path) -> list[int]:
 
 
 def test_after_a_week_of_polls_the_ceremony_is_one_story_and_explain_says_why(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     database = poll_days(tmp_path, history=7)
     stories = ceremony_stories(database)
     assert len(set(stories[:4])) == 1, stories
     with sqlite3.connect(database) as conn:
         # Every headline was counted once, on its day, as the pipeline stored it.
-        (today,) = conn.execute("SELECT entries FROM headline_terms WHERE day = '2024-10-28'"
-                                " AND term = ''").fetchone()
-        (ballon,) = conn.execute("SELECT entries FROM headline_terms WHERE day = '2024-10-28'"
-                                 " AND term = 'ballon'").fetchone()
-        first, last = conn.execute("SELECT id FROM entries WHERE title = ? OR title = ?"
-                                   " ORDER BY id", (CEREMONY[0][2], CEREMONY[2][2])).fetchall()
+        (today,) = conn.execute(
+            "SELECT entries FROM headline_terms WHERE day = '2024-10-28' AND term = ''"
+        ).fetchone()
+        (ballon,) = conn.execute(
+            "SELECT entries FROM headline_terms WHERE day = '2024-10-28' AND term = 'ballon'"
+        ).fetchone()
+        first, last = conn.execute(
+            "SELECT id FROM entries WHERE title = ? OR title = ? ORDER BY id",
+            (CEREMONY[0][2], CEREMONY[2][2]),
+        ).fetchall()
     conn.close()
     assert (today, ballon) == (12 + len(CEREMONY), 5)
-    out = subprocess.run([*CLI, "--config", str(tmp_path / "aggregator.toml"), "explain",
-                          str(first[0]), str(last[0])], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            *CLI,
+            "--config",
+            str(tmp_path / "aggregator.toml"),
+            "explain",
+            str(first[0]),
+            str(last[0]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "event of the day" in out.stdout and "ballon" in out.stdout
 
 
 def test_the_same_night_polled_by_a_new_database_keeps_its_sub_stories_apart(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     stories = ceremony_stories(poll_days(tmp_path, history=0))
     assert len(set(stories[:4])) > 1, stories
 
@@ -234,8 +321,10 @@ def test_entries_stored_before_the_headline_counts_are_counted_once(tmp_path: Pa
         # As an upgraded database finds itself: no counts yet, every entry still to count.
         with store.transaction():
             store.execute("DELETE FROM headline_terms")
-            store.execute("INSERT INTO meta (key, value) SELECT 'headline_backfill_until',"
-                          " max(id) FROM entries")
+            store.execute(
+                "INSERT INTO meta (key, value) SELECT 'headline_backfill_until',"
+                " max(id) FROM entries"
+            )
             store.execute("INSERT INTO meta (key, value) VALUES ('headline_backfill_done', '0')")
         assert len(list(backfill_steps(store, batch=7))) > 1  # several batches
         assert store.headline_backfill() is None
@@ -246,38 +335,54 @@ def test_entries_stored_before_the_headline_counts_are_counted_once(tmp_path: Pa
 
 
 def test_a_subject_polled_every_day_never_makes_a_story_longer_than_the_window(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     feeds, database, config = four_outlets(tmp_path)
     for n in range(6):  # the same subject every day, told alike by two outlets
         day = DAY + timedelta(days=n)
-        write_day(feeds, day, {o: [(12, f"Présidentielle américaine : Kamala Harris et Donald"
-                                        f" Trump en meeting dans le Michigan, étape {n}{o}",
-                                    "Les deux candidats à la Maison Blanche se disputent les"
-                                    " États clés à quelques jours du scrutin.")] for o in "ab"})
+        write_day(
+            feeds,
+            day,
+            {
+                o: [
+                    (
+                        12,
+                        f"Présidentielle américaine : Kamala Harris et Donald"
+                        f" Trump en meeting dans le Michigan, étape {n}{o}",
+                        "Les deux candidats à la Maison Blanche se disputent les"
+                        " États clés à quelques jours du scrutin.",
+                    )
+                ]
+                for o in "ab"
+            },
+        )
         poll(config)
     with sqlite3.connect(database) as conn:
-        spans = conn.execute("SELECT story_id, count(*), julianday(max(published))"
-                             " - julianday(min(published)) FROM entries GROUP BY story_id"
-                             ).fetchall()
+        spans = conn.execute(
+            "SELECT story_id, count(*), julianday(max(published))"
+            " - julianday(min(published)) FROM entries GROUP BY story_id"
+        ).fetchall()
     conn.close()
     assert max(n for _, n, _ in spans) >= 4  # the days do join, within the window
     assert all(days * 24 <= 72 for _, _, days in spans), spans
 
 
 def test_pruning_keeps_the_headline_counts_of_the_week_before_the_oldest_kept_day(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     now = datetime(2024, 12, 1, tzinfo=UTC)
     with Store.open(tmp_path / "agg.db") as store:
         with store.transaction():
             store.count_headlines([(now - timedelta(days=n), ("ballon",)) for n in range(60)])
         store.prune(30, now, now=now)
-        days = [d for d, in store.execute("SELECT DISTINCT day FROM headline_terms ORDER BY day")]
+        days = [d for (d,) in store.execute("SELECT DISTINCT day FROM headline_terms ORDER BY day")]
     assert days[0] == (now - timedelta(days=38)).date().isoformat()
     assert days[-1] == now.date().isoformat() and len(days) == 39
 
 
 def test_a_database_upgraded_from_version_6_counts_its_stored_headlines_once(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     database = poll_days(tmp_path, history=2)
     with sqlite3.connect(database) as conn:
         before = sorted(conn.execute("SELECT day, term, entries FROM headline_terms"))
@@ -295,6 +400,7 @@ def test_a_database_upgraded_from_version_6_counts_its_stored_headlines_once(
     poll(tmp_path / "aggregator.toml")
     with sqlite3.connect(database) as conn:
         assert sorted(conn.execute("SELECT day, term, entries FROM headline_terms")) == before
-        assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'headline_backfill%'"
-                            ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM meta WHERE key LIKE 'headline_backfill%'"
+        ).fetchone() == (0,)
     conn.close()

@@ -30,11 +30,20 @@ API_KEY = "key-5f0c1e9d"
 COOKIE = "session=9b2d77"
 
 
-def run(config: Path, *args: str, code: int = 0, env_extra: dict[str, str] | None = None,
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    config: Path,
+    *args: str,
+    code: int = 0,
+    env_extra: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MEMBERS_API_KEY": API_KEY, **(env_extra or {})}
-    result = subprocess.run([*CLI, "--config", str(config), "--log-level", "debug", *args],
-                            capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [*CLI, "--config", str(config), "--log-level", "debug", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == code, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     return result
@@ -48,7 +57,8 @@ def write_config(tmp_path: Path, url: str, extra: str = "") -> Path:
         f'[[feeds]]\nurl = "{url}"\nuser_agent = "MembersReader/2.1"\n'
         f'headers = {{ "X-Api-Key" = {{ env = "MEMBERS_API_KEY" }}, Cookie = "{COOKIE}" }}\n'
         'auth = { username = "ada", password_file = "members.pass" }\n' + extra,
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return config
 
 
@@ -57,7 +67,8 @@ def basic(user: str, password: str) -> str:
 
 
 def test_a_feeds_headers_user_agent_and_basic_auth_reach_it(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     def members_only(req: Request, handler: BaseHTTPRequestHandler) -> Response:
         if req.headers.get("authorization") != basic("ada", PASSWORD):
             return Response(401, b"who are you?", {"WWW-Authenticate": 'Basic realm="m"'})
@@ -80,7 +91,8 @@ def test_a_feeds_headers_user_agent_and_basic_auth_reach_it(
 
 
 def test_credentials_never_follow_a_redirect_to_another_host(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     with LoopbackServer(host="127.0.0.2") as elsewhere:
         elsewhere.serve("/moved.xml", FEED, **{"Content-Type": "application/rss+xml"})
         server.serve("/members.xml", b"", 302, Location=elsewhere.url("/moved.xml"))
@@ -96,7 +108,8 @@ def test_credentials_never_follow_a_redirect_to_another_host(
 
 
 def test_a_redirect_within_the_feeds_own_origin_keeps_its_credentials(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     server.serve("/members.xml", b"", 302, Location=server.url("/v2/members.xml"))
     server.serve("/v2/members.xml", FEED, **{"Content-Type": "application/rss+xml"})
     config = write_config(tmp_path, server.url("/members.xml"))
@@ -107,7 +120,8 @@ def test_a_redirect_within_the_feeds_own_origin_keeps_its_credentials(
 
 
 def test_a_password_in_the_config_itself_or_a_missing_secret_is_a_config_error(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     url = server.url("/members.xml")
     config = write_config(tmp_path, url).read_text(encoding="utf-8")
     path = tmp_path / "aggregator.toml"
@@ -118,18 +132,22 @@ def test_a_password_in_the_config_itself_or_a_missing_secret_is_a_config_error(
     err = run(path, "poll", code=2, env_extra={"MEMBERS_API_KEY": ""}).stderr
     assert "feeds[0].headers.X-Api-Key: is empty" in err
     env = {k: v for k, v in os.environ.items() if k != "MEMBERS_API_KEY"}
-    result = subprocess.run([*CLI, "--config", str(path), "poll"], capture_output=True,
-                            text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [*CLI, "--config", str(path), "poll"], capture_output=True, text=True, timeout=120, env=env
+    )
     assert result.returncode == 2
-    assert "feeds[0].headers.X-Api-Key: environment variable MEMBERS_API_KEY is not set" \
+    assert (
+        "feeds[0].headers.X-Api-Key: environment variable MEMBERS_API_KEY is not set"
         in result.stderr
+    )
     path.write_text(config.replace('Cookie = "', 'Host = "'))
     assert "feeds[0].headers.Host: is set by the fetcher itself" in run(path, "poll", code=2).stderr
     assert server.requests == []  # nothing was fetched with a config refused
 
 
 def test_a_reload_says_a_secret_changed_without_showing_it(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     os.environ["MEMBERS_API_KEY"] = API_KEY
     try:
         path = write_config(tmp_path, server.url("/members.xml"))
@@ -138,7 +156,9 @@ def test_a_reload_says_a_secret_changed_without_showing_it(
         new = config_mod.load(path)
     finally:
         del os.environ["MEMBERS_API_KEY"]
-    assert new.feeds[0].fetch is not None and new.feeds[0].fetch.password == Secret("a-new-password")
+    assert new.feeds[0].fetch is not None and new.feeds[0].fetch.password == Secret(
+        "a-new-password"
+    )
     (line,) = config_changes(old, new)
     assert line.startswith("feed changed: ") and "<secret>" in line
     assert "a-new-password" not in line and PASSWORD not in line

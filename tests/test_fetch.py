@@ -189,6 +189,7 @@ def test_one_deadline_covers_the_whole_redirect_chain(server: LoopbackServer) ->
             if i == 5:
                 return Response(200, RSS, {"Content-Type": "application/rss+xml"})
             return Response(302, b"", {"Location": f"/slow{i + 1}"})
+
         return handler
 
     for i in range(6):

@@ -40,9 +40,19 @@ LONGER = ARTICLE + (
 
 
 def entry(text: str, title: str = "Title") -> Entry:
-    return Entry(guid="g", link=None, title=title, summary="", content="", text=text,
-                 published=datetime(2024, 6, 6, tzinfo=UTC), updated=None, author=None,
-                 language="en", content_hash="h")
+    return Entry(
+        guid="g",
+        link=None,
+        title=title,
+        summary="",
+        content="",
+        text=text,
+        published=datetime(2024, 6, 6, tzinfo=UTC),
+        updated=None,
+        author=None,
+        language="en",
+        content_hash="h",
+    )
 
 
 @given(u64, u64, u64)
@@ -129,8 +139,13 @@ def test_light_edit_stays_within_three_bits_and_unrelated_text_does_not() -> Non
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from("the a bank rate cut élysée 2019 straße news Kursk x y z".split()),
-                min_size=24, max_size=400))
+@given(
+    st.lists(
+        st.sampled_from("the a bank rate cut élysée 2019 straße news Kursk x y z".split()),
+        min_size=24,
+        max_size=400,
+    )
+)
 def test_vectorised_simhash_equals_the_package_loop(words: list[str]) -> None:
     text = " ".join(words)
     assert fingerprint.simhash_of(text) == fingerprint.simhash_of(text, vectorised=False)
@@ -158,7 +173,9 @@ def test_terms_drop_stop_words_in_three_languages_and_fold_accents() -> None:
 
 
 def test_terms_encode_numbers_and_names() -> None:
-    terms = story_terms("Magnitude 6.1 quake", "Magnitude 6.1 quake. The FC Magdeburg coach said 1,200 fans left")
+    terms = story_terms(
+        "Magnitude 6.1 quake", "Magnitude 6.1 quake. The FC Magdeburg coach said 1,200 fans left"
+    )
     assert "#6.1" in terms and "#1200" in terms
     assert "fc_magdeburg" in terms
     assert "quake" in terms and "magnitude" in terms

@@ -26,13 +26,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCHEMAS = SHARED / "schemas"
 FEEDPARSER_TESTS = SHARED / "corpora" / "feedparser-tests" / "wellformed"
 CLI = [sys.executable, "-m", "aggregator"]
-TYPES = {"podcast.xml": "application/rss+xml", "video.atom": "application/atom+xml",
-         "gallery.json": "application/feed+json"}
+TYPES = {
+    "podcast.xml": "application/rss+xml",
+    "video.atom": "application/atom+xml",
+    "gallery.json": "application/feed+json",
+}
 
 
 def cli(config: Path, *args: str) -> bytes:
-    result = subprocess.run([*CLI, "--config", str(config), *args], capture_output=True,
-                            timeout=120)
+    result = subprocess.run(
+        [*CLI, "--config", str(config), *args], capture_output=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
     assert b"Traceback" not in result.stderr
     return result.stdout
@@ -49,19 +53,23 @@ def polled(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config.write_text(
             '[storage]\ndatabase = "agg.db"\n\n[fetch]\nallow_private_networks = true\n\n'
             + "".join(f'[[feeds]]\nurl = "{server.url("/" + n)}"\n' for n in TYPES),
-            encoding="utf-8")
+            encoding="utf-8",
+        )
         assert b"0 failed" in cli(config, "poll")
     return config
 
 
-def stored(config: Path) -> tuple[dict[str, str | None], dict[str, list[tuple[str, str | None, int | None]]]]:
+def stored(
+    config: Path,
+) -> tuple[dict[str, str | None], dict[str, list[tuple[str, str | None, int | None]]]]:
     """Each entry's image and its enclosures (url, media_type, length) by guid, from SQL."""
     with sqlite3.connect(config.parent / "agg.db") as conn:
         images = dict(conn.execute("SELECT guid, image FROM entries"))
         files: dict[str, list[tuple[str, str | None, int | None]]] = {g: [] for g in images}
         for guid, url, media_type, length in conn.execute(
-                "SELECT e.guid, n.url, n.media_type, n.length FROM enclosures n"
-                " JOIN entries e ON e.id = n.entry_id ORDER BY e.guid, n.position"):
+            "SELECT e.guid, n.url, n.media_type, n.length FROM enclosures n"
+            " JOIN entries e ON e.id = n.entry_id ORDER BY e.guid, n.position"
+        ):
             files[guid].append((url, media_type, length))
     return images, files
 
@@ -70,8 +78,12 @@ def test_a_podcast_episode_keeps_its_audio_file_and_artwork(polled: Path) -> Non
     images, files = stored(polled)
     # The relative URL is made absolute against the episode's link; its query is kept.
     assert files["harbour-hour-12"] == [
-        ("https://podcast.harbour.example/audio/harbour-hour-12.mp3?token=af3e", "audio/mpeg",
-         48213004)]
+        (
+            "https://podcast.harbour.example/audio/harbour-hour-12.mp3?token=af3e",
+            "audio/mpeg",
+            48213004,
+        )
+    ]
     assert images["harbour-hour-12"] == "https://cdn.harbour.example/art/12.jpg"
 
 
@@ -80,19 +92,23 @@ def test_unsafe_media_urls_are_dropped_and_odd_types_and_lengths_blanked(polled:
     # javascript: and a URL with credentials are dropped, the duplicate kept once, the length
     # "unknown" is no length, the type loses its parameters and its capitals.
     assert files["harbour-hour-11"] == [
-        ("https://podcast.harbour.example/audio/harbour-hour-11.m4a", "audio/mp4", None)]
+        ("https://podcast.harbour.example/audio/harbour-hour-11.m4a", "audio/mp4", None)
+    ]
     assert images["harbour-hour-11"] is None  # a data: URL
     assert images["tag:quay.example,2024:video/pixel"] is None  # a tracking pixel
     assert files["gallery-harbour-lights"] == [
         ("https://gallery.gazette.example/dl/lights.zip", "application/zip", 10485760),
-        ("https://gallery.gazette.example/dl/lights.pdf", None, None)]
+        ("https://gallery.gazette.example/dl/lights.pdf", None, None),
+    ]
 
 
 def test_atom_enclosures_and_media_thumbnails_are_kept(polled: Path) -> None:
     images, files = stored(polled)
     guid = "tag:quay.example,2024:video/footbridge"
-    assert files[guid] == [("https://media.quay.example/footbridge-720p.mp4", "video/mp4", 73400320),
-                           ("https://media.quay.example/footbridge.vtt", "text/vtt", None)]
+    assert files[guid] == [
+        ("https://media.quay.example/footbridge-720p.mp4", "video/mp4", 73400320),
+        ("https://media.quay.example/footbridge.vtt", "text/vtt", None),
+    ]
     assert images[guid] == "https://media.quay.example/footbridge.jpg"
     assert images["gallery-harbour-lights"] == "https://gallery.gazette.example/img/lights-lead.jpg"
 
@@ -114,9 +130,13 @@ def test_atom_and_rss_digests_carry_the_enclosures_feedparser_reads(polled: Path
         video = by_title["Watch: the new footbridge swings open for the first time"]
         # Atom lists every file; RSS readers take one per item, the first.
         assert [e.href for e in video.enclosures] == (
-            ["https://media.quay.example/footbridge-720p.mp4",
-             "https://media.quay.example/footbridge.vtt"] if fmt == "atom"
-            else ["https://media.quay.example/footbridge-720p.mp4"])
+            [
+                "https://media.quay.example/footbridge-720p.mp4",
+                "https://media.quay.example/footbridge.vtt",
+            ]
+            if fmt == "atom"
+            else ["https://media.quay.example/footbridge-720p.mp4"]
+        )
         # RSS requires a length and a type: 0 and octet-stream stand in when the feed gave none.
         if fmt == "rss":
             (file,) = by_title["Episode 11: dredging the old basin"].enclosures
@@ -129,15 +149,23 @@ def test_json_feed_digest_has_attachments_and_the_image(polled: Path) -> None:
     gallery = by_title["The harbour lights festival in twelve pictures"]
     assert gallery["image"] == "https://gallery.gazette.example/img/lights-lead.jpg"
     assert gallery["attachments"] == [
-        {"url": "https://gallery.gazette.example/dl/lights.zip", "mime_type": "application/zip",
-         "size_in_bytes": 10485760},
-        {"url": "https://gallery.gazette.example/dl/lights.pdf",
-         "mime_type": "application/octet-stream"}]
+        {
+            "url": "https://gallery.gazette.example/dl/lights.zip",
+            "mime_type": "application/zip",
+            "size_in_bytes": 10485760,
+        },
+        {
+            "url": "https://gallery.gazette.example/dl/lights.pdf",
+            "mime_type": "application/octet-stream",
+        },
+    ]
     assert "image" not in by_title["Watch: a tracker in the thumbnail"]
 
 
-@pytest.mark.skipif(not (SCHEMAS / "atom-rfc4287.rng").exists(),
-                    reason=f"schemas not found at {SCHEMAS} (../shared is absent in this checkout)")
+@pytest.mark.skipif(
+    not (SCHEMAS / "atom-rfc4287.rng").exists(),
+    reason=f"schemas not found at {SCHEMAS} (../shared is absent in this checkout)",
+)
 def test_digests_with_media_still_validate_against_their_schemas(polled: Path) -> None:
     import jsonschema
 
@@ -148,22 +176,33 @@ def test_digests_with_media_still_validate_against_their_schemas(polled: Path) -
     jsonschema.validate(json.loads(export(polled, "json")), json_schema)
 
 
-ENCLOSURE_CASES = sorted(
-    [*FEEDPARSER_TESTS.glob("rss/item_enclosure_*.xml"),
-     *FEEDPARSER_TESTS.glob("atom10/entry_link_rel_enclosure*.xml")]
-) if FEEDPARSER_TESTS.exists() else []
+ENCLOSURE_CASES = (
+    sorted(
+        [
+            *FEEDPARSER_TESTS.glob("rss/item_enclosure_*.xml"),
+            *FEEDPARSER_TESTS.glob("atom10/entry_link_rel_enclosure*.xml"),
+        ]
+    )
+    if FEEDPARSER_TESTS.exists()
+    else []
+)
 
 
-@pytest.mark.skipif(not ENCLOSURE_CASES,
-                    reason=f"feedparser's test corpus not found at {FEEDPARSER_TESTS} (../shared absent)")
+@pytest.mark.skipif(
+    not ENCLOSURE_CASES,
+    reason=f"feedparser's test corpus not found at {FEEDPARSER_TESTS} (../shared absent)",
+)
 @pytest.mark.parametrize("path", ENCLOSURE_CASES, ids=lambda p: p.name)
 def test_feedparsers_enclosure_cases_give_their_files(path: Path) -> None:
     body = path.read_bytes()
     url = "http://example.com/feed.xml"
     parsed = parse.parse_feed(body, {"content-type": "application/xml"}, url)
     (entry,) = normalise.normalise_entries(parsed, url, datetime(2024, 10, 28, tzinfo=UTC))
-    expected = [e for e in feedparser.parse(body).entries[0].get("enclosures", [])
-                if e.get("href", "").startswith("http")]
+    expected = [
+        e
+        for e in feedparser.parse(body).entries[0].get("enclosures", [])
+        if e.get("href", "").startswith("http")
+    ]
     assert [e.url for e in entry.enclosures] == list(dict.fromkeys(e.href for e in expected))
     assert entry.enclosures, "every case carries at least one http file"
 
@@ -177,11 +216,15 @@ def test_a_schema_7_database_gains_media_and_keeps_its_entries(tmp_path: Path) -
         for statement in store_mod._statements(script):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
-    conn.execute("INSERT INTO feeds (url, config_url, tags, active, created_at, updated_at)"
-                 " VALUES ('https://a.example/f', 'https://a.example/f', '[]', 1, 'x', 'x')")
-    conn.execute("INSERT INTO entries (feed_id, guid, title, text, published, first_seen,"
-                 " content_hash) VALUES (1, 'g', 'Harbour news', 'Harbour news',"
-                 " '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'h')")
+    conn.execute(
+        "INSERT INTO feeds (url, config_url, tags, active, created_at, updated_at)"
+        " VALUES ('https://a.example/f', 'https://a.example/f', '[]', 1, 'x', 'x')"
+    )
+    conn.execute(
+        "INSERT INTO entries (feed_id, guid, title, text, published, first_seen,"
+        " content_hash) VALUES (1, 'g', 'Harbour news', 'Harbour news',"
+        " '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'h')"
+    )
     conn.commit()
     conn.close()
     with store_mod.Store.open(db) as store:

@@ -44,8 +44,9 @@ def metric(text: str, name: str, labels: str = "") -> float:
 def test_metrics_and_healthz_describe_the_running_daemon(tmp_path: Path, feed_dir: Path) -> None:
     broken = tmp_path / "broken.xml"
     broken.write_bytes(b"\x00\x01 not a feed at all")
-    config = write_service_config(tmp_path, [feed_dir / "ledger.xml", feed_dir / "courier.xml",
-                                             broken], digests=False)
+    config = write_service_config(
+        tmp_path, [feed_dir / "ledger.xml", feed_dir / "courier.xml", broken], digests=False
+    )
     port = free_port()
     daemon = Daemon(config, daemon_env(), "--metrics", f"127.0.0.1:{port}")
     try:
@@ -54,24 +55,30 @@ def test_metrics_and_healthz_describe_the_running_daemon(tmp_path: Path, feed_di
         end = time.monotonic() + DEADLINE
         while True:  # the cycle's outcome reaches the metrics right after it is logged
             status, text = get(f"http://127.0.0.1:{port}/metrics")
-            if "aggregator_last_successful_cycle_timestamp_seconds " in text and \
-                    "aggregator_fetches_total" in text or time.monotonic() > end:
+            if (
+                "aggregator_last_successful_cycle_timestamp_seconds " in text
+                and "aggregator_fetches_total" in text
+                or time.monotonic() > end
+            ):
                 break
             time.sleep(0.05)
         assert status == 200
         assert metric(text, "aggregator_feeds", 'state="ok"') == 2
         assert metric(text, "aggregator_feeds", 'state="failing"') == 1
         assert metric(text, "aggregator_fetches_total", 'kind="",outcome="fetched"') == 2
-        failed = re.findall(r'^aggregator_fetches_total\{kind="(\w+)",outcome="failed"\} 1\.0$',
-                            text, re.M)
+        failed = re.findall(
+            r'^aggregator_fetches_total\{kind="(\w+)",outcome="failed"\} 1\.0$', text, re.M
+        )
         assert len(failed) == 1, text
         assert metric(text, "aggregator_entries") == 4
         assert metric(text, "aggregator_stories") >= 1
         assert metric(text, "aggregator_database_bytes") > 0
         assert metric(text, "aggregator_cycle_duration_seconds_count") >= 1
         assert metric(text, "aggregator_new_entries_total") == 4
-        assert abs(metric(text, "aggregator_last_successful_cycle_timestamp_seconds")
-                   - time.time()) < 120
+        assert (
+            abs(metric(text, "aggregator_last_successful_cycle_timestamp_seconds") - time.time())
+            < 120
+        )
 
         status, body = get(f"http://127.0.0.1:{port}/healthz")
         assert (status, body.split(":")[0]) == (200, "ok"), body
@@ -113,11 +120,16 @@ def test_metrics_refuse_a_non_loopback_address_unless_asked() -> None:
             parse_address(bad)
 
 
-def test_run_with_a_bad_metrics_address_exits_2_naming_the_option(tmp_path: Path,
-                                                                   feed_dir: Path) -> None:
+def test_run_with_a_bad_metrics_address_exits_2_naming_the_option(
+    tmp_path: Path, feed_dir: Path
+) -> None:
     config = write_service_config(tmp_path, [feed_dir / "ledger.xml"], digests=False)
-    result = subprocess.run([*CLI, "--config", str(config), "run", "--metrics", "0.0.0.0:9464"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*CLI, "--config", str(config), "run", "--metrics", "0.0.0.0:9464"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "--metrics" in result.stderr
     assert "--metrics-remote" in result.stderr and "Traceback" not in result.stderr
 
@@ -128,8 +140,12 @@ def test_run_exits_1_when_the_metrics_port_is_taken(tmp_path: Path, feed_dir: Pa
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([*CLI, "--config", str(config), "run", "--metrics",
-                                 f"127.0.0.1:{port}"], capture_output=True, text=True,
-                                timeout=60, env=daemon_env())
+        result = subprocess.run(
+            [*CLI, "--config", str(config), "run", "--metrics", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=daemon_env(),
+        )
     assert result.returncode == 1, result.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr

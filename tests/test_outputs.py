@@ -50,8 +50,9 @@ FEEDS = (
 
 
 def run_cli(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    result = subprocess.run([*CLI, "--config", str(config), *args], capture_output=True,
-                            timeout=120)
+    result = subprocess.run(
+        [*CLI, "--config", str(config), *args], capture_output=True, timeout=120
+    )
     if check:
         assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
     assert b"Traceback" not in result.stderr, result.stderr.decode("utf-8", "replace")
@@ -74,8 +75,10 @@ def polled_site(root: Path, digests: str = "", database: str = "agg.db") -> Path
     feeds = root / "feeds"
     shutil.copytree(OUTPUTS, feeds)
     config = root / "aggregator.toml"
-    config.write_text(f'[storage]\ndatabase = "{database}"\n\n' + feeds_block(feeds, FEEDS)
-                      + digests, encoding="utf-8")
+    config.write_text(
+        f'[storage]\ndatabase = "{database}"\n\n' + feeds_block(feeds, FEEDS) + digests,
+        encoding="utf-8",
+    )
     result = run_cli(config, "poll", "--all")
     assert b"failed" not in result.stdout.split(b"\n")[0] or b"0 failed" in result.stdout
     return config
@@ -113,7 +116,8 @@ def test_poll_stores_every_fixture_feed_and_clusters_the_wire_copy(site: Path) -
         assert counts["entries"] == 10
         shared = store.stories(min_sources=2)
         assert [s["title"] for s in shared] == [
-            "Harbour board approves a new ferry terminal on the north quay"]
+            "Harbour board approves a new ferry terminal on the north quay"
+        ]
 
 
 @needs_schemas
@@ -181,8 +185,7 @@ def test_output_file_replaces_the_old_one_atomically(site: Path, tmp_path: Path)
 def test_output_to_an_unwritable_place_fails_cleanly(site: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where a folder should be")
-    result = run_cli(site, "export", "--format", "json", "-o", str(blocker / "x.json"),
-                     check=False)
+    result = run_cli(site, "export", "--format", "json", "-o", str(blocker / "x.json"), check=False)
     assert result.returncode != 0
     assert not (blocker.parent / "x.json").exists()
 
@@ -199,13 +202,17 @@ def test_min_sources_keeps_only_stories_carried_by_that_many_feeds(site: Path) -
 
 def test_tag_filter_keeps_stories_with_a_member_from_a_tagged_feed(site: Path) -> None:
     assert sorted(json_titles(site, "--tag", "culture")) == [
-        FERRY, "Orchestra announces its winter season"]
+        FERRY,
+        "Orchestra announces its winter season",
+    ]
     assert json_titles(site, "--tag", "france") == ["Le conseil municipal adopte le budget du port"]
     assert json_titles(site, "--tag", "no-such-tag") == []
 
 
 def test_language_filter_compares_primary_language_subtags(site: Path) -> None:
-    assert json_titles(site, "--language", "fr") == ["Le conseil municipal adopte le budget du port"]
+    assert json_titles(site, "--language", "fr") == [
+        "Le conseil municipal adopte le budget du port"
+    ]
     english = json_titles(site, "--language", "en-US")  # the Herald says en-GB: still English
     assert FERRY in english and "Lighthouse keeper retires after forty years" in english
     assert "Le conseil municipal adopte le budget du port" not in english
@@ -213,30 +220,37 @@ def test_language_filter_compares_primary_language_subtags(site: Path) -> None:
 
 def test_query_filter_uses_full_text_search_over_members(site: Path) -> None:
     assert sorted(json_titles(site, "--query", "lighthouse")) == [
-        "Lighthouse keeper retires after forty years", "Spring tides expected this weekend"]
-    assert json_titles(site, "--query", "phare") == ["Le conseil municipal adopte le budget du port"]
+        "Lighthouse keeper retires after forty years",
+        "Spring tides expected this weekend",
+    ]
+    assert json_titles(site, "--query", "phare") == [
+        "Le conseil municipal adopte le budget du port"
+    ]
     assert json_titles(site, "--query", '"unbalanced (') == []
 
 
 def test_limit_and_filters_combine(site: Path) -> None:
     assert len(json_titles(site, "--limit", "2")) == 2
     assert json_titles(site, "--tag", "local", "--query", "compiler", "--limit", "1") == [
-        "Local start-up ships C++ compiler for marine sensors"]
+        "Local start-up ships C++ compiler for marine sensors"
+    ]
 
 
 def test_since_window_drops_stories_not_seen_recently(tmp_path: Path) -> None:
     config = polled_site(tmp_path)
     with Store.open(tmp_path / "agg.db") as store:
-        store.execute("UPDATE stories SET last_seen = '2020-01-01T00:00:00Z'"
-                      " WHERE title LIKE 'Orchestra%'")
+        store.execute(
+            "UPDATE stories SET last_seen = '2020-01-01T00:00:00Z' WHERE title LIKE 'Orchestra%'"
+        )
     assert "Orchestra announces its winter season" not in json_titles(config, "--since", "24h")
     assert "Orchestra announces its winter season" in json_titles(config, "--since", "5000d")
 
 
-def test_digest_option_uses_the_configured_filters_and_a_name_based_feed_id(
-        tmp_path: Path) -> None:
-    digest = ('\n[[digests]]\nname = "wire"\npath = "digests/wire.atom"\nmin_sources = 2\n'
-              'title = "Stories many outlets carry"\n')
+def test_digest_option_uses_the_configured_filters_and_a_name_based_feed_id(tmp_path: Path) -> None:
+    digest = (
+        '\n[[digests]]\nname = "wire"\npath = "digests/wire.atom"\nmin_sources = 2\n'
+        'title = "Stories many outlets carry"\n'
+    )
     config = polled_site(tmp_path, digest)
     feed = etree.fromstring(export(config, "atom", "--digest", "wire"))
     assert [e.findtext(f"{ATOM}title") for e in feed.iter(f"{ATOM}entry")] == [FERRY]
@@ -255,16 +269,20 @@ def assert_digest_key_refused(tmp_path: Path, line: str, key: str) -> None:
     folder = tmp_path / "refused"
     folder.mkdir(exist_ok=True)
     (folder / "aggregator.toml").write_text(
-        f'[[digests]]\nname = "d"\npath = "d.xml"\n{line}\n', encoding="utf-8")
+        f'[[digests]]\nname = "d"\npath = "d.xml"\n{line}\n', encoding="utf-8"
+    )
     refused = run_cli(folder / "aggregator.toml", "export", check=False)
     assert refused.returncode == 2 and key.encode() in refused.stderr, refused.stderr
 
 
 def test_digest_link_and_feed_url_give_self_links_readers_and_validators_accept(
-        tmp_path: Path) -> None:
-    digest = ('\n[[digests]]\nname = "wire"\npath = "digests/wire.xml"\nformat = "rss"\n'
-              'link = "https://news.example.org/"\n'
-              'feed_url = "https://news.example.org/wire.xml"\n')
+    tmp_path: Path,
+) -> None:
+    digest = (
+        '\n[[digests]]\nname = "wire"\npath = "digests/wire.xml"\nformat = "rss"\n'
+        'link = "https://news.example.org/"\n'
+        'feed_url = "https://news.example.org/wire.xml"\n'
+    )
     config = polled_site(tmp_path, digest)
     rss = etree.fromstring(export(config, "rss", "--digest", "wire"))
     assert rss.findtext("channel/link") == "https://news.example.org/"
@@ -276,8 +294,10 @@ def test_digest_link_and_feed_url_give_self_links_readers_and_validators_accept(
     atom_bytes = export(config, "atom", "--digest", "wire")
     atom = etree.fromstring(atom_bytes)
     links = {link.get("rel"): link.get("href") for link in atom.findall(f"{ATOM}link")}
-    assert links == {"alternate": "https://news.example.org/",
-                     "self": "https://news.example.org/wire.xml"}
+    assert links == {
+        "alternate": "https://news.example.org/",
+        "self": "https://news.example.org/wire.xml",
+    }
     assert atom.findtext(f"{ATOM}id") == "https://news.example.org/wire.xml"
     for fmt in ("rss", "atom"):
         parsed = feedparser.parse(export(config, fmt, "--digest", "wire"))
@@ -377,13 +397,25 @@ def test_hostile_feed_leaves_no_active_content_in_any_export(site: Path) -> None
 
 def test_hostile_feed_text_survives_as_text_and_its_handlers_do_not(site: Path) -> None:
     document = json.loads(export(site, "json"))
-    hostile = {item["title"]: item for item in document["items"]
-               if "hostile.test" in (item.get("url") or "") or "Entity" in item["title"]
-               or "Data link" in item["title"]}
+    hostile = {
+        item["title"]: item
+        for item in document["items"]
+        if "hostile.test" in (item.get("url") or "")
+        or "Entity" in item["title"]
+        or "Data link" in item["title"]
+    }
     assert len(hostile) == 3, sorted(hostile)
     everything = json.dumps(document)
-    for handler in ("onclick", "onerror", "onmouseover", "onload", "expression(",
-                    "javascript:", "vbscript:", "data:text"):
+    for handler in (
+        "onclick",
+        "onerror",
+        "onmouseover",
+        "onload",
+        "expression(",
+        "javascript:",
+        "vbscript:",
+        "data:text",
+    ):
         assert handler not in everything, handler
     # Double-encoded markup was text in the feed, so it stays text (escaped in every format).
     double = hostile["Data link in place of an article"]["summary"]
@@ -394,8 +426,7 @@ def test_hostile_feed_text_survives_as_text_and_its_handlers_do_not(site: Path) 
     assert links["Data link in place of an article"] is None
 
 
-def test_html_digest_written_by_write_digests_is_inert_with_a_hostile_feed(
-        tmp_path: Path) -> None:
+def test_html_digest_written_by_write_digests_is_inert_with_a_hostile_feed(tmp_path: Path) -> None:
     digest = '\n[[digests]]\nname = "daily"\npath = "digests/daily.html"\nformat = "html"\n'
     config = polled_site(tmp_path, digest)
     cfg = config_mod.load(config)
@@ -472,23 +503,30 @@ def test_configured_digests_are_rewritten_only_when_their_bytes_change(tmp_path:
 
 
 def test_opml_import_include_and_poll_then_export_round_trips(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     for name in ("harbour.xml", "quay.xml"):
-        server.serve(f"/{name}", (OUTPUTS / name).read_bytes(),
-                     **{"Content-Type": "application/rss+xml"})
+        server.serve(
+            f"/{name}", (OUTPUTS / name).read_bytes(), **{"Content-Type": "application/rss+xml"}
+        )
     opml = tmp_path / "subscriptions.opml"
-    opml.write_text(f"""<?xml version="1.0" encoding="utf-8"?>
+    opml.write_text(
+        f"""<?xml version="1.0" encoding="utf-8"?>
 <opml version="2.0"><head><title>Mine</title></head><body>
   <outline text="Local">
-    <outline type="rss" text="Harbour Herald" xmlUrl="{server.url('/harbour.xml')}"/>
+    <outline type="rss" text="Harbour Herald" xmlUrl="{server.url("/harbour.xml")}"/>
   </outline>
   <outline type="rss" text="Quayside" title="Quayside Courier"
-           xmlUrl="{server.url('/quay.xml')}" category="culture,music"/>
+           xmlUrl="{server.url("/quay.xml")}" category="culture,music"/>
 </body></opml>
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     config = tmp_path / "aggregator.toml"
-    original = ('# my aggregator\n\n[storage]\ndatabase = "agg.db"  # keep it here\n'
-                '[fetch]\nallow_private_networks = true\n')
+    original = (
+        '# my aggregator\n\n[storage]\ndatabase = "agg.db"  # keep it here\n'
+        "[fetch]\nallow_private_networks = true\n"
+    )
     config.write_text(original)
     config.chmod(0o600)
 
@@ -497,8 +535,10 @@ def test_opml_import_include_and_poll_then_export_round_trips(
     assert f"wrote 2 feeds to {target}" in result.stdout.decode()
     assert 'added include "feeds.d/subscriptions.toml"' in result.stdout.decode()
     # The include line is added; every comment and line of the user's file stays.
-    assert config.read_text() == ('# my aggregator\n\ninclude = ["feeds.d/subscriptions.toml"]\n'
-                                  + original.split("\n\n", 1)[1])
+    assert config.read_text() == (
+        '# my aggregator\n\ninclude = ["feeds.d/subscriptions.toml"]\n'
+        + original.split("\n\n", 1)[1]
+    )
     assert config.stat().st_mode & 0o777 == 0o600
     assert len(config_mod.load(config).feeds) == 2
 
@@ -510,18 +550,28 @@ def test_opml_import_include_and_poll_then_export_round_trips(
     assert b"added include" not in again.stdout and config.read_text() == before
 
     with Store.open(tmp_path / "agg.db") as store:
-        tags = {r["url"]: json.loads(r["tags"]) for r in store.execute("SELECT url, tags FROM feeds")}
+        tags = {
+            r["url"]: json.loads(r["tags"]) for r in store.execute("SELECT url, tags FROM feeds")
+        }
         shared = [s["title"] for s in store.stories(min_sources=2)]
     assert shared == [FERRY]
-    assert tags == {server.url("/harbour.xml"): ["Local"],
-                    server.url("/quay.xml"): ["culture", "music"]}
+    assert tags == {
+        server.url("/harbour.xml"): ["Local"],
+        server.url("/quay.xml"): ["culture", "music"],
+    }
 
     exported = export(config, "opml")
     assert opml_import(exported, "export") == list(config_mod.load(config).feeds)
     # And the exported OPML imports into an equivalent feeds file.
     (tmp_path / "exported.opml").write_bytes(exported)
-    run_cli(config, "feeds", "import", str(tmp_path / "exported.opml"), "-o",
-            str(tmp_path / "again.toml"))
+    run_cli(
+        config,
+        "feeds",
+        "import",
+        str(tmp_path / "exported.opml"),
+        "-o",
+        str(tmp_path / "again.toml"),
+    )
     first = tomllib.loads(target.read_text(encoding="utf-8"))
     second = tomllib.loads((tmp_path / "again.toml").read_text(encoding="utf-8"))
     assert first == second
@@ -535,7 +585,9 @@ DAY = "20200805"
 
 @pytest.mark.corpus
 @pytest.mark.slow
-@pytest.mark.skipif(not NEWS.exists(), reason=f"news corpus not found at {NEWS} (../shared is absent)")
+@pytest.mark.skipif(
+    not NEWS.exists(), reason=f"news corpus not found at {NEWS} (../shared is absent)"
+)
 @needs_schemas
 def test_one_real_day_polled_with_a_hostile_feed_exports_valid_inert_feeds(tmp_path: Path) -> None:
     """20 outlets' two snapshots of 2020-08-05, polled in turn as one feed each, plus hostile.xml."""
@@ -547,8 +599,11 @@ def test_one_real_day_polled_with_a_hostile_feed_exports_valid_inert_feeds(tmp_p
     outlets = sorted(p.name for p in NEWS.iterdir() if sorted(p.glob(f"{DAY}*.xml")))
     assert len(outlets) == 20
     snapshots = {name: sorted((NEWS / name).glob(f"{DAY}*.xml")) for name in outlets}
-    block = feeds_block(feeds, tuple((f"{n}.xml", None, ("news",)) for n in outlets)
-                        + (("hostile.xml", None, ("hostile",)),))
+    block = feeds_block(
+        feeds,
+        tuple((f"{n}.xml", None, ("news",)) for n in outlets)
+        + (("hostile.xml", None, ("hostile",)),),
+    )
     config = tmp_path / "aggregator.toml"
     config.write_text('[storage]\ndatabase = "news.db"\n' + block, encoding="utf-8")
     for turn in (0, -1):  # the day's first snapshot, then its last: a real re-poll
@@ -583,18 +638,24 @@ def test_one_real_day_polled_with_a_hostile_feed_exports_valid_inert_feeds(tmp_p
 
 
 def test_feeds_import_appends_to_a_one_line_include_list_and_leaves_a_long_one_alone(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     opml = tmp_path / "more.opml"
-    opml.write_text('<opml version="2.0"><body><outline text="A" xmlUrl="https://a.example/f"/>'
-                    "</body></opml>", encoding="utf-8")
+    opml.write_text(
+        '<opml version="2.0"><body><outline text="A" xmlUrl="https://a.example/f"/></body></opml>',
+        encoding="utf-8",
+    )
     (tmp_path / "base.toml").write_text('[[feeds]]\nurl = "https://b.example/f"\n')
     config = tmp_path / "aggregator.toml"
     config.write_text('include = ["base.toml"]  # mine\n[storage]\ndatabase = "agg.db"\n')
     run_cli(config, "feeds", "import", str(opml))
     assert config.read_text().splitlines()[0] == (
-        'include = ["base.toml", "feeds.d/more.toml"]  # mine')
+        'include = ["base.toml", "feeds.d/more.toml"]  # mine'
+    )
     assert {f.url for f in config_mod.load(config).feeds} == {
-        "https://a.example/f", "https://b.example/f"}
+        "https://a.example/f",
+        "https://b.example/f",
+    }
     spread = tmp_path / "spread.toml"
     spread.write_text('include = [\n  "base.toml",\n]\n[storage]\ndatabase = "agg.db"\n')
     before = spread.read_text()
@@ -604,7 +665,8 @@ def test_feeds_import_appends_to_a_one_line_include_list_and_leaves_a_long_one_a
 
 
 def test_a_config_that_cannot_be_rewritten_is_left_as_it_was(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # As for /etc/aggregator/aggregator.toml run as the service user: the rename is refused.
     config = tmp_path / "aggregator.toml"
     config.write_text('[storage]\ndatabase = "agg.db"\n')
@@ -619,7 +681,8 @@ def test_a_config_that_cannot_be_rewritten_is_left_as_it_was(
 
 
 def test_feeds_import_keeps_the_good_outlines_and_warns_about_each_skipped_one(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "aggregator.toml"
     config.write_text('[storage]\ndatabase = "agg.db"\n', encoding="utf-8")
     opml = tmp_path / "mixed.opml"
@@ -629,7 +692,9 @@ def test_feeds_import_keeps_the_good_outlines_and_warns_about_each_skipped_one(
         '<outline text="Old FTP" xmlUrl="ftp://files.example/feed.xml"/>\n'
         '<outline text="Also good" xmlUrl="https://b.example/rss"/>\n'
         '<outline text="Script" xmlUrl="javascript:alert(1)"/>\n'
-        "</body></opml>\n", encoding="utf-8")
+        "</body></opml>\n",
+        encoding="utf-8",
+    )
     target = tmp_path / "mixed.toml"
     done = run_cli(config, "feeds", "import", str(opml), "-o", str(target))
     stderr = done.stderr.decode()
@@ -640,23 +705,28 @@ def test_feeds_import_keeps_the_good_outlines_and_warns_about_each_skipped_one(
     assert b"wrote 2 feeds" in done.stdout
 
     empty = tmp_path / "empty.opml"
-    empty.write_text('<opml version="2.0"><body><outline text="folder only"/>'
-                     '<outline text="x" xmlUrl="ftp://x.example/f"/></body></opml>',
-                     encoding="utf-8")
-    nothing = run_cli(config, "feeds", "import", str(empty), "-o", str(tmp_path / "e.toml"),
-                      check=False)
+    empty.write_text(
+        '<opml version="2.0"><body><outline text="folder only"/>'
+        '<outline text="x" xmlUrl="ftp://x.example/f"/></body></opml>',
+        encoding="utf-8",
+    )
+    nothing = run_cli(
+        config, "feeds", "import", str(empty), "-o", str(tmp_path / "e.toml"), check=False
+    )
     assert nothing.returncode == 1
     assert b"no feeds to import (1 skipped); nothing written" in nothing.stderr
     assert not (tmp_path / "e.toml").exists()
 
 
-def test_digest_exclusions_drop_a_story_only_when_every_entry_is_excluded(
-        tmp_path: Path) -> None:
+def test_digest_exclusions_drop_a_story_only_when_every_entry_is_excluded(tmp_path: Path) -> None:
     def titles(extra: str) -> list[str]:
         folder = tmp_path / str(abs(hash(extra)))
         folder.mkdir()
-        config = polled_site(folder, '\n[[digests]]\nname = "d"\npath = "d.json"\n'
-                             'format = "json"\nsince = "3650d"\n' + extra)
+        config = polled_site(
+            folder,
+            '\n[[digests]]\nname = "d"\npath = "d.json"\n'
+            'format = "json"\nsince = "3650d"\n' + extra,
+        )
         feed = json.loads(run_cli(config, "export", "--digest", "d").stdout)
         return sorted(item["title"] for item in feed["items"])
 
@@ -673,5 +743,6 @@ def test_digest_exclusions_drop_a_story_only_when_every_entry_is_excluded(
     # Both reports of the ferry terminal mention it: the story goes.
     assert FERRY not in titles('exclude_query = "ferry terminal"\n')
 
-    assert_digest_key_refused(tmp_path, 'block_titles = ["(unclosed"]',
-                              "digests[0].block_titles[0]")
+    assert_digest_key_refused(
+        tmp_path, 'block_titles = ["(unclosed"]', "digests[0].block_titles[0]"
+    )

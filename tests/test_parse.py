@@ -228,8 +228,11 @@ def test_text_split_by_expat_reaches_feedparser_in_one_piece(monkeypatch: Any) -
         original(self, text, escape)
 
     monkeypatch.setattr(feedparser.mixin._FeedParserMixin, "handle_data", spy)
-    feed = parse_feed(_rss("<description>one\ntwo &lt;b&gt;three&lt;/b&gt;\nfour &amp; five"
-                           "</description>"), {}, "http://e/")
+    feed = parse_feed(
+        _rss("<description>one\ntwo &lt;b&gt;three&lt;/b&gt;\nfour &amp; five</description>"),
+        {},
+        "http://e/",
+    )
     assert "one\ntwo <b>three</b>\nfour & five" in pieces
     assert feed.entries[0].summary == "one\ntwo <b>three</b>\nfour & five"
 
@@ -258,7 +261,10 @@ def test_windows_1252_fixup_table_maps_every_character_as_feedparsers_dict() -> 
     every = "".join(map(chr, range(0x110000)))
     assert every.translate(table) == every.translate(original)
     body = _rss("<title>a\u0080b\u0093c\u0081 \u00e9\U0001f600</title>")
-    assert parse_feed(body, {}, "http://e/").entries[0].title == "a\u20acb\u201cc\u0081 \u00e9\U0001f600"
+    assert (
+        parse_feed(body, {}, "http://e/").entries[0].title
+        == "a\u20acb\u201cc\u0081 \u00e9\U0001f600"
+    )
 
 
 def test_nested_xml_base_is_joined_per_element_with_the_remembered_join() -> None:
@@ -350,10 +356,18 @@ def test_errors_cross_the_worker_pipe_whole() -> None:
 
     parse = pickle.loads(pickle.dumps(ParseError("u", "no feed", kind=FailureKind.NOT_A_FEED)))
     assert (type(parse), parse.url, parse.message, parse.kind) == (
-        ParseError, "u", "no feed", "not_a_feed")
+        ParseError,
+        "u",
+        "no feed",
+        "not_a_feed",
+    )
     config = pickle.loads(pickle.dumps(ConfigError("a.toml", "feeds[0].url", "bad")))
     assert (config.path, config.key, config.problem, str(config)) == (
-        "a.toml", "feeds[0].url", "bad", "a.toml: feeds[0].url: bad")
+        "a.toml",
+        "feeds[0].url",
+        "bad",
+        "a.toml: feeds[0].url: bad",
+    )
     feed = pickle.loads(pickle.dumps(FeedError("u", "m", status=503)))
     assert (feed.status, feed.kind) == (503, "network")
     assert FailureKind("too_large") is FailureKind.TOO_LARGE and FailureKind.GONE == "gone"

@@ -25,26 +25,30 @@ def loopback_config(tmp_path: Path, *urls: object) -> Path:
     """A config polling `urls` into tmp_path/agg.db, with loopback targets allowed."""
     config = tmp_path / "agg.toml"
     feeds = "".join(f'[[feeds]]\nurl = "{url}"\n' for url in urls)
-    config.write_text('[storage]\ndatabase = "agg.db"\n[fetch]\nallow_private_networks = true\n'
-                      + feeds)
+    config.write_text(
+        '[storage]\ndatabase = "agg.db"\n[fetch]\nallow_private_networks = true\n' + feeds
+    )
     return config
 
 
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "--config", str(config), *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [*CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=120
+    )
 
 
-def test_file_feeds_poll_into_stories_and_repoll_adds_nothing(tmp_path: Path, feed_dir: Path) -> None:
+def test_file_feeds_poll_into_stories_and_repoll_adds_nothing(
+    tmp_path: Path, feed_dir: Path
+) -> None:
     config = tmp_path / "agg.toml"
     config.write_text(f"""
 [storage]
 database = "agg.db"
 [[feeds]]
-url = "{feed_dir / 'ledger.xml'}"
+url = "{feed_dir / "ledger.xml"}"
 title = "Ledger"
 [[feeds]]
-url = "{(feed_dir / 'courier.xml').as_uri()}"
+url = "{(feed_dir / "courier.xml").as_uri()}"
 """)
     first = run_cli(config, "poll", "--all")
     assert first.returncode == 0, first.stderr
@@ -64,8 +68,9 @@ url = "{(feed_dir / 'courier.xml').as_uri()}"
         assert all(r["story_id"] for r in store.execute("SELECT story_id FROM entries"))
 
 
-def test_http_feed_uses_conditional_get_on_the_second_poll(tmp_path: Path,
-                                                            server: LoopbackServer) -> None:
+def test_http_feed_uses_conditional_get_on_the_second_poll(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     body = (DATA / "feeds" / "ledger.xml").read_bytes()
 
     def ledger(req, _h):  # type: ignore[no-untyped-def]
@@ -91,7 +96,8 @@ def test_http_feed_uses_conditional_get_on_the_second_poll(tmp_path: Path,
 
 
 def test_cache_control_max_age_holds_back_a_manual_poll_but_not_poll_all(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     body = (DATA / "feeds" / "ledger.xml").read_bytes()
     server.serve("/cached.xml", body, 200, Cache_Control="max-age=3600")
     server.serve("/plain.xml", body.replace(b"ledger-00", b"plain-00"), 200)
@@ -103,8 +109,9 @@ def test_cache_control_max_age_holds_back_a_manual_poll_but_not_poll_all(
     assert len(server.hits("/cached.xml")) == 2
 
 
-def test_broken_feed_marks_the_feed_not_the_cycle(tmp_path: Path, feed_dir: Path,
-                                                  server: LoopbackServer) -> None:
+def test_broken_feed_marks_the_feed_not_the_cycle(
+    tmp_path: Path, feed_dir: Path, server: LoopbackServer
+) -> None:
     server.serve("/broken.xml", b"<html><body>Oops</body></html>", 500)
     config = loopback_config(tmp_path, server.url("/broken.xml"), feed_dir / "ledger.xml")
     result = run_cli(config, "poll", "--all")
@@ -126,7 +133,8 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_second_poll_is_conditional_and_skips_gone_throttled_and_moved(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     body = (DATA / "feeds" / "ledger.xml").read_bytes()
     other = (DATA / "feeds" / "courier.xml").read_bytes()
 
@@ -142,8 +150,10 @@ def test_second_poll_is_conditional_and_skips_gone_throttled_and_moved(
     server.serve("/new.xml", other, 200)
     server.serve("/temp.xml", b"", 302, Location=server.url("/target.xml"))
     server.serve("/target.xml", body.replace(b"ledger-00", b"target-00"), 200)
-    config = loopback_config(tmp_path, *(server.url(p) for p in (
-        "/etag.xml", "/gone.xml", "/busy.xml", "/old.xml", "/temp.xml")))
+    config = loopback_config(
+        tmp_path,
+        *(server.url(p) for p in ("/etag.xml", "/gone.xml", "/busy.xml", "/old.xml", "/temp.xml")),
+    )
     assert run_cli(config, "poll").returncode == 0
     second = run_cli(config, "poll")
     assert second.returncode == 0, second.stderr
@@ -165,7 +175,8 @@ def test_second_poll_is_conditional_and_skips_gone_throttled_and_moved(
 
 
 def test_long_history_feed_reads_each_stored_entry_at_most_once_while_clustering(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # 300 items an hour apart span far more than the 72 h clustering window, so the window
     # grows with almost every entry; it must grow by the new slice, not reload all it holds.
     items = "".join(
@@ -173,12 +184,17 @@ def test_long_history_feed_reads_each_stored_entry_at_most_once_while_clustering
         f"<link>https://example.com/history/{i}</link>"
         f"<pubDate>{format_datetime(datetime(2025, 1, 1, tzinfo=UTC) - timedelta(hours=i), usegmt=True)}"
         "</pubDate></item>"
-        for i in range(300))
+        for i in range(300)
+    )
     feed = tmp_path / "history.xml"
-    feed.write_text('<?xml version="1.0"?><rss version="2.0"><channel><title>History</title>'
-                    f"<link>https://example.com/</link>{items}</channel></rss>")
-    config = config_mod.parse({"storage": {"database": "agg.db"},
-                               "feeds": [{"url": feed.as_uri()}]}, tmp_path / "agg.toml")
+    feed.write_text(
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>History</title>'
+        f"<link>https://example.com/</link>{items}</channel></rss>"
+    )
+    config = config_mod.parse(
+        {"storage": {"database": "agg.db"}, "feeds": [{"url": feed.as_uri()}]},
+        tmp_path / "agg.toml",
+    )
     read: list[int] = []
     with Store.open(config.database) as store:
         store.sync_feeds(config.feeds, utcnow())
@@ -197,13 +213,15 @@ def test_long_history_feed_reads_each_stored_entry_at_most_once_while_clustering
 
         summary = asyncio.run(poll())
         assert summary.new_entries == 300
-        assert store.execute("SELECT count(*) FROM entries WHERE story_id IS NULL"
-                             ).fetchone()[0] == 0
+        assert (
+            store.execute("SELECT count(*) FROM entries WHERE story_id IS NULL").fetchone()[0] == 0
+        )
     assert sum(read) <= 300, f"{sum(read)} rows read over {len(read)} window loads"
 
 
-def test_a_feed_cannot_take_over_an_outlets_story_headline(tmp_path: Path,
-                                                             server: LoopbackServer) -> None:
+def test_a_feed_cannot_take_over_an_outlets_story_headline(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     """An outlet's article, and two other feeds linking the very same URL: one back-dated to
     1976, one a day earlier than the outlet. Neither may become the story's headline."""
     now = utcnow()
@@ -211,25 +229,41 @@ def test_a_feed_cannot_take_over_an_outlets_story_headline(tmp_path: Path,
     article = f"{outlet}/news/bridge-reopens"
 
     def rss(title: str, published: datetime) -> bytes:
-        return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title><item>'
-                f"<guid>{title[:12]}</guid><title>{title}</title><link>{article}</link>"
-                f"<description>{title}. The harbour bridge reopened on Monday after repairs "
-                f"that took eleven weeks.</description>"
-                f"<pubDate>{format_datetime(published)}</pubDate></item></channel></rss>").encode()
+        return (
+            f'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title><item>'
+            f"<guid>{title[:12]}</guid><title>{title}</title><link>{article}</link>"
+            f"<description>{title}. The harbour bridge reopened on Monday after repairs "
+            f"that took eleven weeks.</description>"
+            f"<pubDate>{format_datetime(published)}</pubDate></item></channel></rss>"
+        ).encode()
 
-    server.serve("/outlet.xml", rss("Harbour bridge reopens after eleven weeks of repairs",
-                                    now - timedelta(hours=1)), Content_Type="application/rss+xml")
-    server.serve("/ancient.xml", rss("CHEAP PILLS click here", datetime(1976, 1, 1, tzinfo=UTC)),
-                 Content_Type="application/rss+xml")
-    server.serve("/earlier.xml", rss("Sponsored: win a cruise today", now - timedelta(hours=30)),
-                 Content_Type="application/rss+xml")
-    config = loopback_config(tmp_path, f"{outlet}/outlet.xml", server.url("/ancient.xml"),
-                             server.url("/earlier.xml"))
+    server.serve(
+        "/outlet.xml",
+        rss("Harbour bridge reopens after eleven weeks of repairs", now - timedelta(hours=1)),
+        Content_Type="application/rss+xml",
+    )
+    server.serve(
+        "/ancient.xml",
+        rss("CHEAP PILLS click here", datetime(1976, 1, 1, tzinfo=UTC)),
+        Content_Type="application/rss+xml",
+    )
+    server.serve(
+        "/earlier.xml",
+        rss("Sponsored: win a cruise today", now - timedelta(hours=30)),
+        Content_Type="application/rss+xml",
+    )
+    config = loopback_config(
+        tmp_path, f"{outlet}/outlet.xml", server.url("/ancient.xml"), server.url("/earlier.xml")
+    )
     assert run_cli(config, "poll", "--all").returncode == 0
     with Store.open(tmp_path / "agg.db") as store:
-        rows = {r["title"][:12]: r for r in store.execute(
-            "SELECT e.id, e.title, e.story_id, s.title AS headline FROM entries e"
-            " JOIN stories s ON s.id = e.story_id")}
+        rows = {
+            r["title"][:12]: r
+            for r in store.execute(
+                "SELECT e.id, e.title, e.story_id, s.title AS headline FROM entries e"
+                " JOIN stories s ON s.id = e.story_id"
+            )
+        }
     bridge, pills, cruise = rows["Harbour brid"], rows["CHEAP PILLS "], rows["Sponsored: w"]
     assert pills["story_id"] != bridge["story_id"], "a 1976 date is outside every window"
     assert cruise["story_id"] == bridge["story_id"], "the same URL within the window joins"

@@ -178,6 +178,8 @@ def test_released_idle_workers_end_and_the_next_task_starts_a_fresh_one() -> Non
     before, released, after_release, first, again = asyncio.run(go())
     assert released == 2 and len(before) == 2 and first in before
     assert after_release == []
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                   for pid in before)
+    assert not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        for pid in before
+    )
     assert again not in before

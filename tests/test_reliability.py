@@ -19,12 +19,17 @@ CLI = [sys.executable, "-m", "aggregator"]
 
 
 def poll(config: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "--config", str(config), "poll", "--all", *extra],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*CLI, "--config", str(config), "poll", "--all", *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def _kill_when_committed(proc: subprocess.Popen[bytes], db: Path, target: int,
-                         deadline: float = 240) -> bool:
+def _kill_when_committed(
+    proc: subprocess.Popen[bytes], db: Path, target: int, deadline: float = 240
+) -> bool:
     """SIGKILL `proc` as soon as at least `target` entries are committed; False if it ended first.
 
     The kill point is a row count the test observes, not a sleep, so a slow or loaded machine
@@ -58,8 +63,11 @@ def test_kill_9_during_ingest_loses_nothing_and_ends_like_a_clean_run(tmp_path: 
     # first lands inside the first feeds' transactions, the last with most of the feeds stored.
     # Each later run re-polls every feed and must skip what is stored and add the rest.
     for step in (1, 30, 80, 140, 200, 260):
-        proc = subprocess.Popen([*CLI, "--config", str(crash_cfg), "poll", "--all"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*CLI, "--config", str(crash_cfg), "poll", "--all"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         killed = _kill_when_committed(proc, crash_db, step * per_feed)
         proc.wait(timeout=60)
         assert killed, f"the poll ended before {step} feeds were stored"
@@ -90,7 +98,9 @@ def test_readers_never_see_a_locked_database_during_a_large_poll(tmp_path: Path)
             try:
                 conn = sqlite3.connect(db, timeout=0.05)
                 conn.execute("SELECT count(*) FROM entries").fetchone()
-                conn.execute("SELECT * FROM story_overview ORDER BY feed_count DESC LIMIT 5").fetchall()
+                conn.execute(
+                    "SELECT * FROM story_overview ORDER BY feed_count DESC LIMIT 5"
+                ).fetchall()
                 conn.close()
                 reads += 1
             except sqlite3.OperationalError as exc:
@@ -118,8 +128,9 @@ def test_readers_never_see_a_locked_database_during_a_large_poll(tmp_path: Path)
 
 def _mount_tmpfs(path: Path, size: str) -> None:
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root): " + done.stderr.decode().strip())
 

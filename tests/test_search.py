@@ -43,8 +43,10 @@ def test_search_finds_new_entries_and_ranks_title_matches_first(site: Path) -> N
     assert_index_matches_entries(site.parent / "agg.db")
     rows = search(site, "lighthouse")
     # The title hit ranks above the entry that mentions the lighthouse only in its text.
-    assert [r["title"] for r in rows] == ["Lighthouse keeper retires after forty years",
-                                         "Spring tides expected this weekend"]
+    assert [r["title"] for r in rows] == [
+        "Lighthouse keeper retires after forty years",
+        "Spring tides expected this weekend",
+    ]
     assert rows[0]["outlet"] == "Harbour Herald" and rows[0]["story_id"]
     assert "[lighthouse]" in str(rows[1]["snippet"]).lower()
     # Diacritics are folded: "élus" is found as "elus".
@@ -52,8 +54,21 @@ def test_search_finds_new_entries_and_ranks_title_matches_first(site: Path) -> N
 
 
 def test_raw_user_input_is_safe_and_never_an_fts_syntax_error(site: Path) -> None:
-    for raw in ("c++", '"unbalanced', "AND", "NEAR(", "*", "", "OR NOT", "title:ferry",
-                "ferry)", "-ferry", "^ferry", "'; DROP TABLE entries; --", "🙂"):
+    for raw in (
+        "c++",
+        '"unbalanced',
+        "AND",
+        "NEAR(",
+        "*",
+        "",
+        "OR NOT",
+        "title:ferry",
+        "ferry)",
+        "-ferry",
+        "^ferry",
+        "'; DROP TABLE entries; --",
+        "🙂",
+    ):
         # "--" ends the options, so a query may start with "-".
         result = run_cli(site, "search", "--", raw)
         assert result.returncode == 0 and result.stderr == b"", raw
@@ -97,14 +112,17 @@ def test_fts_follows_deleted_entries_and_deleted_feeds(site: Path) -> None:
     assert_index_matches_entries(database)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("c++", '"c"'),
-    ('"unbalanced', '"unbalanced"'),
-    ("NEAR(a b", '"NEAR" "a" "b"'),
-    ("*", None),
-    ("", None),
-    ("  ", None),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("c++", '"c"'),
+        ('"unbalanced', '"unbalanced"'),
+        ("NEAR(a b", '"NEAR" "a" "b"'),
+        ("*", None),
+        ("", None),
+        ("  ", None),
+    ],
+)
 def test_fts_query_quotes_every_word(raw: str, expected: str | None) -> None:
     assert fts_query(raw) == expected
 
@@ -117,8 +135,10 @@ def test_sqlite_utils_finds_the_full_text_index(site: Path) -> None:
     try:
         assert db["entries"].detect_fts() == "entries_fts"
         found = list(db["entries"].search("lighthouse", columns=["title"]))
-        assert {r["title"] for r in found} == {"Lighthouse keeper retires after forty years",
-                                               "Spring tides expected this weekend"}
+        assert {r["title"] for r in found} == {
+            "Lighthouse keeper retires after forty years",
+            "Spring tides expected this weekend",
+        }
     finally:
         db.close()
 
@@ -127,9 +147,11 @@ def test_search_matches_text_not_the_markup_of_summaries(tmp_path: Path) -> None
     feed = tmp_path / "links.xml"
     feed.write_text(
         '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
-        '<item><guid>1</guid><title>Ferry timetable changes</title><description>'
+        "<item><guid>1</guid><title>Ferry timetable changes</title><description>"
         '&lt;p&gt;See &lt;a href="https://a.example/t"&gt;the timetable&lt;/a&gt;&lt;/p&gt;'
-        "</description></item></channel></rss>", encoding="utf-8")
+        "</description></item></channel></rss>",
+        encoding="utf-8",
+    )
     config = one_feed_config(tmp_path, feed)
     run_cli(config, "poll", "--all")
     with Store.open(tmp_path / "agg.db") as store:
@@ -150,11 +172,15 @@ def test_a_schema_5_database_migrates_to_a_text_only_index(tmp_path: Path) -> No
         for statement in store_mod._statements(script):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
-    conn.execute("INSERT INTO feeds (url, config_url, tags, active, created_at, updated_at)"
-                 " VALUES ('https://a.example/f', 'https://a.example/f', '[]', 1, 'x', 'x')")
-    conn.execute("INSERT INTO entries (feed_id, guid, title, summary, text, published,"
-                 " first_seen, content_hash) VALUES (1, 'g', 'Harbour news', '<a rel=\"noopener\">"
-                 "x</a>', 'Harbour news x', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'h')")
+    conn.execute(
+        "INSERT INTO feeds (url, config_url, tags, active, created_at, updated_at)"
+        " VALUES ('https://a.example/f', 'https://a.example/f', '[]', 1, 'x', 'x')"
+    )
+    conn.execute(
+        "INSERT INTO entries (feed_id, guid, title, summary, text, published,"
+        " first_seen, content_hash) VALUES (1, 'g', 'Harbour news', '<a rel=\"noopener\">"
+        "x</a>', 'Harbour news x', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'h')"
+    )
     conn.commit()
     conn.close()
     with Store.open(db) as store:

@@ -80,8 +80,12 @@ class NotifyListener:
         with self._lock:
             return list(self.messages)
 
-    def wait_for(self, predicate: Callable[[list[dict[str, str]]], bool],
-                 what: str, timeout: float = DEADLINE) -> list[dict[str, str]]:
+    def wait_for(
+        self,
+        predicate: Callable[[list[dict[str, str]]], bool],
+        what: str,
+        timeout: float = DEADLINE,
+    ) -> list[dict[str, str]]:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             msgs = self.snapshot()
@@ -90,15 +94,20 @@ class NotifyListener:
             time.sleep(0.05)
         raise AssertionError(f"no {what} within {timeout} s; got {self.snapshot()}")
 
-    def wait_key(self, key: str, value: str | None = None, *, after: int = 0,
-                 timeout: float = DEADLINE) -> int:
+    def wait_key(
+        self, key: str, value: str | None = None, *, after: int = 0, timeout: float = DEADLINE
+    ) -> int:
         """Index of the first message at or after `after` carrying key (=value)."""
+
         def found(msgs: list[dict[str, str]]) -> bool:
             return any(key in m and (value is None or m[key] == value) for m in msgs[after:])
 
         msgs = self.wait_for(found, f"{key}={value or '*'}", timeout)
-        return next(i for i, m in enumerate(msgs) if i >= after and key in m
-                    and (value is None or m[key] == value))
+        return next(
+            i
+            for i, m in enumerate(msgs)
+            if i >= after and key in m and (value is None or m[key] == value)
+        )
 
     def close(self) -> None:
         self._closed = True
@@ -113,8 +122,9 @@ class NotifyListener:
 class Daemon:
     """`aggregator run` as a subprocess, its stderr in a file the test can read."""
 
-    def __init__(self, config: Path, env: dict[str, str], *extra: str,
-                 log_level: str | None = None) -> None:
+    def __init__(
+        self, config: Path, env: dict[str, str], *extra: str, log_level: str | None = None
+    ) -> None:
         self.log_path = config.parent / "daemon.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.env = env
@@ -122,8 +132,9 @@ class Daemon:
         if log_level:
             args += ["--log-level", log_level]
         args += ["run", "--dispatch-interval", "0.5", *extra]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.log, env=env)
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log, env=env
+        )
 
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -155,8 +166,11 @@ class Daemon:
 
 
 def daemon_env(listener: NotifyListener | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+    }
     if listener is not None:
         env["NOTIFY_SOCKET"] = listener.env_value
     env.update(extra)
@@ -168,8 +182,13 @@ def write_service_config(folder: Path, feeds: list[Path], *, digests: bool = Tru
     for path in feeds:
         lines += ["[[feeds]]", f'url = "{path.as_uri()}"', ""]
     if digests:
-        lines += ["[[digests]]", 'name = "everything"', f'path = "{folder / "everything.atom"}"',
-                  'since = "3650d"', ""]
+        lines += [
+            "[[digests]]",
+            'name = "everything"',
+            f'path = "{folder / "everything.atom"}"',
+            'since = "3650d"',
+            "",
+        ]
     config = folder / "aggregator.toml"
     config.write_text("\n".join(lines), encoding="utf-8")
     return config
@@ -198,15 +217,21 @@ def db_check(db: Path) -> sqlite3.Connection:
 
 
 def test_daemon_reports_ready_polls_and_stops_cleanly_on_sigterm(
-        tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]) -> None:
+    tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]
+) -> None:
     config = write_service_config(tmp_path, two_feeds)
     daemon = Daemon(config, daemon_env(listener))
     try:
         ready = listener.wait_key("READY", "1")
         # After the first cycle the status says what was polled and when the next poll is.
-        listener.wait_for(lambda ms: any("polled 2 feeds, 4 new entries" in m.get("STATUS", "")
-                                         and "next poll in" in m.get("STATUS", "")
-                                         for m in ms), "a STATUS line after the first cycle")
+        listener.wait_for(
+            lambda ms: any(
+                "polled 2 feeds, 4 new entries" in m.get("STATUS", "")
+                and "next poll in" in m.get("STATUS", "")
+                for m in ms
+            ),
+            "a STATUS line after the first cycle",
+        )
         assert ready >= 0
         text = daemon.wait_log("digest written (cycle)")
         # One line per feed outcome, and no timestamps from APScheduler's INFO chatter.
@@ -227,8 +252,9 @@ def test_daemon_reports_ready_polls_and_stops_cleanly_on_sigterm(
     conn.close()
 
 
-def _slow_feed_config(tmp_path: Path, server: LoopbackServer, release: threading.Event,
-                      two_feeds: list[Path]) -> Path:
+def _slow_feed_config(
+    tmp_path: Path, server: LoopbackServer, release: threading.Event, two_feeds: list[Path]
+) -> Path:
     body = (two_feeds[0]).read_bytes().replace(b"ledger", b"slowpaper")
 
     def slow(_req: object, _h: object) -> Response:
@@ -237,18 +263,21 @@ def _slow_feed_config(tmp_path: Path, server: LoopbackServer, release: threading
 
     server.route("/slow.xml", slow)
     config = write_service_config(tmp_path, [two_feeds[1]])
-    config.write_text(config.read_text() + f'''
+    config.write_text(
+        config.read_text()
+        + f'''
 [fetch]
 allow_private_networks = true
 [[feeds]]
 url = "{server.url("/slow.xml")}"
-''')
+'''
+    )
     return config
 
 
 def test_sigterm_lets_an_in_flight_poll_finish(
-        tmp_path: Path, listener: NotifyListener, server: LoopbackServer,
-        two_feeds: list[Path]) -> None:
+    tmp_path: Path, listener: NotifyListener, server: LoopbackServer, two_feeds: list[Path]
+) -> None:
     release = threading.Event()
     config = _slow_feed_config(tmp_path, server, release, two_feeds)
     daemon = Daemon(config, daemon_env(listener))
@@ -270,8 +299,8 @@ def test_sigterm_lets_an_in_flight_poll_finish(
 
 
 def test_sigterm_abandons_a_stuck_poll_within_the_stop_timeout(
-        tmp_path: Path, listener: NotifyListener, server: LoopbackServer,
-        two_feeds: list[Path]) -> None:
+    tmp_path: Path, listener: NotifyListener, server: LoopbackServer, two_feeds: list[Path]
+) -> None:
     release = threading.Event()
     config = _slow_feed_config(tmp_path, server, release, two_feeds)
     daemon = Daemon(config, daemon_env(listener), "--stop-timeout", "4")
@@ -287,8 +316,9 @@ def test_sigterm_abandons_a_stuck_poll_within_the_stop_timeout(
     assert "abandoned the poll cycle in flight" in daemon.text()
     conn = db_check(tmp_path / "agg.db")
     # The abandoned feed recorded nothing and is still due: the next start polls it.
-    row = conn.execute("SELECT last_fetched_at, next_poll_at FROM feeds WHERE url LIKE '%slow%'"
-                       ).fetchone()
+    row = conn.execute(
+        "SELECT last_fetched_at, next_poll_at FROM feeds WHERE url LIKE '%slow%'"
+    ).fetchone()
     assert row[0] is None
     assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 2
     conn.close()
@@ -309,32 +339,42 @@ def test_abstract_notify_socket_receives_ready(tmp_path: Path, two_feeds: list[P
 
 
 def test_watchdog_pings_every_half_watchdog_usec(
-        tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]) -> None:
-    daemon = Daemon(write_service_config(tmp_path, two_feeds),
-                    daemon_env(listener, WATCHDOG_USEC="2000000"))
+    tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]
+) -> None:
+    daemon = Daemon(
+        write_service_config(tmp_path, two_feeds), daemon_env(listener, WATCHDOG_USEC="2000000")
+    )
     try:
         # 2 s watchdog → a ping every second: three arrive well within 15 s.
-        listener.wait_for(lambda ms: sum(m.get("WATCHDOG") == "1" for m in ms) >= 3,
-                          "three WATCHDOG=1 pings", timeout=15)
+        listener.wait_for(
+            lambda ms: sum(m.get("WATCHDOG") == "1" for m in ms) >= 3,
+            "three WATCHDOG=1 pings",
+            timeout=15,
+        )
     finally:
         assert daemon.stop() == 0, daemon.text()
 
 
 def test_watchdog_meant_for_another_pid_is_not_pinged(
-        tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]) -> None:
-    daemon = Daemon(write_service_config(tmp_path, two_feeds),
-                    daemon_env(listener, WATCHDOG_USEC="2000000", WATCHDOG_PID="1"))
+    tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]
+) -> None:
+    daemon = Daemon(
+        write_service_config(tmp_path, two_feeds),
+        daemon_env(listener, WATCHDOG_USEC="2000000", WATCHDOG_PID="1"),
+    )
     try:
         listener.wait_key("READY", "1")
-        listener.wait_for(lambda ms: any("polled" in m.get("STATUS", "") for m in ms),
-                          "the first cycle's STATUS")
+        listener.wait_for(
+            lambda ms: any("polled" in m.get("STATUS", "") for m in ms), "the first cycle's STATUS"
+        )
     finally:
         assert daemon.stop() == 0, daemon.text()
     assert not any("WATCHDOG" in m for m in listener.snapshot())
 
 
 def test_sighup_with_two_more_feeds_reloads_and_polls_them(
-        tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]) -> None:
+    tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]
+) -> None:
     config = write_service_config(tmp_path, two_feeds)
     daemon = Daemon(config, daemon_env(listener))
     try:
@@ -362,13 +402,14 @@ def test_sighup_with_two_more_feeds_reloads_and_polls_them(
 
 
 def test_sighup_with_a_broken_config_keeps_the_running_one(
-        tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]) -> None:
+    tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]
+) -> None:
     config = write_service_config(tmp_path, two_feeds)
     daemon = Daemon(config, daemon_env(listener))
     try:
         listener.wait_key("READY", "1")
         daemon.wait_log("cycle: 2 due")
-        config.write_text(config.read_text() + "\n[fetch]\nconcurrency = \"many\"\n")
+        config.write_text(config.read_text() + '\n[fetch]\nconcurrency = "many"\n')
         before = len(listener.snapshot())
         daemon.signal(signal.SIGHUP)
         reloading = listener.wait_key("RELOADING", "1", after=before)
@@ -385,8 +426,9 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(
     conn.close()
 
 
-def test_sigint_stops_like_sigterm(tmp_path: Path, listener: NotifyListener,
-                                   two_feeds: list[Path]) -> None:
+def test_sigint_stops_like_sigterm(
+    tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]
+) -> None:
     daemon = Daemon(write_service_config(tmp_path, two_feeds), daemon_env(listener))
     try:
         listener.wait_key("READY", "1")
@@ -399,15 +441,17 @@ def test_sigint_stops_like_sigterm(tmp_path: Path, listener: NotifyListener,
 
 
 def test_journald_stream_gets_syslog_priority_prefixes(
-        tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]) -> None:
+    tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]
+) -> None:
     missing = tmp_path / "gone.xml"  # a failing feed logs a warning
     config = write_service_config(tmp_path, [*two_feeds, missing], digests=False)
     log_path = tmp_path / "daemon.log"
     log_path.touch()
     st = os.stat(log_path)
     # The daemon's stderr is this very file, so $JOURNAL_STREAM names it as journald would.
-    daemon = Daemon(config, daemon_env(listener, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"),
-                    log_level="debug")
+    daemon = Daemon(
+        config, daemon_env(listener, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"), log_level="debug"
+    )
     try:
         daemon.wait_log("cycle: 3 due")
     finally:
@@ -420,14 +464,16 @@ def test_journald_stream_gets_syslog_priority_prefixes(
 
 
 def test_plain_log_lines_when_stderr_is_not_the_journal(
-        tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]) -> None:
+    tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]
+) -> None:
     config = write_service_config(tmp_path, two_feeds, digests=False)
     # JOURNAL_STREAM inherited from a parent whose stderr was the journal: not ours.
     daemon = Daemon(config, daemon_env(listener, JOURNAL_STREAM="1:1"), log_level="warning")
     try:
         listener.wait_key("READY", "1")
-        listener.wait_for(lambda ms: any("polled" in m.get("STATUS", "") for m in ms),
-                          "the first cycle's STATUS")
+        listener.wait_for(
+            lambda ms: any("polled" in m.get("STATUS", "") for m in ms), "the first cycle's STATUS"
+        )
         config.write_text("this is not toml")
         daemon.signal(signal.SIGHUP)
         daemon.wait_log("reload refused")
@@ -441,7 +487,8 @@ def test_plain_log_lines_when_stderr_is_not_the_journal(
 
 
 def test_broken_config_at_start_exits_2_with_a_logged_error(
-        tmp_path: Path, listener: NotifyListener) -> None:
+    tmp_path: Path, listener: NotifyListener
+) -> None:
     config = tmp_path / "aggregator.toml"
     config.write_text("[storage]\nkeep_days = 0\n")
     daemon = Daemon(config, daemon_env(listener))
@@ -455,9 +502,14 @@ def test_broken_config_at_start_exits_2_with_a_logged_error(
 
 
 def test_daemon_housekeeping_checkpoints_the_wal(
-        tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]) -> None:
-    daemon = Daemon(write_service_config(tmp_path, two_feeds), daemon_env(listener),
-                    "--housekeeping-delay", "0.5")
+    tmp_path: Path, listener: NotifyListener, two_feeds: list[Path]
+) -> None:
+    daemon = Daemon(
+        write_service_config(tmp_path, two_feeds),
+        daemon_env(listener),
+        "--housekeeping-delay",
+        "0.5",
+    )
     try:
         listener.wait_key("READY", "1")
         daemon.wait_log("cycle: 2 due")
@@ -477,19 +529,31 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def _entry(guid: str, title: str, published: datetime) -> tuple[Entry, Fingerprint]:
-    entry = Entry(guid=guid, link=f"https://example.org/{guid}", title=title, summary="",
-                  content="", text=title, published=published, updated=None, author=None,
-                  language="en", content_hash=f"hash-{guid}")
+    entry = Entry(
+        guid=guid,
+        link=f"https://example.org/{guid}",
+        title=title,
+        summary="",
+        content="",
+        text=title,
+        published=published,
+        updated=None,
+        author=None,
+        language="en",
+        content_hash=f"hash-{guid}",
+    )
     return entry, Fingerprint(f"hash-{guid}", (hash(guid) & ((1 << 64) - 1)) or 1, ("w",))
 
 
-def _add(store: Store, feed_id: int, guid: str, story: int, *, age_days: float,
-         rule: str = "new") -> int:
+def _add(
+    store: Store, feed_id: int, guid: str, story: int, *, age_days: float, rule: str = "new"
+) -> int:
     when = NOW - timedelta(days=age_days)
     entry, fp = _entry(guid, f"title {guid}", when)
     res = store.upsert_entry(feed_id, entry, fp, when)
-    store.assign_story(res.entry_id, story, rule=rule, distance=None, score=None,
-                       matched_entry_id=None, now=when)
+    store.assign_story(
+        res.entry_id, story, rule=rule, distance=None, score=None, matched_entry_id=None, now=when
+    )
     store.refresh_stories([story], when)
     return res.entry_id
 
@@ -497,8 +561,10 @@ def _add(store: Store, feed_id: int, guid: str, story: int, *, age_days: float,
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store.open(tmp_path / "hk.db") as st:
-        st.sync_feeds([FeedSettings("https://a.example/feed"),
-                       FeedSettings("https://b.example/feed")], NOW - timedelta(days=400))
+        st.sync_feeds(
+            [FeedSettings("https://a.example/feed"), FeedSettings("https://b.example/feed")],
+            NOW - timedelta(days=400),
+        )
         yield st
 
 
@@ -532,11 +598,16 @@ def test_prune_removes_old_stories_and_keeps_the_rest_consistent(store: Store) -
     assert store.next_story_id() == next_id
     assert store.execute("PRAGMA foreign_key_check").fetchall() == []
     assert store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    orphans = store.execute("SELECT count(*) FROM entries e LEFT JOIN stories s"
-                            " ON s.id = e.story_id WHERE s.id IS NULL").fetchone()[0]
+    orphans = store.execute(
+        "SELECT count(*) FROM entries e LEFT JOIN stories s ON s.id = e.story_id WHERE s.id IS NULL"
+    ).fetchone()[0]
     assert orphans == 0
-    assert store.execute("SELECT count(*) FROM simhash_bands WHERE entry_id NOT IN"
-                         " (SELECT id FROM entries)").fetchone()[0] == 0
+    assert (
+        store.execute(
+            "SELECT count(*) FROM simhash_bands WHERE entry_id NOT IN (SELECT id FROM entries)"
+        ).fetchone()[0]
+        == 0
+    )
     # The full-text index forgot the pruned entries too.
     assert store.search("old1") == [] and len(store.search("recent")) == 1
 
@@ -626,13 +697,21 @@ def test_first_polls_are_spread_deterministically() -> None:
 
 def test_config_changes_name_feeds_digests_and_sections(tmp_path: Path) -> None:
     digest = DigestSettings(name="top", path=tmp_path / "top.atom")
-    old = Config(path=tmp_path / "c.toml", database=tmp_path / "db",
-                 feeds=(FeedSettings("https://a/f"), FeedSettings("https://b/f", interval=600)),
-                 digests=(digest,))
-    new = replace(old, keep_days=30,
-                  feeds=(FeedSettings("https://b/f", interval=1200), FeedSettings("https://c/f")),
-                  digests=(replace(digest, format="rss"),
-                           DigestSettings(name="new", path=tmp_path / "n.atom")))
+    old = Config(
+        path=tmp_path / "c.toml",
+        database=tmp_path / "db",
+        feeds=(FeedSettings("https://a/f"), FeedSettings("https://b/f", interval=600)),
+        digests=(digest,),
+    )
+    new = replace(
+        old,
+        keep_days=30,
+        feeds=(FeedSettings("https://b/f", interval=1200), FeedSettings("https://c/f")),
+        digests=(
+            replace(digest, format="rss"),
+            DigestSettings(name="new", path=tmp_path / "n.atom"),
+        ),
+    )
     lines = config_changes(old, new)
     assert "feed added: https://c/f" in lines
     assert "feed removed: https://a/f" in lines
@@ -663,8 +742,9 @@ def test_journal_formatter_prefixes_every_line_of_a_traceback(tmp_path: Path) ->
     try:
         raise RuntimeError("boom")
     except RuntimeError:
-        record = logging.LogRecord("aggregator", logging.ERROR, __file__, 1, "failed", None,
-                                   sys.exc_info())
+        record = logging.LogRecord(
+            "aggregator", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()
+        )
     lines = fmt.format(record).splitlines()
     assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)
     warn = logging.LogRecord("x", logging.WARNING, __file__, 1, "w", None, None)

@@ -22,7 +22,8 @@ ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
     ANALYZE is None,
     reason="systemd-analyze is not installed (Debian: apt-get install -y systemd); "
-           ".ci/run installs it")
+    ".ci/run installs it",
+)
 
 
 def _settings(text: str) -> list[tuple[str, str]]:
@@ -70,8 +71,9 @@ def test_exec_start_command_line_is_accepted_by_the_cli(tmp_path: Path) -> None:
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     assert ANALYZE is not None
     unit = _local_copy(tmp_path)
-    done = subprocess.run([ANALYZE, "verify", str(unit)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == "" and done.stderr.strip() == "", done.stdout + done.stderr
 
@@ -80,11 +82,17 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
 def test_systemd_analyze_security_exposure_is_at_most_2(tmp_path: Path) -> None:
     assert ANALYZE is not None
     unit = _local_copy(tmp_path)
-    done = subprocess.run([ANALYZE, "security", "--offline=yes", "--no-pager", str(unit)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [ANALYZE, "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    match = re.search(r"Overall exposure level for aggregator\.service: (\d+(?:\.\d+)?)",
-                      done.stdout)
+    match = re.search(
+        r"Overall exposure level for aggregator\.service: (\d+(?:\.\d+)?)", done.stdout
+    )
     assert match, done.stdout + done.stderr
     exposure = float(match.group(1))
     print(f"systemd-analyze security: overall exposure {exposure}")

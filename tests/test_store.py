@@ -22,8 +22,17 @@ def test_migrating_an_empty_database_creates_the_public_schema(tmp_path: Path) -
         assert {"feeds", "entries", "stories", "simhash_bands", "story_merges"} <= tables
         assert store.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         cols = {r[1] for r in store.execute("PRAGMA table_info(entries)")}
-        assert {"id", "feed_id", "guid", "link", "title", "summary", "content", "published",
-                "story_id"} <= cols
+        assert {
+            "id",
+            "feed_id",
+            "guid",
+            "link",
+            "title",
+            "summary",
+            "content",
+            "published",
+            "story_id",
+        } <= cols
     # Opening again migrates nothing and keeps the version.
     with Store.open(tmp_path / "sub" / "agg.db") as store:
         assert store.migrate() == len(MIGRATIONS)

@@ -24,8 +24,10 @@ FEED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>Harbour</titl
 <item><guid>h1</guid><title>Ferry timetable changes on Monday</title>
 <link>http://harbour.example/1</link><pubDate>Mon, 28 Oct 2024 08:00:00 GMT</pubDate></item>
 </channel></rss>"""
-MAIN = ('# my aggregator, with comments that must stay\n\n[storage]\n'
-        'database = "agg.db"  # beside this file\n\n[fetch]\nallow_private_networks = true\n')
+MAIN = (
+    "# my aggregator, with comments that must stay\n\n[storage]\n"
+    'database = "agg.db"  # beside this file\n\n[fetch]\nallow_private_networks = true\n'
+)
 
 
 @pytest.fixture
@@ -37,8 +39,9 @@ def listener() -> Iterator[NotifyListener]:
 
 
 def cli(config: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*CLI, "--config", str(config), *args], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [*CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == code, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     return result
@@ -53,7 +56,8 @@ def harbour(tmp_path: Path, server: LoopbackServer) -> tuple[Path, str]:
 
 
 def test_feeds_add_writes_an_included_feeds_file_and_the_feed_is_polled(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     config, url = harbour(tmp_path, server)
 
     out = cli(config, "feeds", "add", url, "--tag", "local", "--tag", "sea", "--title", "Harbour")
@@ -62,9 +66,10 @@ def test_feeds_add_writes_an_included_feeds_file_and_the_feed_is_polled(
     assert 'added include "feeds.d/subscriptions.toml"' in out.stdout
     assert "systemctl reload aggregator" in out.stdout  # no daemon runs: say how to tell it
     # The main config only gains the include line: every comment and line stays.
-    assert config.read_text() == ('# my aggregator, with comments that must stay\n\n'
-                                  'include = ["feeds.d/subscriptions.toml"]\n'
-                                  + MAIN.split("\n\n", 1)[1])
+    assert config.read_text() == (
+        "# my aggregator, with comments that must stay\n\n"
+        'include = ["feeds.d/subscriptions.toml"]\n' + MAIN.split("\n\n", 1)[1]
+    )
     (feed,) = config_mod.load(config).feeds
     assert (feed.url, feed.title, feed.tags) == (url, "Harbour", ("local", "sea"))
 
@@ -80,8 +85,7 @@ def test_feeds_add_writes_an_included_feeds_file_and_the_feed_is_polled(
     assert config.read_text().count("include") == 1
 
 
-def test_feeds_add_refuses_a_duplicate_and_a_bad_url_and_changes_nothing(
-        tmp_path: Path) -> None:
+def test_feeds_add_refuses_a_duplicate_and_a_bad_url_and_changes_nothing(tmp_path: Path) -> None:
     config = tmp_path / "aggregator.toml"
     config.write_text(MAIN + '\n[[feeds]]\nurl = "https://news.example/feed"\n')
     before = config.read_text()
@@ -96,26 +100,33 @@ def test_feeds_add_refuses_a_duplicate_and_a_bad_url_and_changes_nothing(
     assert not (tmp_path / "feeds.d" / "subscriptions.toml").exists()
 
 
-def test_feeds_remove_takes_out_one_table_and_keeps_the_rest_of_the_file(
-        tmp_path: Path) -> None:
+def test_feeds_remove_takes_out_one_table_and_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
     config = tmp_path / "aggregator.toml"
-    config.write_text('include = ["feeds.d/*.toml"]\n' + MAIN
-                      + '\n[[feeds]]\nurl = "https://main.example/feed"\n')
+    config.write_text(
+        'include = ["feeds.d/*.toml"]\n' + MAIN + '\n[[feeds]]\nurl = "https://main.example/feed"\n'
+    )
     feeds_d = tmp_path / "feeds.d"
     feeds_d.mkdir()
     listing = feeds_d / "news.toml"
-    listing.write_text('# my news feeds\n\n[[feeds]]\nurl = "https://a.example/feed"\n'
-                       'tags = ["a"]\n\n# the one to drop\n[[feeds]]\n'
-                       'url = "https://b.example/feed"\n\n[[feeds]]\n'
-                       'url = "https://c.example/feed"  # keep\n')
+    listing.write_text(
+        '# my news feeds\n\n[[feeds]]\nurl = "https://a.example/feed"\n'
+        'tags = ["a"]\n\n# the one to drop\n[[feeds]]\n'
+        'url = "https://b.example/feed"\n\n[[feeds]]\n'
+        'url = "https://c.example/feed"  # keep\n'
+    )
 
     out = cli(config, "feeds", "remove", "https://a.example/feed")
     assert f"unsubscribed from https://a.example/feed (removed from {listing})" in out.stdout
-    assert listing.read_text() == ('# my news feeds\n\n# the one to drop\n[[feeds]]\n'
-                                   'url = "https://b.example/feed"\n\n[[feeds]]\n'
-                                   'url = "https://c.example/feed"  # keep\n')
+    assert listing.read_text() == (
+        "# my news feeds\n\n# the one to drop\n[[feeds]]\n"
+        'url = "https://b.example/feed"\n\n[[feeds]]\n'
+        'url = "https://c.example/feed"  # keep\n'
+    )
     assert [f.url for f in config_mod.load(config).feeds] == [
-        "https://main.example/feed", "https://b.example/feed", "https://c.example/feed"]
+        "https://main.example/feed",
+        "https://b.example/feed",
+        "https://c.example/feed",
+    ]
 
     missing = cli(config, "feeds", "remove", "https://a.example/feed", code=1)
     assert "not subscribed to https://a.example/feed" in missing.stderr
@@ -127,7 +138,8 @@ def test_feeds_remove_takes_out_one_table_and_keeps_the_rest_of_the_file(
 
 
 def test_a_removed_feed_keeps_its_entries_and_is_marked_inactive(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     config, url = harbour(tmp_path, server)
     cli(config, "feeds", "add", url)
     cli(config, "poll")
@@ -141,7 +153,8 @@ def test_a_removed_feed_keeps_its_entries_and_is_marked_inactive(
 
 
 def test_feeds_add_and_remove_tell_the_running_daemon_which_reloads(
-        tmp_path: Path, listener: NotifyListener, feed_dir: Path) -> None:
+    tmp_path: Path, listener: NotifyListener, feed_dir: Path
+) -> None:
     config = write_service_config(tmp_path, [feed_dir / "ledger.xml"], digests=False)
     daemon = Daemon(config, daemon_env(listener))
     try:
@@ -172,10 +185,17 @@ def test_feeds_add_and_remove_tell_the_running_daemon_which_reloads(
 def test_a_pid_file_left_by_a_killed_daemon_is_not_believed(tmp_path: Path) -> None:
     database = tmp_path / "agg.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path;"
-         "from aggregator.store import DaemonPid; assert DaemonPid(Path(sys.argv[1])).claim();"
-         "print('held', flush=True); time.sleep(60)", str(database)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path;"
+            "from aggregator.store import DaemonPid; assert DaemonPid(Path(sys.argv[1])).claim();"
+            "print('held', flush=True); time.sleep(60)",
+            str(database),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         assert DaemonPid(database).running() == holder.pid
@@ -189,16 +209,17 @@ def test_a_pid_file_left_by_a_killed_daemon_is_not_believed(tmp_path: Path) -> N
     assert DaemonPid(database).running() is None
 
 
-def test_feeds_import_into_the_file_feeds_add_wrote_keeps_what_was_added(
-        tmp_path: Path) -> None:
+def test_feeds_import_into_the_file_feeds_add_wrote_keeps_what_was_added(tmp_path: Path) -> None:
     config = tmp_path / "aggregator.toml"
     config.write_text(MAIN)
     cli(config, "feeds", "add", "https://added.example/feed", "--tag", "mine", "--no-discover")
     opml = tmp_path / "subscriptions.opml"  # imports into feeds.d/subscriptions.toml too
-    opml.write_text('<?xml version="1.0"?><opml version="2.0"><head/><body>'
-                    '<outline type="rss" text="A" xmlUrl="https://added.example/feed"/>'
-                    '<outline type="rss" text="B" xmlUrl="https://opml.example/feed"/>'
-                    '</body></opml>')
+    opml.write_text(
+        '<?xml version="1.0"?><opml version="2.0"><head/><body>'
+        '<outline type="rss" text="A" xmlUrl="https://added.example/feed"/>'
+        '<outline type="rss" text="B" xmlUrl="https://opml.example/feed"/>'
+        "</body></opml>"
+    )
     out = cli(config, "feeds", "import", str(opml))
     assert "wrote 1 feeds to" in out.stdout and "(1 already subscribed)" in out.stdout
     feeds = {f.url: f.tags for f in config_mod.load(config).feeds}
@@ -221,7 +242,8 @@ RSS = {"Content-Type": "application/rss+xml"}
 
 
 def test_feeds_add_on_a_page_lists_its_feeds_and_subscribes_to_the_one_picked(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     culture = server.url("/culture.atom")
     server.serve("/", PAGE.format(culture=culture).encode(), **HTML)
     server.serve("/rss/front.xml", FEED, **RSS)
@@ -229,8 +251,10 @@ def test_feeds_add_on_a_page_lists_its_feeds_and_subscribes_to_the_one_picked(
     config.write_text(MAIN)  # allows private networks: the loopback server is one
 
     listed = cli(config, "feeds", "add", server.url("/"), code=1)
-    assert f"names 2 feeds:\n  1. {server.url('/rss/front.xml')}  (RSS: Harbour: front page)\n" \
-           f"  2. {culture}  (Atom: Harbour: culture)" in listed.stdout
+    assert (
+        f"names 2 feeds:\n  1. {server.url('/rss/front.xml')}  (RSS: Harbour: front page)\n"
+        f"  2. {culture}  (Atom: Harbour: culture)" in listed.stdout
+    )
     assert "pick one with --pick N" in listed.stderr
     assert not (tmp_path / "feeds.d").exists()  # nothing written
 
@@ -242,9 +266,11 @@ def test_feeds_add_on_a_page_lists_its_feeds_and_subscribes_to_the_one_picked(
 
 
 def test_feeds_add_on_a_page_naming_none_tries_the_common_paths(
-        tmp_path: Path, server: LoopbackServer) -> None:
-    server.serve("/", b"<!doctype html><html><head><title>x</title></head><body>hi</body></html>",
-                 **HTML)
+    tmp_path: Path, server: LoopbackServer
+) -> None:
+    server.serve(
+        "/", b"<!doctype html><html><head><title>x</title></head><body>hi</body></html>", **HTML
+    )
     server.serve("/rss", FEED, **RSS)
     config = tmp_path / "aggregator.toml"
     config.write_text(MAIN)  # allows private networks: the loopback server is one
@@ -255,14 +281,15 @@ def test_feeds_add_on_a_page_naming_none_tries_the_common_paths(
 
 
 def test_feeds_add_finds_nothing_on_a_page_without_feeds_and_writes_nothing(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     server.serve("/", b"<html><head></head><body>no feeds here</body></html>", **HTML)
     server.serve("/image.png", b"\x89PNG\r\n\x1a\n\0\0\0binary", **{"Content-Type": "image/png"})
     config = tmp_path / "aggregator.toml"
     config.write_text(MAIN)  # allows private networks: the loopback server is one
     before = config.read_text()
     none = cli(config, "feeds", "add", server.url("/"), code=1)
-    assert "no feed found for" in none.stderr and "<link rel=\"alternate\">" in none.stderr
+    assert "no feed found for" in none.stderr and '<link rel="alternate">' in none.stderr
     binary = cli(config, "feeds", "add", server.url("/image.png"), code=1)
     assert "serves neither a feed nor an HTML page" in binary.stderr
     missing = cli(config, "feeds", "add", server.url("/gone"), code=1)
@@ -271,7 +298,8 @@ def test_feeds_add_finds_nothing_on_a_page_without_feeds_and_writes_nothing(
 
 
 def test_feeds_add_of_a_feed_url_keeps_it_and_discovery_honours_the_ssrf_guard(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     server.serve("/harbour.xml", FEED, **RSS)
     config = tmp_path / "aggregator.toml"
     config.write_text(MAIN)  # allows private networks: the loopback server is one

@@ -46,8 +46,9 @@ class HeldFeed:
             time.sleep(0.02)
 
 
-def _setup(tmp_path: Path, server: LoopbackServer, name: str,
-           feeds_count: int = 21) -> tuple[Path, Path, HeldFeed]:
+def _setup(
+    tmp_path: Path, server: LoopbackServer, name: str, feeds_count: int = 21
+) -> tuple[Path, Path, HeldFeed]:
     feeds = write_feeds(tmp_path / "feeds", feeds_count, 6, seed=11)
     held = HeldFeed(server, feeds.pop().read_bytes(), name)
     db = tmp_path / f"{name}.db"
@@ -59,8 +60,12 @@ def _setup(tmp_path: Path, server: LoopbackServer, name: str,
 
 def _start_poll(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     with open(log, "wb") as err:
-        return subprocess.Popen([*CLI, "--config", str(config), "poll", "--all", *extra],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen(
+            [*CLI, "--config", str(config), "poll", "--all", *extra],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
 
 
 def _wait_text(path: Path, needle: str, proc: subprocess.Popen[bytes] | None = None) -> str:
@@ -72,13 +77,16 @@ def _wait_text(path: Path, needle: str, proc: subprocess.Popen[bytes] | None = N
         if proc is not None and proc.poll() is not None:
             break
         time.sleep(0.02)
-    raise AssertionError(f"{needle!r} not in {path.name}:\n"
-                         + (path.read_text(errors="replace") if path.exists() else ""))
+    raise AssertionError(
+        f"{needle!r} not in {path.name}:\n"
+        + (path.read_text(errors="replace") if path.exists() else "")
+    )
 
 
 def _run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "--config", str(config), *args], capture_output=True,
-                          text=True, timeout=DEADLINE)
+    return subprocess.run(
+        [*CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=DEADLINE
+    )
 
 
 @pytest.fixture
@@ -107,8 +115,7 @@ def _by_guid(snap: dict[str, object]) -> tuple[set[tuple[str, str]], set[frozens
     """Entries and stories named by guid alone (unique across these generated feeds): the
     clean run reads the same feeds from other paths and URLs."""
     entries = {(guid, digest) for _url, guid, digest in snap["entries"]}  # type: ignore[attr-defined]
-    stories = {frozenset(m.rsplit("#", 1)[1] for m in group)
-               for group in snap["partition"]}  # type: ignore[attr-defined]
+    stories = {frozenset(m.rsplit("#", 1)[1] for m in group) for group in snap["partition"]}  # type: ignore[attr-defined]
     return entries, stories
 
 
@@ -122,7 +129,8 @@ def _same_as(clean: dict[str, object], db: Path) -> None:
 
 @pytest.mark.slow
 def test_second_poll_waits_for_the_first_and_both_end_like_one_clean_run(
-        tmp_path: Path, server: LoopbackServer, clean: dict[str, object]) -> None:
+    tmp_path: Path, server: LoopbackServer, clean: dict[str, object]
+) -> None:
     config, db, held = _setup(tmp_path, server, "twice")
     first = _start_poll(config, tmp_path / "first.log")
     try:
@@ -144,7 +152,8 @@ def test_second_poll_waits_for_the_first_and_both_end_like_one_clean_run(
 
 
 def test_poll_no_wait_exits_75_while_another_poll_writes(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     config, _db, held = _setup(tmp_path, server, "nowait")
     first = _start_poll(config, tmp_path / "first.log")
     try:
@@ -160,7 +169,8 @@ def test_poll_no_wait_exits_75_while_another_poll_writes(
 
 @pytest.mark.slow
 def test_poll_beside_the_daemon_waits_and_the_daemon_keeps_running(
-        tmp_path: Path, server: LoopbackServer, clean_five: dict[str, object]) -> None:
+    tmp_path: Path, server: LoopbackServer, clean_five: dict[str, object]
+) -> None:
     config, db, held = _setup(tmp_path, server, "daemon", feeds_count=5)
     daemon = Daemon(config, daemon_env())
     try:
@@ -183,7 +193,8 @@ def test_poll_beside_the_daemon_waits_and_the_daemon_keeps_running(
 
 @pytest.mark.slow
 def test_daemon_started_beside_a_poll_waits_for_it_then_polls(
-        tmp_path: Path, server: LoopbackServer, clean: dict[str, object]) -> None:
+    tmp_path: Path, server: LoopbackServer, clean: dict[str, object]
+) -> None:
     config, db, held = _setup(tmp_path, server, "late")
     poll = _start_poll(config, tmp_path / "poll.log")
     daemon = None
@@ -195,9 +206,12 @@ def test_daemon_started_beside_a_poll_waits_for_it_then_polls(
         reset = _run(config, "feeds", "reset", held.url)
         assert reset.returncode == 0, reset.stderr
         opml = tmp_path / "more.opml"
-        opml.write_text('<?xml version="1.0"?><opml version="2.0"><body>'
-                        '<outline type="rss" text="x" xmlUrl="https://example.org/x.xml"/>'
-                        "</body></opml>", encoding="utf-8")
+        opml.write_text(
+            '<?xml version="1.0"?><opml version="2.0"><body>'
+            '<outline type="rss" text="x" xmlUrl="https://example.org/x.xml"/>'
+            "</body></opml>",
+            encoding="utf-8",
+        )
         imported = _run(config, "feeds", "import", str(opml), "-o", str(tmp_path / "more.toml"))
         assert imported.returncode == 0, imported.stderr
         listing = _run(config, "feeds")
@@ -216,8 +230,9 @@ def test_daemon_started_beside_a_poll_waits_for_it_then_polls(
     _same_as(clean, db)
 
 
-def test_ctrl_c_during_a_poll_exits_130_with_one_line(tmp_path: Path,
-                                                      server: LoopbackServer) -> None:
+def test_ctrl_c_during_a_poll_exits_130_with_one_line(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     import signal
 
     config, db, held = _setup(tmp_path, server, "interrupt", feeds_count=3)

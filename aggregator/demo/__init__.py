@@ -90,7 +90,8 @@ class DemoServer:
         except OSError as exc:
             raise AggregatorError(
                 f"cannot serve the demo feeds on 127.0.0.1:{self.port}: {exc.strerror}; "
-                "pass --port to use another port") from None
+                "pass --port to use another port"
+            ) from None
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
@@ -99,8 +100,12 @@ class DemoServer:
 def load_outlets() -> dict[str, Outlet]:
     manifest = json.loads(resources.files(__package__).joinpath("manifest.json").read_text())
     outlets = manifest["outlets"] if isinstance(manifest, dict) else manifest
-    return {o["slug"]: Outlet(o["slug"], o["file"], o.get("poll2_file"), o["content_type"],
-                              o["behaviour"]) for o in outlets}
+    return {
+        o["slug"]: Outlet(
+            o["slug"], o["file"], o.get("poll2_file"), o["content_type"], o["behaviour"]
+        )
+        for o in outlets
+    }
 
 
 def run_demo(config: Config, *, port: int | None, echo: Callable[[str], None]) -> None:
@@ -125,15 +130,19 @@ def run_demo(config: Config, *, port: int | None, echo: Callable[[str], None]) -
             second = _poll(config, store)
             statuses = Counter(s for phase, _p, s in server.log if phase == 2)
             echo(f"poll 2: {second.line()}")
-            echo(f"        server answered {statuses.get(304, 0)} x 304 Not Modified, "
-                 f"{statuses.get(200, 0)} x 200 (unchanged bodies are skipped by hash)")
+            echo(
+                f"        server answered {statuses.get(304, 0)} x 304 Not Modified, "
+                f"{statuses.get(200, 0)} x 200 (unchanged bodies are skipped by hash)"
+            )
             from aggregator.digests import write_digests
 
             for path in write_digests(config, store, utcnow()):
                 echo(f"digest written: {path}")
             _print_top(store, echo)
-            echo(f"\nDatabase: {config.database}  (try: sqlite3 {config.database} "
-                 "'select * from story_overview limit 5')")
+            echo(
+                f"\nDatabase: {config.database}  (try: sqlite3 {config.database} "
+                "'select * from story_overview limit 5')"
+            )
     finally:
         httpd.shutdown()
         httpd.server_close()
