@@ -27,10 +27,11 @@ _MAX_CONFIG_BYTES = 64 << 20  # a feeds file of 100,000 subscriptions is ~10 MB
 MAX_BODY_SIZE = 1 << 30  # a 1 GiB feed document is an attack, not a feed
 REPRESENTATIVES = ("earliest", "complete")
 
+
 def parse_duration(value: object) -> int:
     """Seconds from "90s", "30m", "2h", "1d", "1w" or a number of seconds; must be positive."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"expected a duration such as \"30m\", got {_kind(value)}")
+        raise ValueError(f'expected a duration such as "30m", got {_kind(value)}')
     seconds = schedule_duration(value)
     if seconds <= 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
@@ -59,6 +60,7 @@ class DigestSettings:
     exclude_tags: tuple[str, ...] = ()
     exclude_query: str | None = None
     block_titles: tuple[str, ...] = ()
+    timezone: str = "UTC"  # the IANA zone the HTML digest writes its clock times in
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,9 @@ def add_include(config_path: Path, entry: str) -> bool:
             return False
         items = match.group("items").strip().rstrip(",").strip()
         joined = f"{items}, {quoted}" if items else quoted
-        new = f"{text[:match.start()]}include = [{joined}]{match.group('tail')}{text[match.end():]}"
+        new = (
+            f"{text[: match.start()]}include = [{joined}]{match.group('tail')}{text[match.end() :]}"
+        )
     if entry not in tomllib.loads(new).get("include", []):
         return False
     tmp = config_path.with_name(f".{config_path.name}.tmp")
@@ -145,7 +149,9 @@ def without_feed(text: str, url: str, base: Path) -> str | None:
         end = starts[i + 1] if i + 1 < len(starts) else len(text)
         lines = text[start:end].splitlines(keepends=True)
         tail = len(lines)
-        while tail > 1 and (not lines[tail - 1].strip() or lines[tail - 1].lstrip().startswith("#")):
+        while tail > 1 and (
+            not lines[tail - 1].strip() or lines[tail - 1].lstrip().startswith("#")
+        ):
             tail -= 1
         # The blank lines after the table go with it; a comment from there on stays.
         comment = next((j for j in range(tail, len(lines)) if lines[j].strip()), len(lines))
@@ -177,8 +183,9 @@ def check_feeds(text: str, file: Path) -> tuple[FeedSettings, ...]:
     reader = _Reader(str(file), "", table)
     raw = reader.take("feeds", list, [])
     reader.finish()
-    return tuple(_feed(str(file), f"feeds[{i}]", t, file.resolve().parent)
-                 for i, t in enumerate(raw))
+    return tuple(
+        _feed(str(file), f"feeds[{i}]", t, file.resolve().parent) for i, t in enumerate(raw)
+    )
 
 
 def rewrite_checked(config_path: Path, target: Path, text: str) -> Config:
@@ -226,8 +233,11 @@ def load(path: Path) -> Config:
 def _read_toml(path: Path, config_path: Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > _MAX_CONFIG_BYTES:
-            raise ConfigError(str(path), None, f"larger than {_MAX_CONFIG_BYTES // 2**20} MiB: "
-                              "not a config or feeds file")
+            raise ConfigError(
+                str(path),
+                None,
+                f"larger than {_MAX_CONFIG_BYTES // 2**20} MiB: not a config or feeds file",
+            )
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(str(path), None, "file not found") from None
@@ -240,8 +250,12 @@ def _read_toml(path: Path, config_path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), None, f"invalid TOML: {exc}") from None
     except RecursionError:
-        raise ConfigError(str(path), None, "invalid TOML: arrays or tables nested too deeply "
-                          "(a config needs at most three levels)") from None
+        raise ConfigError(
+            str(path),
+            None,
+            "invalid TOML: arrays or tables nested too deeply "
+            "(a config needs at most three levels)",
+        ) from None
 
 
 class _Reader:
@@ -304,8 +318,14 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
-_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-               list: "an array", dict: "a table"}
+_TYPE_WORDS = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "an array",
+    dict: "a table",
+}
 
 
 def _names(types: type | tuple[type, ...]) -> str:
@@ -336,8 +356,11 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     if not user_agent.strip() or not all(" " <= c <= "~" for c in user_agent):
         # It goes into every request's User-Agent header: CR/LF would split the header and
         # httpx refuses anything but ASCII, so every feed would fail.
-        raise fetch_t.error("user_agent", "must be one line of printable ASCII text "
-                            "(no line breaks, tabs or other control characters)")
+        raise fetch_t.error(
+            "user_agent",
+            "must be one line of printable ASCII text "
+            "(no line breaks, tabs or other control characters)",
+        )
     timeout = fetch_t.duration("timeout", 30)
     max_body = fetch_t.take("max_body_size", int, 20 * 1024 * 1024)
     if max_body < 1024:
@@ -377,7 +400,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     if not 0 < cluster.story_threshold <= 1:
         raise cluster_t.error("story_threshold", "must be a number above 0 and at most 1")
     if not 0 <= cluster.simhash_k <= 3:
-        raise cluster_t.error("simhash_k", "must be between 0 and 3 (the band index is exact up to 3)")
+        raise cluster_t.error(
+            "simhash_k", "must be between 0 and 3 (the band index is exact up to 3)"
+        )
     if cluster.representative not in REPRESENTATIVES:
         raise cluster_t.error("representative", f"must be one of {', '.join(REPRESENTATIVES)}")
     cluster_t.finish()
@@ -407,7 +432,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     seen: dict[str, int] = {}
     for i, feed in enumerate(feeds):
         if feed.url in seen:
-            raise ConfigError(file, f"feeds[{i}].url", f"duplicate feed {feed.url} (also feeds[{seen[feed.url]}])")
+            raise ConfigError(
+                file, f"feeds[{i}].url", f"duplicate feed {feed.url} (also feeds[{seen[feed.url]}])"
+            )
         seen[feed.url] = i
 
     digests = [_digest(file, f"digests[{i}]", t, base) for i, t in enumerate(digests_raw)]
@@ -455,7 +482,9 @@ def feed_url(value: str, base: Path) -> str:
     if scheme == "file":
         return value
     if scheme and len(scheme) > 1:  # a Windows drive letter is not a scheme
-        raise ValueError(f"must be an http(s):// or file:// URL or a local path, got scheme {scheme!r}")
+        raise ValueError(
+            f"must be an http(s):// or file:// URL or a local path, got scheme {scheme!r}"
+        )
     return _resolve(base, value).resolve().as_uri()
 
 
@@ -473,17 +502,31 @@ def _feed(file: str, prefix: str, table: object, base: Path) -> FeedSettings:
     interval = r.duration("interval", None)
     options = _fetch_options(r, url, base)
     r.finish()
-    return FeedSettings(url=url, title=title.strip() if title else None, tags=tags,
-                        interval=interval, fetch=options)
+    return FeedSettings(
+        url=url, title=title.strip() if title else None, tags=tags, interval=interval, fetch=options
+    )
 
 
 # Request headers a feed's `headers` may not set: the fetcher owns them (the connection,
 # caching validators, decompression), or another key says them (`user_agent`, `auth`).
-_OWN_HEADERS = frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
-    "trailer", "accept-encoding", "if-none-match", "if-modified-since", "user-agent",
-    "proxy-authorization", "proxy-connection",
-})
+_OWN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "accept-encoding",
+        "if-none-match",
+        "if-modified-since",
+        "user-agent",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _MAX_HEADER_VALUE = 8192
 
@@ -497,7 +540,13 @@ def _fetch_options(r: _Reader, url: str, base: Path) -> FetchOptions | None:
     if headers_t is None and user_agent is None and auth_t is None:
         return None
     if not url.startswith(("http://", "https://")):
-        name = "headers" if headers_t is not None else "user_agent" if user_agent is not None else "auth"
+        name = (
+            "headers"
+            if headers_t is not None
+            else "user_agent"
+            if user_agent is not None
+            else "auth"
+        )
         raise r.error(name, "applies to http(s) feeds only")
     if user_agent is not None and not _printable(user_agent):
         raise r.error("user_agent", "must be one line of printable ASCII text")
@@ -518,16 +567,22 @@ def _fetch_options(r: _Reader, url: str, base: Path) -> FetchOptions | None:
         seen.add(lowered)
         text = _secret_value(r, key, value, base, literal_ok=True)
         if not _printable(text) or len(text) > _MAX_HEADER_VALUE:
-            raise r.error(key, f"must be one line of printable ASCII text of at most"
-                               f" {_MAX_HEADER_VALUE} characters")
+            raise r.error(
+                key,
+                f"must be one line of printable ASCII text of at most"
+                f" {_MAX_HEADER_VALUE} characters",
+            )
         headers.append((name, Secret(text)))
     username = password = None
     if auth_t is not None:
         auth = _Reader(r.file, r.key("auth"), auth_t)
         username = auth.take("username", str)
         if "password" in auth.table:
-            raise auth.error("password", "is not read from the config: put it in a file"
-                                         " (password_file) or the environment (password_env)")
+            raise auth.error(
+                "password",
+                "is not read from the config: put it in a file"
+                " (password_file) or the environment (password_env)",
+            )
         password_env = auth.take("password_env", str)
         password_file = auth.take("password_file", str)
         auth.finish()
@@ -542,23 +597,31 @@ def _fetch_options(r: _Reader, url: str, base: Path) -> FetchOptions | None:
         else:
             text = _secret_value(auth, "password_file", {"file": password_file}, base)
         if not _printable(text, allow_non_ascii=True):
-            raise auth.error("password_env" if password_env is not None else "password_file",
-                             "holds a password with control characters or line breaks")
+            raise auth.error(
+                "password_env" if password_env is not None else "password_file",
+                "holds a password with control characters or line breaks",
+            )
         password = Secret(text)
-    return FetchOptions(origin=origin(url), headers=tuple(headers), user_agent=user_agent,
-                        username=username, password=password)
+    return FetchOptions(
+        origin=origin(url),
+        headers=tuple(headers),
+        user_agent=user_agent,
+        username=username,
+        password=password,
+    )
 
 
-def _secret_value(r: _Reader, key: str, value: object, base: Path, *,
-                  literal_ok: bool = False) -> str:
+def _secret_value(
+    r: _Reader, key: str, value: object, base: Path, *, literal_ok: bool = False
+) -> str:
     """A configured value given as a string, `{ env = "NAME" }` or `{ file = "path" }` (one
     line; a final line break is dropped)."""
     if isinstance(value, str) and literal_ok:
         return value
     if not isinstance(value, dict) or len(value) != 1 or not ({"env", "file"} & value.keys()):
-        expected = "a string, { env = \"NAME\" } or { file = \"path\" }" if literal_ok else "a string"
+        expected = 'a string, { env = "NAME" } or { file = "path" }' if literal_ok else "a string"
         raise r.error(key, f"must be {expected}")
-    (how, where), = value.items()
+    ((how, where),) = value.items()
     if not isinstance(where, str) or not where.strip():
         raise r.error(key, f"{how} must be a non-empty string")
     if how == "env":
@@ -619,9 +682,30 @@ def _digest(file: str, prefix: str, table: object, base: Path) -> DigestSettings
         exclude_tags=r.strings("exclude_tags"),
         exclude_query=_query(r, "exclude_query"),
         block_titles=_patterns(r, "block_titles"),
+        timezone=_timezone(r),
     )
     r.finish()
     return digest
+
+
+def _timezone(r: _Reader) -> str:
+    """An IANA time zone name ("Europe/Paris"), checked against the zone database."""
+    from zoneinfo import ZoneInfo
+
+    name: str = r.take("timezone", str, "UTC")
+    try:
+        ZoneInfo(name.strip())
+    except (ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError; bad names ValueError
+        raise r.error(
+            "timezone",
+            f"unknown time zone {name!r} (an IANA name such as Europe/Paris or America/New_York)",
+        ) from None
+    except KeyError:
+        raise r.error(
+            "timezone",
+            f"unknown time zone {name!r} (an IANA name such as Europe/Paris or America/New_York)",
+        ) from None
+    return name.strip()
 
 
 def _patterns(r: _Reader, name: str) -> tuple[str, ...]:
@@ -635,8 +719,9 @@ def _patterns(r: _Reader, name: str) -> tuple[str, ...]:
         try:
             re.compile(pattern, re.IGNORECASE)
         except re.error as exc:
-            raise ConfigError(r.file, f"{r.key(name)}[{i}]",
-                              f"is not a regular expression: {exc}") from None
+            raise ConfigError(
+                r.file, f"{r.key(name)}[{i}]", f"is not a regular expression: {exc}"
+            ) from None
     return patterns
 
 
@@ -649,7 +734,10 @@ def _web_url(r: _Reader, name: str) -> str | None:
         return None
     value = value.strip()
     parts = urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(
-            c.isspace() or ord(c) < 32 for c in value):
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or ord(c) < 32 for c in value)
+    ):
         raise r.error(name, f"must be an absolute http(s):// URL, got {value!r}")
     return value

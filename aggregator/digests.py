@@ -21,14 +21,22 @@ MAX_CANDIDATES = 100_000  # stories considered by a filtered digest (the window 
 def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Digest:
     """The stories a digest shows, most widely reported first, with every outlet that
     reported them."""
-    filtered = bool(settings.tags or settings.language or settings.query
-                    or settings.exclude_tags or settings.exclude_query or settings.block_titles)
+    filtered = bool(
+        settings.tags
+        or settings.language
+        or settings.query
+        or settings.exclude_tags
+        or settings.exclude_query
+        or settings.block_titles
+    )
     blocked = [re.compile(p, re.IGNORECASE) for p in settings.block_titles]
     # With filters, every story in the window is a candidate: taking the top `limit` first and
     # filtering after would drop matching stories that rank lower.
-    rows = store.stories(since=now - timedelta(seconds=settings.since),
-                         min_sources=settings.min_sources,
-                         limit=MAX_CANDIDATES if filtered else settings.limit)
+    rows = store.stories(
+        since=now - timedelta(seconds=settings.since),
+        min_sources=settings.min_sources,
+        limit=MAX_CANDIDATES if filtered else settings.limit,
+    )
     wanted_language = _primary_language(settings.language)
     stories: list[DigestStory] = []
     for s in rows:
@@ -46,33 +54,64 @@ def build_digest(store: Store, settings: DigestSettings, now: datetime) -> Diges
         if settings.query and not store.story_matches(s["id"], settings.query):
             continue
         if (settings.exclude_tags or settings.exclude_query or blocked) and _all_excluded(
-                store, s["id"], members, settings, blocked):
+            store, s["id"], members, settings, blocked
+        ):
             continue
         rep = next((m for m in members if m["id"] == s["representative_id"]), members[0])
-        sources = tuple(Source(outlet=m["outlet"], title=m["title"], link=m["link"],
-                               published=from_db_time(m["published"]) or now) for m in members)
-        stories.append(DigestStory(
-            story_id=s["id"], title=s["title"], link=rep["link"],
-            summary=rep["summary"] or "", first_seen=from_db_time(s["first_seen"]) or now,
-            updated=from_db_time(s["updated_at"]) or now, sources=sources,
-            categories=tuple(sorted(tags)), language=rep["language"], image=rep["image"],
-            enclosures=store.enclosures(rep["id"])))
+        sources = tuple(
+            Source(
+                outlet=m["outlet"],
+                title=m["title"],
+                link=m["link"],
+                published=from_db_time(m["published"]) or now,
+            )
+            for m in members
+        )
+        stories.append(
+            DigestStory(
+                story_id=s["id"],
+                title=s["title"],
+                link=rep["link"],
+                summary=rep["summary"] or "",
+                first_seen=from_db_time(s["first_seen"]) or now,
+                updated=from_db_time(s["updated_at"]) or now,
+                sources=sources,
+                categories=tuple(sorted(tags)),
+                language=rep["language"],
+                image=rep["image"],
+                enclosures=store.enclosures(rep["id"]),
+            )
+        )
         if len(stories) >= settings.limit:
             break
     # In the order `aggregator stories` lists them (Store.stories): the most widely reported
     # first, then the larger, then the most recently seen.
     generated = max((d.updated for d in stories), default=now)
-    return Digest(title=settings.title or f"aggregator: {settings.name}",
-                  generated_at=generated, stories=tuple(stories), name=settings.name,
-                  link=settings.link, feed_url=settings.feed_url)
+    return Digest(
+        title=settings.title or f"aggregator: {settings.name}",
+        generated_at=generated,
+        stories=tuple(stories),
+        name=settings.name,
+        link=settings.link,
+        feed_url=settings.feed_url,
+        timezone=settings.timezone,
+    )
 
 
-def _all_excluded(store: Store, story_id: int, members: list[Any], settings: DigestSettings,
-                  blocked: list[re.Pattern[str]]) -> bool:
+def _all_excluded(
+    store: Store,
+    story_id: int,
+    members: list[Any],
+    settings: DigestSettings,
+    blocked: list[re.Pattern[str]],
+) -> bool:
     """Whether every entry of the story is excluded by the digest's exclusions."""
     excluded_tags = set(settings.exclude_tags)
-    by_query = (store.matching_members(story_id, settings.exclude_query)
-                if settings.exclude_query else set())
+    by_query = (
+        store.matching_members(story_id, settings.exclude_query)
+        if settings.exclude_query
+        else set()
+    )
     for m in members:
         tagged = bool(excluded_tags & set(json.loads(m["feed_tags"] or "[]")))
         titled = any(p.search(m["title"] or "") for p in blocked)
@@ -82,7 +121,7 @@ def _all_excluded(store: Store, story_id: int, members: list[Any], settings: Dig
 
 
 def _primary_language(tag: str | None) -> str | None:
-    """"en-GB" and "EN_us" both mean English to a digest filter: compare primary subtags."""
+    """ "en-GB" and "EN_us" both mean English to a digest filter: compare primary subtags."""
     if not tag or not tag.strip():
         return None
     return tag.strip().replace("_", "-").split("-")[0].lower()

@@ -20,9 +20,10 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import format_datetime
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
 
 from lxml import etree
 from lxml import html as lxml_html
@@ -131,10 +132,6 @@ def _rfc822(moment: datetime) -> str:
     return format_datetime(_utc(moment).replace(microsecond=0), usegmt=True)
 
 
-def _human_time(moment: datetime) -> str:
-    return _utc(moment).strftime("%Y-%m-%d %H:%M UTC")
-
-
 # Elements whose text is never meant to be read, and block elements that separate words.
 _INVISIBLE = ("script", "style", "template", "noscript", "iframe", "object", "embed", "svg", "math")
 _BLOCKS = frozenset(
@@ -241,7 +238,8 @@ def _story_view(story: DigestStory, id_prefix: str) -> _StoryView:
     # The headline's own report: the source linking the story's link, else the one whose
     # title it is. It is named as the headline's outlet, not listed again as "also reported".
     headline = next((s for s in sources if link and s.link == link), None) or next(
-        (s for s in sources if s.title and s.title == title), None)
+        (s for s in sources if s.title and s.title == title), None
+    )
     return _StoryView(
         outlet=headline.outlet if headline else None,
         others=tuple(s for s in sources if s is not headline),
@@ -255,8 +253,11 @@ def _story_view(story: DigestStory, id_prefix: str) -> _StoryView:
         categories=categories,
         language=_language(story.language),
         image=safe_url(story.image),
-        enclosures=tuple(Enclosure(url, e.media_type, e.length) for e in story.enclosures
-                         if (url := safe_url(e.url)) is not None),
+        enclosures=tuple(
+            Enclosure(url, e.media_type, e.length)
+            for e in story.enclosures
+            if (url := safe_url(e.url)) is not None
+        ),
     )
 
 
@@ -359,9 +360,14 @@ def render_atom(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
         if view.image:
             _sub(entry, f"{{{MEDIA_NS}}}thumbnail", url=view.image)
         for enclosure in view.enclosures:
-            _sub(entry, a + "link", rel="enclosure", href=enclosure.url,
-                 **({"type": enclosure.media_type} if enclosure.media_type else {}),
-                 **({"length": str(enclosure.length)} if enclosure.length else {}))
+            _sub(
+                entry,
+                a + "link",
+                rel="enclosure",
+                href=enclosure.url,
+                **({"type": enclosure.media_type} if enclosure.media_type else {}),
+                **({"length": str(enclosure.length)} if enclosure.length else {}),
+            )
         for category in view.categories:
             _sub(entry, a + "category", term=category)
         if view.summary:
@@ -421,8 +427,13 @@ def render_rss(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
             # RSS readers take one enclosure per item (the W3C validator warns at two), and
             # RSS 2.0 requires its length and type: 0 and octet-stream when the feed gave none.
             first = view.enclosures[0]
-            _sub(item, "enclosure", url=first.url, length=str(first.length or 0),
-                 type=first.media_type or _UNKNOWN_MEDIA_TYPE)
+            _sub(
+                item,
+                "enclosure",
+                url=first.url,
+                length=str(first.length or 0),
+                type=first.media_type or _UNKNOWN_MEDIA_TYPE,
+            )
         _sub(item, "guid", view.item_id, isPermaLink="false")
         _sub(item, "pubDate", _rfc822(view.first_seen))
         # RSS has no "updated"; Atom's element is the common extension readers understand.
@@ -464,9 +475,13 @@ def render_json_feed(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> b
             item["image"] = view.image
         if view.enclosures:
             item["attachments"] = [
-                {"url": e.url, "mime_type": e.media_type or _UNKNOWN_MEDIA_TYPE,
-                 **({"size_in_bytes": e.length} if e.length else {})}
-                for e in view.enclosures]
+                {
+                    "url": e.url,
+                    "mime_type": e.media_type or _UNKNOWN_MEDIA_TYPE,
+                    **({"size_in_bytes": e.length} if e.length else {}),
+                }
+                for e in view.enclosures
+            ]
         item["content_html"] = _item_html(view)
         item["date_published"] = _rfc3339(view.first_seen)
         item["date_modified"] = _rfc3339(view.updated)
@@ -525,17 +540,65 @@ ul.sources li+li{margin-top:.3rem}
 ul.sources .outlet{font-weight:600}
 ul.sources time{color:var(--muted);font-size:.78rem;white-space:nowrap;margin-left:auto}
 ul.sources .headline{flex-basis:100%}
+img.lead{display:block;width:100%;max-height:16rem;object-fit:cover;border-radius:6px;
+margin:0 0 .6rem;background:var(--line)}
 .empty{color:var(--muted)}
 footer{color:var(--muted);font-size:.8rem;margin-top:2rem}
 @media (max-width:30rem){main{padding:1rem .6rem}header.page h1{font-size:1.5rem}
 article{padding:.8rem .85rem}}
 """
 
-# No scripts, frames, plugins, fonts or images; only the inline stylesheet above may apply.
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+# No scripts, frames, plugins or fonts; only the inline stylesheet above applies, and images
+# come only from http(s) (a story's lead image, loaded lazily and sent without a referrer).
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http:; base-uri 'none';"
+    " form-action 'none'"
+)
 
 
-def _html_story(view: _StoryView) -> str:
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # the config checked it; a hand-built digest may not
+        return UTC
+
+
+def _clock(moment: datetime, reference: datetime, zone: tzinfo) -> str:
+    """A local clock time with its day told relative to `reference` (the page's own time):
+    "today 08:15 CET", "yesterday 22:10 CET", "Mon 28 Oct 08:15 CET", "28 Oct 2023 08:15 UTC"."""
+    local, ref = _utc(moment).astimezone(zone), _utc(reference).astimezone(zone)
+    days = (ref.date() - local.date()).days
+    if days == 0:
+        day = "today"
+    elif days == 1:
+        day = "yesterday"
+    elif 1 < days < 7:
+        day = f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]}"
+    elif local.year == ref.year:
+        day = f"{local.day} {_MONTHS[local.month - 1]}"
+    else:
+        day = f"{local.day} {_MONTHS[local.month - 1]} {local.year}"
+    return f"{day} {local:%H:%M} {local.tzname() or ''}".rstrip()
+
+
+def _later(earlier: datetime, later: datetime) -> str:
+    """How long after `earlier` `later` is, in words: "40 min later", "3 h later", "2 days later"."""
+    minutes = int((_utc(later) - _utc(earlier)) / timedelta(minutes=1))
+    if minutes < 60:
+        return f"{max(minutes, 1)} min later"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h later"
+    return f"{minutes // (24 * 60)} days later"
+
+
+# English names whatever the process's locale (strftime's %a and %b follow it).
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _html_story(view: _StoryView, reference: datetime, zone: tzinfo) -> str:
+    """One story's card; times are local to `zone`, their days told relative to the page's
+    time `reference`."""
     esc = html.escape
     lang = f' lang="{esc(view.language)}"' if view.language else ""
     title = esc(view.title)
@@ -549,18 +612,25 @@ def _html_story(view: _StoryView) -> str:
     meta += [
         f'<span class="count">{count}</span>',
         f'first seen <time datetime="{_rfc3339(view.first_seen)}">'
-        f"{esc(_human_time(view.first_seen))}</time>",
+        f"{esc(_clock(view.first_seen, reference, zone))}</time>",
     ]
-    if _utc(view.updated) != _utc(view.first_seen):
+    # "Updated" only when it says something: told after the first report, not as one more
+    # clock time (which, for stories grown in one cycle, was the same on every card).
+    if _utc(view.updated) - _utc(view.first_seen) >= timedelta(minutes=1):
         meta.append(
-            f'updated <time datetime="{_rfc3339(view.updated)}">'
-            f"{esc(_human_time(view.updated))}</time>"
+            f'updated <time datetime="{_rfc3339(view.updated)}"'
+            f' title="{esc(_clock(view.updated, reference, zone))}">'
+            f"{esc(_later(view.first_seen, view.updated))}</time>"
         )
-    lines = [
-        f'<li><article id="story-{view.item_id.rsplit("/", 1)[-1]}"{lang}>',
-        f"<h2>{title}</h2>",
-        f'<p class="meta">{" · ".join(meta)}</p>',
-    ]
+    lines = [f'<li><article id="story-{view.item_id.rsplit("/", 1)[-1]}"{lang}>']
+    if view.image:
+        # Decorative: the headline below says what it shows, so the alternative text is empty
+        # (feeds give no description of their images).
+        lines.append(
+            f'<img class="lead" src="{esc(view.image)}" alt="" loading="lazy"'
+            ' decoding="async" referrerpolicy="no-referrer">'
+        )
+    lines += [f"<h2>{title}</h2>", f'<p class="meta">{" · ".join(meta)}</p>']
     if view.summary:
         lines.append(f'<p class="summary">{esc(view.summary)}</p>')
     if view.categories:
@@ -575,7 +645,7 @@ def _html_story(view: _StoryView) -> str:
             lines.append(
                 f'<li><span class="outlet">{outlet}</span> '
                 f'<time datetime="{_rfc3339(source.published)}">'
-                f"{esc(_human_time(source.published))}</time>"
+                f"{esc(_clock(source.published, reference, zone))}</time>"
             )
             if source.title:
                 headline = esc(source.title)
@@ -597,9 +667,12 @@ def render_html(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
     title = esc(_line(digest.title) or "Digest")
     language = _common_language(views) or "en"
     count = "1 story" if len(views) == 1 else f"{len(views)} stories"
+    zone = _zone(digest.timezone)
+    made = _utc(digest.generated_at).astimezone(zone)
     subtitle = (
         f'{count} · updated <time datetime="{_rfc3339(digest.generated_at)}">'
-        f"{esc(_human_time(digest.generated_at))}</time>"
+        f"{_WEEKDAYS[made.weekday()]} {made.day} {_MONTHS[made.month - 1]} {made.year}"
+        f" {made:%H:%M} {esc(made.tzname() or '')}</time>"
     )
     alternates = []
     if feed_url := safe_url(digest.feed_url):
@@ -608,7 +681,7 @@ def render_html(digest: Digest, *, id_prefix: str = DEFAULT_ID_PREFIX) -> bytes:
         alternates.append(f'<a href="{esc(link)}">home</a>')
     if alternates:
         subtitle += " · " + " · ".join(alternates)
-    body = "\n".join(_html_story(view) for view in views)
+    body = "\n".join(_html_story(view, digest.generated_at, zone) for view in views)
     if not views:
         body = '<li class="empty">No stories in this digest yet.</li>'
     page = f"""<!DOCTYPE html>
@@ -734,8 +807,7 @@ def _parse_opml(data: bytes, source: str) -> etree._Element:
     return root
 
 
-def opml_import(data: bytes, source: str,
-                skipped: list[str] | None = None) -> list[FeedSettings]:
+def opml_import(data: bytes, source: str, skipped: list[str] | None = None) -> list[FeedSettings]:
     """The subscriptions in an OPML file, in document order, one per feed URL.
 
     Outlines without an `xmlUrl` are folders (their name becomes a tag of every feed inside

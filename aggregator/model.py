@@ -34,8 +34,14 @@ def base_domain(url: str | None) -> str:
     return ".".join(labels[-2:])
 
 
-def representative_key(*, published: datetime, first_seen: datetime | None, link: str | None,
-                       feed_url: str | None, entry_id: int) -> tuple[bool, datetime, datetime, int]:
+def representative_key(
+    *,
+    published: datetime,
+    first_seen: datetime | None,
+    link: str | None,
+    feed_url: str | None,
+    entry_id: int,
+) -> tuple[bool, datetime, datetime, int]:
     """Sort key of a story's members for its representative ("earliest"): first a member whose
     link is on its own feed's domain (the outlet that owns the article; a feed cannot forge
     the URL it is subscribed at), then the earliest date clamped to `REPRESENTATIVE_CLAMP`
@@ -53,8 +59,12 @@ def simhash_bands(simhash: int) -> tuple[int, int, int, int]:
     Two simhashes within Hamming distance 3 agree on at least one band, so the band index
     (store) and the in-memory candidates (cluster) find every near-duplicate up to k=3.
     """
-    return (simhash & 0xFFFF, (simhash >> 16) & 0xFFFF, (simhash >> 32) & 0xFFFF,
-            (simhash >> 48) & 0xFFFF)
+    return (
+        simhash & 0xFFFF,
+        (simhash >> 16) & 0xFFFF,
+        (simhash >> 32) & 0xFFFF,
+        (simhash >> 48) & 0xFFFF,
+    )
 
 
 class Secret:
@@ -315,6 +325,7 @@ class Digest:
     link: str | None = None
     feed_url: str | None = None
     name: str | None = None  # the [[digests]] name: the feed id derives from it, not the title
+    timezone: str = "UTC"  # IANA zone of the HTML page's clock times
 
 
 # --- story clustering (cluster.py decides; store records; pipeline wires) -----------------------

@@ -75,6 +75,21 @@ def test_contract_shape_loads_with_paths_relative_to_the_config(tmp_path: Path) 
             "digests[0].format",
             "one of",
         ),
+        (
+            '[[digests]]\nname = "d"\npath = "d.html"\ntimezone = "Mars/Olympus"\n',
+            "digests[0].timezone",
+            "unknown time zone",
+        ),
+        (
+            '[[digests]]\nname = "d"\npath = "d.html"\ntimezone = "../../etc/passwd"\n',
+            "digests[0].timezone",
+            "unknown time zone",
+        ),
+        (
+            '[[feeds]]\nurl = "file:///tmp/f.xml"\nuser_agent = "Me/1"\n',
+            "feeds[0].user_agent",
+            "http(s) feeds only",
+        ),
         ('colour = "blue"\n', "colour", "unknown key"),
     ],
 )

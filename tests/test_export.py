@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sqlite3
 import tomllib
 from datetime import UTC, datetime, timedelta, timezone
@@ -108,7 +109,13 @@ def assert_inert_html(markup: str, *, page: bool = False) -> None:
         if not isinstance(element.tag, str):
             continue
         tag = element.tag.lower()
-        assert tag not in DANGEROUS_ELEMENTS, f"<{tag}> in output"
+        if tag == "img" and page and element.get("class") == "lead":
+            # The page's one kind of image: a story's lead image, from http(s) (checked with
+            # the other URL attributes below), loaded lazily and sent without a referrer.
+            assert element.get("loading") == "lazy", "lead image not lazy"
+            assert element.get("referrerpolicy") == "no-referrer", "lead image sends a referrer"
+        else:
+            assert tag not in DANGEROUS_ELEMENTS, f"<{tag}> in output"
         if tag == "style":
             assert page, "<style> inside a feed item"
             assert "url(" not in (element.text or "") and "@import" not in (element.text or "")
@@ -121,8 +128,16 @@ def assert_inert_html(markup: str, *, page: bool = False) -> None:
                 assert urlsplit(value).scheme in ("http", "https"), f"{name}={value!r}"
 
 
+# The one image an output may hold: the HTML digest's lead image of a story, from http(s),
+# lazy, without a referrer (feed items carry images only as URLs: enclosures, thumbnails).
+LEAD_IMAGE = re.compile(
+    rb'<img class="lead" src="https?://[^"<>\s]+" alt="" loading="lazy" decoding="async"'
+    rb' referrerpolicy="no-referrer">'
+)
+
+
 def assert_inert_bytes(output: bytes) -> None:
-    lowered = output.lower()
+    lowered = LEAD_IMAGE.sub(b"", output).lower()
     for needle in (
         b"<script",
         b"javascript:",
@@ -284,10 +299,76 @@ def test_html_page_is_self_contained_and_lists_outlets(digest: Digest) -> None:
     ]
     assert beirut.find(".//time").get("datetime") == "2020-08-04T15:20:11Z"
     assert articles[2].get("lang") == "fr"
-    # Nothing is fetched from anywhere: no external stylesheet, script, image or font.
+    # Nothing is fetched from anywhere: no external stylesheet, script, image (these stories
+    # have no lead image) or font.
     assert not root.xpath("//script|//link|//img|//iframe|//object|//embed")
     assert "url(" not in output and "@import" not in output
     assert_inert_html(output, page=True)
+
+
+def test_html_page_shows_a_storys_lead_image_lazily_and_without_a_referrer(
+    digest: Digest,
+) -> None:
+    beirut = dataclasses.replace(digest.stories[0], image="https://img.example.com/beirut.jpg")
+    unsafe = dataclasses.replace(digest.stories[1], image="javascript:alert(1)")
+    page = dataclasses.replace(digest, stories=(beirut, unsafe, digest.stories[2]))
+    output = export.render_html(page, id_prefix=PREFIX).decode("utf-8")
+    root = lxml_html.document_fromstring(output)
+    (image,) = root.xpath("//img")  # the unsafe URL gives no image at all
+    assert image.get("src") == "https://img.example.com/beirut.jpg"
+    assert image.get("loading") == "lazy" and image.get("referrerpolicy") == "no-referrer"
+    assert image.get("alt") == ""  # decorative: the headline under it says what it shows
+    assert image.getparent().get("id") == "story-4021"
+    csp = root.xpath("//meta[@http-equiv='Content-Security-Policy']")[0].get("content")
+    assert "img-src https: http:" in csp and "script-src" not in csp
+    assert_inert_html(output, page=True)
+    assert_inert_bytes(output.encode())
+
+
+def test_html_page_times_are_local_and_told_relative_to_the_page(digest: Digest) -> None:
+    moment = datetime(2024, 10, 28, 10, 40, tzinfo=UTC)
+    story = dataclasses.replace(
+        digest.stories[0],
+        first_seen=datetime(2024, 10, 28, 8, 15, tzinfo=UTC),
+        updated=datetime(2024, 10, 28, 10, 40, tzinfo=UTC),
+        sources=(
+            Source(
+                "Example Broadcaster",
+                digest.stories[0].title,
+                digest.stories[0].link,
+                datetime(2024, 10, 28, 8, 15, tzinfo=UTC),
+            ),
+            Source(
+                "Wire Service",
+                "Earlier report",
+                "https://wire.example/1",
+                datetime(2024, 10, 27, 22, 5, tzinfo=UTC),
+            ),
+        ),
+    )
+    quiet = dataclasses.replace(
+        digest.stories[1],
+        first_seen=datetime(2024, 10, 24, 6, 0, tzinfo=UTC),
+        updated=datetime(2024, 10, 24, 6, 0, tzinfo=UTC),
+    )
+    page = dataclasses.replace(
+        digest, stories=(story, quiet), generated_at=moment, timezone="Europe/Paris"
+    )
+    root = lxml_html.document_fromstring(export.render_html(page, id_prefix=PREFIX))
+    header = root.find(".//header/p/time").text_content()
+    assert header == "Mon 28 Oct 2024 11:40 CET"  # Paris is UTC+1 after 27 October
+    first, second = root.findall(".//article")
+    meta = first.find(".//p[@class='meta']").text_content()
+    assert "first seen today 09:15 CET" in meta and "updated 2 h later" in meta
+    assert first.find(".//ul[@class='sources']/li/time").text == "yesterday 23:05 CET"
+    # A story not updated since its first report says so once, not with a second clock.
+    meta = second.find(".//p[@class='meta']").text_content()
+    assert "first seen Thu 24 Oct 08:00 CEST" in meta and "updated" not in meta
+    # In UTC by default, with the same relative days.
+    root = lxml_html.document_fromstring(
+        export.render_html(dataclasses.replace(page, timezone="UTC"), id_prefix=PREFIX)
+    )
+    assert "first seen today 08:15 UTC" in root.find(".//article/p").text_content()
 
 
 def test_html_page_for_an_empty_digest_says_so(digest: Digest) -> None:
