@@ -29,6 +29,7 @@ import calendar
 import html
 import io
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -231,25 +232,83 @@ def _feedparser_parse(data: bytes, headers: dict[str, str]) -> Any:
 
 
 _feedparser_tuned = False
+log = logging.getLogger(__name__)
+
+# The feedparser internals `_tune_feedparser` replaces or wraps (feedparser 6.0.14, pinned):
+# where they live and the attributes each must have.
+_HOOKS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "mixin._FeedParserMixin",
+        ("_sync_author_detail", "_get_context", "can_be_relative_uri", "push_content"),
+    ),
+    (
+        "parsers.strict._StrictFeedParser",
+        ("__init__", "startElementNS", "endElementNS"),
+    ),
+    ("mixin", ("_cp1252", "make_safe_absolute_uri")),
+    ("util", ("FeedParserDict",)),
+)
+
+
+def missing_feedparser_hooks() -> list[str]:
+    """The internals of `_HOOKS` this feedparser lacks ("mixin._FeedParserMixin.push_content")."""
+    missing = []
+    for path, names in _HOOKS:
+        owner: Any = feedparser
+        for part in path.split("."):
+            owner = getattr(owner, part, None)
+        if owner is None:
+            missing.append(path)
+            continue
+        missing += [f"{path}.{name}" for name in names if not hasattr(owner, name)]
+    return missing
 
 
 def _tune_feedparser() -> None:
-    """Changes to feedparser's parser classes, made once per process (pinned 6.0.14;
-    tests/test_parse.py notices if any hook disappears):
+    """Changes to feedparser's parser classes, made once per process, all or none:
 
-    - plain-text author fields are cut to `_MAX_AUTHOR_CHARS` before its email regex, which is
-      quadratic in their length, runs on them;
-    - RSS guids are kept exactly as given: feedparser would resolve a permalink guid such as
-      "item-7" against the feed URL, and an entry's identity must not depend on that;
-    - the strict parser receives each run of text in one piece (`_coalesce_character_data`),
-      the Windows-1252 fix-up is a table lookup (`_cp1252_table`), the xml:base of each
-      element is not re-joined when it is the same as its parent's (`_last_call_remembered`),
-      and the parameters of the text construct being read are a dict with dict's own lookups
-      (`_plain_dict_content_params`): all four make parsing cheaper and change no result.
-    """
+    - *semantic* (results differ): plain-text author fields are cut to `_MAX_AUTHOR_CHARS`
+      before its email regex, which is quadratic in their length, runs on them; RSS guids are
+      kept exactly as given (feedparser would resolve a permalink guid such as "item-7"
+      against the feed URL, and an entry's identity must not depend on that);
+    - *speed only* (same results; tests/test_parse.py parses every file of feedparser's own
+      test corpus tuned and untuned and compares): the strict parser receives each run of
+      text in one piece (`_coalesced_character_data`), the Windows-1252 fix-up is a table
+      lookup (`_cp1252_table`), the xml:base of each element is not re-joined when it is the
+      same as its parent's (`_last_call_remembered`), and the parameters of the text construct
+      being read are a dict with dict's own lookups (`_plain_dict_content_params`).
+
+    If an internal is missing (another feedparser) or a replacement cannot be built, nothing is
+    changed: one error is logged and feedparser runs as shipped (slower, and relative RSS
+    guids resolved), never a parse error on every feed."""
     global _feedparser_tuned
     if _feedparser_tuned:
         return
+    _feedparser_tuned = True  # first: a failure below is reported once, not at every parse
+    missing = missing_feedparser_hooks()
+    if missing:
+        log.error(
+            "feedparser %s lacks %s: parsing without the aggregator's tuning (slower;"
+            " relative RSS guids are resolved against the feed URL)",
+            getattr(feedparser, "__version__", "?"),
+            ", ".join(missing),
+        )
+        return
+    try:
+        apply = _feedparser_tuning()
+    except Exception as exc:  # an internal of another shape: stay untuned, say so once
+        log.error(
+            "feedparser %s: cannot tune its parser (%s: %s); parsing without it",
+            getattr(feedparser, "__version__", "?"),
+            type(exc).__name__,
+            exc,
+        )
+        return
+    apply()
+
+
+def _feedparser_tuning() -> Callable[[], None]:
+    """Every replacement built first; the returned function only assigns them."""
     mixin = feedparser.mixin._FeedParserMixin
     original: Callable[..., None] = mixin._sync_author_detail
 
@@ -260,15 +319,22 @@ def _tune_feedparser() -> None:
             context[key] = value[:_MAX_AUTHOR_CHARS]
         original(self, key)
 
-    mixin._sync_author_detail = _sync_author_detail
-    mixin.can_be_relative_uri = frozenset(mixin.can_be_relative_uri) - {"id"}
-    _coalesce_character_data(feedparser.parsers.strict._StrictFeedParser)
-    feedparser.mixin._cp1252 = _cp1252_table(feedparser.mixin._cp1252)
-    feedparser.mixin.make_safe_absolute_uri = _last_call_remembered(
-        feedparser.mixin.make_safe_absolute_uri
-    )
-    _plain_dict_content_params(mixin, feedparser.util.FeedParserDict)
-    _feedparser_tuned = True
+    relative = frozenset(mixin.can_be_relative_uri) - {"id"}
+    strict = _coalesced_character_data(feedparser.parsers.strict._StrictFeedParser)
+    table = _cp1252_table(feedparser.mixin._cp1252)
+    join = _last_call_remembered(feedparser.mixin.make_safe_absolute_uri)
+    push_content = _plain_dict_content_params(mixin, feedparser.util.FeedParserDict)
+
+    def apply() -> None:
+        mixin._sync_author_detail = _sync_author_detail
+        mixin.can_be_relative_uri = relative
+        for name, method in strict.items():
+            setattr(feedparser.parsers.strict._StrictFeedParser, name, method)
+        feedparser.mixin._cp1252 = table
+        feedparser.mixin.make_safe_absolute_uri = join
+        mixin.push_content = push_content
+
+    return apply
 
 
 def _last_call_remembered(
@@ -296,7 +362,9 @@ def _last_call_remembered(
     return remembered
 
 
-def _plain_dict_content_params(mixin: Any, feedparser_dict: type[dict[str, Any]]) -> None:
+def _plain_dict_content_params(
+    mixin: Any, feedparser_dict: type[dict[str, Any]]
+) -> Callable[..., None]:
     """feedparser's `contentparams` (type, mode, base64, src, value of the text construct being
     read) with dict's C lookups instead of FeedParserDict's Python ones.
 
@@ -322,7 +390,7 @@ def _plain_dict_content_params(mixin: Any, feedparser_dict: type[dict[str, Any]]
         push_content(self, *args, **kwargs)
         self.contentparams = ContentParams(self.contentparams)
 
-    mixin.push_content = push_content_as_dict
+    return push_content_as_dict
 
 
 def _cp1252_table(mapping: Mapping[int, str]) -> tuple[int, ...]:
@@ -341,8 +409,9 @@ def _cp1252_table(mapping: Mapping[int, str]) -> tuple[int, ...]:
     return tuple(table)
 
 
-def _coalesce_character_data(strict: Any) -> None:
-    """Hand feedparser's strict (SAX) parser each run of text once, not chunk by chunk.
+def _coalesced_character_data(strict: Any) -> dict[str, Callable[..., None]]:
+    """Methods that hand feedparser's strict (SAX) parser each run of text once, not chunk by
+    chunk (to set on `strict`).
 
     expat reports text in many small pieces (each line, each entity reference), and every
     piece cost a `handle_data` call that reads `contentparams['type']` through FeedParserDict's
@@ -381,11 +450,13 @@ def _coalesce_character_data(strict: Any) -> None:
     def endDocument(self: Any) -> None:  # noqa: N802
         flush_text(self)
 
-    strict.__init__ = __init__
-    strict.characters = characters
-    strict.startElementNS = startElementNS
-    strict.endElementNS = endElementNS
-    strict.endDocument = endDocument
+    return {
+        "__init__": __init__,
+        "characters": characters,
+        "startElementNS": startElementNS,
+        "endElementNS": endElementNS,
+        "endDocument": endDocument,
+    }
 
 
 def _transcode_bomless_utf16(

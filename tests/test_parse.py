@@ -371,3 +371,75 @@ def test_errors_cross_the_worker_pipe_whole() -> None:
     feed = pickle.loads(pickle.dumps(FeedError("u", "m", status=503)))
     assert (feed.status, feed.kind) == (503, "network")
     assert FailureKind("too_large") is FailureKind.TOO_LARGE and FailureKind.GONE == "gone"
+
+
+# --- feedparser's tuning: one unit, all or nothing -------------------------------------------
+
+FEEDPARSER_TESTS = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "feedparser-tests"
+)
+DUMP = Path(__file__).parent / "parse_dump.py"
+
+
+def _dump(*args: str, files: list[Path]) -> tuple[list[dict[str, Any]], str]:
+    """parse_dump.py in a process of its own (the tuning is process-wide): results, stderr."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(DUMP), *args, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+
+
+def _without_identity(result: Any) -> Any:
+    """A parse result without the guid and link fields (the tuning's documented change)."""
+    if not isinstance(result, dict):
+        return result
+    out = {k: v for k, v in result.items() if k not in ("guid", "link")}
+    if isinstance(out.get("entries"), list):
+        out["entries"] = [_without_identity(e) for e in out["entries"]]
+    return out
+
+
+def test_feedparser_tuning_changes_nothing_but_its_documented_guid_rule() -> None:
+    # Every feed file of the repository, and feedparser's own test corpus when present, parsed
+    # tuned and untuned: the same result, except that a relative RSS/Atom id stays as given
+    # (untuned feedparser resolves it against the feed URL, and derives the link from it).
+    files = sorted(
+        p
+        for p in Path(__file__).parent.joinpath("data").rglob("*")
+        if p.suffix in (".xml", ".atom", ".rss", ".json")
+        and p.is_file()
+        and "export" not in p.parts
+    )
+    if FEEDPARSER_TESTS.exists():
+        files += sorted(FEEDPARSER_TESTS.rglob("*.xml"))
+    tuned, tuned_log = _dump(files=files)
+    untuned, _ = _dump("--untuned", files=files)
+    assert "ERROR" not in tuned_log, tuned_log  # this feedparser has every internal tuned
+    assert len(tuned) == len(untuned) == len(files)
+    differing = []
+    for a, b in zip(tuned, untuned, strict=True):
+        if a != b:
+            differing.append(a["file"])
+            assert _without_identity(a["result"]) == _without_identity(b["result"]), a["file"]
+    # On feedparser's corpus: 9 of its 2,200 files, every one about a relative or odd id.
+    assert len(differing) <= len(files) // 100 + 2, differing
+
+
+def test_a_missing_feedparser_internal_leaves_feedparser_as_shipped_and_says_so_once() -> None:
+    # As if a feedparser upgrade had renamed one internal the tuning needs: nothing is
+    # patched (not even the internals that are there), feeds still parse, one error is logged.
+    files = [Path(__file__).parent / "data" / "feeds" / "relative_guid.xml"] * 2
+    tuned, _ = _dump(files=files)
+    results, log = _dump("--hook", "_renamed_in_a_later_feedparser", files=files)
+    untuned, _ = _dump("--untuned", files=files)
+    assert results == untuned != tuned  # the guid "tides/november" is kept only when tuned
+    assert tuned[0]["result"]["entries"][0]["guid"] == "tides/november"
+    assert all("error" not in r["result"] for r in results)
+    assert log.count("ERROR") == 1 and "_renamed_in_a_later_feedparser" in log
