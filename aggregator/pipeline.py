@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 from . import cluster as clustering
 from . import fingerprint
 from .config import Config
+from .decide import FeedDecision, decide_feed
 from .errors import AggregatorError
 from .fetch import Fetcher
 from .model import (
@@ -34,7 +35,6 @@ from .model import (
 )
 from .pool import WorkerPool
 from .process import process_body
-from .schedule import next_poll_at, retires
 from .store import DueFeed, Store, from_db_time, i64_to_u64
 
 log = logging.getLogger("aggregator")
@@ -155,30 +155,15 @@ class Poller:
         return summary
 
     async def _poll_feed(self, feed: DueFeed, now: datetime, cycle: _ClusterCycle) -> FeedOutcome:
+        """Fetch, process in a worker, `decide_feed`, then record it all in one transaction."""
         assert self.fetcher is not None and self.pool is not None
         url = feed.state.url
         options = self._options.get(feed.config_url)
         result = await self.fetcher.fetch(
             feed.state if options is None else replace(feed.state, options=options), now
         )
-        if result.failure is not None:
-            return self._record_failure(feed, result, result.failure, now)
-        if result.not_modified or result.body is None:
-            nxt = self._next_poll(feed, result, now, errors=0)
-            with self.store.transaction():
-                self.store.record_not_modified(
-                    feed.state.id,
-                    now=now,
-                    status=result.status,
-                    next_poll_at=nxt,
-                    etag=result.etag,
-                    last_modified=result.last_modified,
-                )
-                self._hold(feed, result, now, ttl=feed.ttl, failed_until=None)
-                if result.permanent_url:
-                    self.store.move_feed(feed.state.id, result.permanent_url)
-            log.info("%s: not modified", url)
-            return FeedOutcome(url, "not_modified")
+        if result.failure is not None or result.not_modified or result.body is None:
+            return self._record(feed, result, now)
         try:
             processed: ProcessedFeed = await self.pool.run(
                 process_body,
@@ -193,101 +178,113 @@ class Poller:
             failure = FeedFailure(
                 FailureKind.TIMEOUT, f"parsing took longer than {PARSE_TIMEOUT:.0f} s"
             )
-            return self._record_failure(feed, result, failure, now)
+            return self._record(feed, result, now, failure=failure)
         except Exception as exc:  # a worker crash must not end the cycle
             failure = FeedFailure(FailureKind.PARSE, f"worker failed: {type(exc).__name__}: {exc}")
-            return self._record_failure(feed, result, failure, now)
+            return self._record(feed, result, now, failure=failure)
         if processed.failure is not None:
-            return self._record_failure(feed, result, processed.failure, now)
+            return self._record(feed, result, now, failure=processed.failure)
         parsed = processed.feed
         with self.store.transaction():
             recent = self.store.recent_published(feed.state.id)
-            recent += [e.published for e, _ in processed.entries]
-            nxt = next_poll_at(
-                now=now,
-                url=url,
-                settings=self.config.schedule,
-                configured_interval=feed.interval,
-                result=result,
-                error_count=0,
-                ttl=parsed.ttl,
-                recent_published=sorted(recent)[-20:],
+            decision = self._decide(
+                feed,
+                result,
+                now,
+                recent + [e.published for e, _ in processed.entries],
+                parsed_ttl=parsed.ttl,
             )
             self.store.record_fetch_success(
                 feed.state.id,
                 now=now,
                 status=result.status,
-                url=result.permanent_url,
+                url=decision.moved_to,
                 etag=result.etag,
                 last_modified=result.last_modified,
                 body_hash=result.body_hash,
-                next_poll_at=nxt,
+                next_poll_at=decision.next_poll_at,
                 feed_title=parsed.title,
                 site_url=parsed.link,
                 language=parsed.language,
                 ttl=parsed.ttl,
                 parse_problem=parsed.problem,
             )
-            self._hold(feed, result, now, ttl=parsed.ttl, failed_until=None)
+            self._set_holds(feed, decision)
             new, updated = cycle.ingest(feed.state.id, result.final_url, processed.entries)
             cycle.refresh()
         log.info("%s: %d new, %d updated entries", url, new, updated)
         return FeedOutcome(url, "new" if new or updated else "unchanged", new, updated)
 
-    def _record_failure(
-        self, feed: DueFeed, result: FetchResult, failure: FeedFailure, now: datetime
-    ) -> FeedOutcome:
-        errors = feed.state.error_count + 1
-        retire = retires(result) or failure.kind == FailureKind.GONE
-        nxt = self._next_poll(feed, replace(result, failure=failure), now, errors=errors)
-        with self.store.transaction():
-            self.store.record_fetch_failure(
-                feed.state.id,
-                now=now,
-                kind=failure.kind,
-                message=failure.message,
-                status=failure.status or result.status,
-                next_poll_at=nxt,
-                retire=retire,
-            )
-            self._hold(feed, result, now, ttl=None, failed_until=nxt)
-        log.warning("%s: %s: %s", feed.state.url, failure.kind, failure.message)
-        return FeedOutcome(feed.state.url, "failed", failure=failure)
+    def _decide(
+        self,
+        feed: DueFeed,
+        result: FetchResult,
+        now: datetime,
+        recent: list[datetime],
+        *,
+        failure: FeedFailure | None = None,
+        parsed_ttl: int | None = None,
+    ) -> FeedDecision:
+        return decide_feed(
+            state=feed.state,
+            result=result,
+            now=now,
+            settings=self.config.schedule,
+            configured_interval=feed.interval,
+            stored_ttl=feed.ttl,
+            recent_published=recent,
+            failure=failure,
+            parsed_ttl=parsed_ttl,
+        )
 
-    def _hold(
+    def _set_holds(self, feed: DueFeed, decision: FeedDecision) -> None:
+        self.store.set_holds(
+            feed.state.id,
+            hold_until=decision.hold_until,
+            retry_after_until=decision.retry_after_until,
+        )
+
+    def _record(
         self,
         feed: DueFeed,
         result: FetchResult,
         now: datetime,
         *,
-        ttl: int | None,
-        failed_until: datetime | None,
-    ) -> None:
-        """Record what even a manual poll must respect: Retry-After, backoff, caching hints."""
-        settings = self.config.schedule
-        retry = None
-        if result.retry_after is not None:
-            retry = min(result.retry_after, now + timedelta(seconds=settings.max_retry_after))
-        if failed_until is not None:
-            hold: datetime | None = failed_until
-        else:
-            hint = min(max(result.max_age or 0, ttl or 0), settings.max_interval)
-            hold = now + timedelta(seconds=hint) if hint else None
-        self.store.set_holds(feed.state.id, hold_until=hold, retry_after_until=retry)
-
-    def _next_poll(
-        self, feed: DueFeed, result: FetchResult, now: datetime, *, errors: int
-    ) -> datetime:
-        return next_poll_at(
-            now=now,
-            url=feed.state.url,
-            settings=self.config.schedule,
-            configured_interval=feed.interval,
-            result=result,
-            error_count=errors,
-            ttl=feed.ttl,
-            recent_published=self.store.recent_published(feed.state.id),
-        )
+        failure: FeedFailure | None = None,
+    ) -> FeedOutcome:
+        """Record a poll that stores no entries: a failure, or a feed not modified."""
+        with self.store.transaction():
+            recent = self.store.recent_published(feed.state.id)
+            decision = self._decide(feed, result, now, recent, failure=failure)
+            if decision.failure is not None:
+                self.store.record_fetch_failure(
+                    feed.state.id,
+                    now=now,
+                    kind=decision.failure.kind,
+                    message=decision.failure.message,
+                    status=decision.failure.status or result.status,
+                    next_poll_at=decision.next_poll_at,
+                    retire=decision.retire,
+                )
+            else:
+                self.store.record_not_modified(
+                    feed.state.id,
+                    now=now,
+                    status=result.status,
+                    next_poll_at=decision.next_poll_at,
+                    etag=result.etag,
+                    last_modified=result.last_modified,
+                )
+            self._set_holds(feed, decision)
+            if decision.failure is None and decision.moved_to:
+                self.store.move_feed(feed.state.id, decision.moved_to)
+        if decision.failure is not None:
+            log.warning(
+                "%s: %s: %s", feed.state.url, decision.failure.kind, decision.failure.message
+            )
+            return FeedOutcome(feed.state.url, "failed", failure=decision.failure)
+        log.info("%s: not modified", feed.state.url)
+        return FeedOutcome(feed.state.url, "not_modified")
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
