@@ -158,7 +158,7 @@ ROWS = [
 ]
 
 
-def decide(row: Row) -> FeedDecision:
+def decide(row: Row, recent: list[datetime] | None = None) -> FeedDecision:
     return decide_feed(
         state=FeedState(id=1, url=URL, error_count=row.errors_before),
         result=row.result,
@@ -166,7 +166,7 @@ def decide(row: Row) -> FeedDecision:
         settings=SETTINGS,
         configured_interval=None,
         stored_ttl=None,
-        recent_published=[],
+        recent_published=recent or [],
         failure=row.failure,
         **row.extra,  # type: ignore[arg-type]
     )
@@ -200,14 +200,6 @@ def test_the_same_poll_decides_the_same_way() -> None:
 
 def test_a_feed_that_publishes_every_ten_minutes_is_polled_sooner_than_its_interval() -> None:
     recent = [NOW - timedelta(minutes=10 * n) for n in range(1, 21)]
-    d = decide_feed(
-        state=FeedState(id=1, url=URL),
-        result=fetched(),
-        now=NOW,
-        settings=SETTINGS,
-        configured_interval=None,
-        stored_ttl=None,
-        recent_published=recent,
-    )
+    d = decide(Row("busy feed", fetched(), Outcome.FETCHED), recent)
     assert d.next_poll_at < NOW + HOUR
     assert d.next_poll_at >= NOW + timedelta(seconds=SETTINGS.min_interval)

@@ -20,6 +20,7 @@ from lxml import etree
 
 from aggregator import normalise, parse
 from tests.httpserver import LoopbackServer
+from tests.olddb import database_at
 
 MEDIA = Path(__file__).parent / "data" / "media"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -210,23 +211,7 @@ def test_feedparsers_enclosure_cases_give_their_files(path: Path) -> None:
 def test_a_schema_7_database_gains_media_and_keeps_its_entries(tmp_path: Path) -> None:
     from aggregator import store as store_mod
 
-    db = tmp_path / "old.db"
-    conn = sqlite3.connect(db)
-    for number, script in enumerate(store_mod.MIGRATIONS[:7], 1):
-        for statement in store_mod._statements(script):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {number}")
-    conn.execute(
-        "INSERT INTO feeds (url, config_url, tags, active, created_at, updated_at)"
-        " VALUES ('https://a.example/f', 'https://a.example/f', '[]', 1, 'x', 'x')"
-    )
-    conn.execute(
-        "INSERT INTO entries (feed_id, guid, title, text, published, first_seen,"
-        " content_hash) VALUES (1, 'g', 'Harbour news', 'Harbour news',"
-        " '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'h')"
-    )
-    conn.commit()
-    conn.close()
+    db = database_at(tmp_path / "old.db", 7)
     with store_mod.Store.open(db) as store:
         assert store.schema_version == 8
         assert [tuple(r) for r in store.execute("SELECT guid, image FROM entries")] == [("g", None)]

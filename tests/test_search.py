@@ -10,6 +10,7 @@ import pytest
 
 from aggregator.store import Store, fts_query
 from tests.feedgen import one_feed_config
+from tests.olddb import database_at
 from tests.test_outputs import polled_site, run_cli
 
 
@@ -166,23 +167,7 @@ def test_search_matches_text_not_the_markup_of_summaries(tmp_path: Path) -> None
 def test_a_schema_5_database_migrates_to_a_text_only_index(tmp_path: Path) -> None:
     from aggregator import store as store_mod
 
-    db = tmp_path / "old.db"
-    conn = sqlite3.connect(db)
-    for number, script in enumerate(store_mod.MIGRATIONS[:5], 1):
-        for statement in store_mod._statements(script):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {number}")
-    conn.execute(
-        "INSERT INTO feeds (url, config_url, tags, active, created_at, updated_at)"
-        " VALUES ('https://a.example/f', 'https://a.example/f', '[]', 1, 'x', 'x')"
-    )
-    conn.execute(
-        "INSERT INTO entries (feed_id, guid, title, summary, text, published,"
-        " first_seen, content_hash) VALUES (1, 'g', 'Harbour news', '<a rel=\"noopener\">"
-        "x</a>', 'Harbour news x', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'h')"
-    )
-    conn.commit()
-    conn.close()
+    db = database_at(tmp_path / "old.db", 5, summary='<a rel="noopener">x</a>')
     with Store.open(db) as store:
         assert store.schema_version == len(store_mod.MIGRATIONS)
         assert [r["title"] for r in store.search("harbour")] == ["Harbour news"]
