@@ -566,6 +566,79 @@ class _Hop:
     failure: FeedFailure | None = None
 
 
+def conclude(
+    state: FeedState,
+    final_url: str,
+    statuses: list[int],
+    hop: _Hop,
+    was_conditional: bool,
+    now: datetime,
+) -> FetchResult:
+    """The status policy, pure: what the last hop of a fetch (after `statuses` of redirects)
+    means as a FetchResult: a body to parse, not modified (304 to a conditional request, or
+    the same body hash), a permanent move when every hop was 301/308, or a failure (410 Gone
+    retires, 429/503 carry their Retry-After, any other status is an HTTP error)."""
+    status, headers = hop.status, hop.headers
+    moved = bool(statuses) and all(s in _PERMANENT for s in statuses) and final_url != state.url
+    common: dict[str, Any] = {
+        "feed_id": state.id,
+        "requested_url": state.url,
+        "final_url": final_url,
+        "fetched_at": now,
+        "status": status,
+        "headers": headers,
+    }
+    if hop.failure is not None:
+        return FetchResult(**common, failure=hop.failure)
+    if status == 304 and was_conditional:
+        return FetchResult(
+            **common,
+            etag=sendable_validator(headers.get("etag")) or sendable_validator(state.etag),
+            last_modified=sendable_validator(headers.get("last-modified"))
+            or sendable_validator(state.last_modified),
+            body_hash=state.body_hash,
+            not_modified=True,
+            permanent_url=final_url if moved else None,
+            max_age=parse_max_age(headers, now),
+        )
+    if 200 <= status < 300 and hop.body is not None:
+        digest = _hash(hop.body)
+        unchanged = digest == state.body_hash
+        return FetchResult(
+            **common,
+            body=None if unchanged else hop.body,
+            etag=sendable_validator(headers.get("etag")),
+            last_modified=sendable_validator(headers.get("last-modified")),
+            body_hash=digest,
+            not_modified=unchanged,
+            permanent_url=final_url if moved else None,
+            max_age=parse_max_age(headers, now),
+        )
+    retry_after = None
+    if status in (429, 503):
+        retry_after = parse_retry_after(headers.get("retry-after"), now)
+    if status == 410:
+        kind, message = (
+            FailureKind.GONE,
+            (
+                "HTTP 410 Gone: the publisher removed this feed; it is retired until its "
+                "config entry changes or `aggregator feeds reset URL`"
+            ),
+        )
+    elif status == 304:
+        kind, message = (
+            FailureKind.HTTP,
+            "HTTP 304 Not Modified to a request without validators",
+        )
+    else:
+        kind, message = FailureKind.HTTP, f"HTTP {_reason(status)}"
+        if retry_after is not None:
+            message += f"; the server asks us to wait until {retry_after.isoformat()}"
+    return FetchResult(
+        **common, failure=FeedFailure(kind, message, status), retry_after=retry_after
+    )
+
+
 def _request_headers(
     url: str, conditional: dict[str, str], options: FetchOptions | None
 ) -> dict[str, str]:
@@ -787,76 +860,7 @@ class Fetcher:
                 )
             chain.append(following)
             current = following
-        return self._conclude(state, current, statuses, hop, bool(conditional), now)
-
-    def _conclude(
-        self,
-        state: FeedState,
-        final_url: str,
-        statuses: list[int],
-        hop: _Hop,
-        was_conditional: bool,
-        now: datetime,
-    ) -> FetchResult:
-        status, headers = hop.status, hop.headers
-        moved = bool(statuses) and all(s in _PERMANENT for s in statuses) and final_url != state.url
-        common: dict[str, Any] = {
-            "feed_id": state.id,
-            "requested_url": state.url,
-            "final_url": final_url,
-            "fetched_at": now,
-            "status": status,
-            "headers": headers,
-        }
-        if hop.failure is not None:
-            return FetchResult(**common, failure=hop.failure)
-        if status == 304 and was_conditional:
-            return FetchResult(
-                **common,
-                etag=sendable_validator(headers.get("etag")) or sendable_validator(state.etag),
-                last_modified=sendable_validator(headers.get("last-modified"))
-                or sendable_validator(state.last_modified),
-                body_hash=state.body_hash,
-                not_modified=True,
-                permanent_url=final_url if moved else None,
-                max_age=parse_max_age(headers, now),
-            )
-        if 200 <= status < 300 and hop.body is not None:
-            digest = _hash(hop.body)
-            unchanged = digest == state.body_hash
-            return FetchResult(
-                **common,
-                body=None if unchanged else hop.body,
-                etag=sendable_validator(headers.get("etag")),
-                last_modified=sendable_validator(headers.get("last-modified")),
-                body_hash=digest,
-                not_modified=unchanged,
-                permanent_url=final_url if moved else None,
-                max_age=parse_max_age(headers, now),
-            )
-        retry_after = None
-        if status in (429, 503):
-            retry_after = parse_retry_after(headers.get("retry-after"), now)
-        if status == 410:
-            kind, message = (
-                FailureKind.GONE,
-                (
-                    "HTTP 410 Gone: the publisher removed this feed; it is retired until its "
-                    "config entry changes or `aggregator feeds reset URL`"
-                ),
-            )
-        elif status == 304:
-            kind, message = (
-                FailureKind.HTTP,
-                "HTTP 304 Not Modified to a request without validators",
-            )
-        else:
-            kind, message = FailureKind.HTTP, f"HTTP {_reason(status)}"
-            if retry_after is not None:
-                message += f"; the server asks us to wait until {retry_after.isoformat()}"
-        return FetchResult(
-            **common, failure=FeedFailure(kind, message, status), retry_after=retry_after
-        )
+        return conclude(state, current, statuses, hop, bool(conditional), now)
 
     async def _precheck(self, host: str, port: int) -> str | None:
         """A refusal for a target that the connect-time guard cannot see: literal IPs (cheap,
