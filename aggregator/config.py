@@ -539,7 +539,7 @@ def _fetch_options(r: _Reader, url: str, base: Path) -> FetchOptions | None:
     auth_t = r.take("auth", dict)
     if headers_t is None and user_agent is None and auth_t is None:
         return None
-    if not url.startswith(("http://", "https://")):
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
         name = (
             "headers"
             if headers_t is not None
@@ -629,13 +629,20 @@ def _secret_value(
         if text is None:
             raise r.error(key, f"environment variable {where} is not set")
     else:
+        if "\x00" in where:
+            raise r.error(key, f"is not a usable path: {where!r}")
         path = Path(os.path.expanduser(os.path.expandvars(where)))
         path = path if path.is_absolute() else base / path
         try:
-            with open(path, "rb") as fh:
-                raw = fh.read(_MAX_HEADER_VALUE + 3)
+            regular = path.is_file()  # not a folder, a FIFO (which would block), a device
+            if regular:
+                with open(path, "rb") as fh:
+                    raw = fh.read(_MAX_HEADER_VALUE + 3)
         except OSError as exc:
             raise r.error(key, f"cannot read {path}: {exc.strerror or exc}") from None
+        if not regular:
+            problem = "not found" if not path.exists() else "not a regular file"
+            raise r.error(key, f"cannot read {path}: {problem}")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

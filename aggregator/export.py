@@ -549,9 +549,10 @@ article{padding:.8rem .85rem}}
 """
 
 # No scripts, frames, plugins or fonts; only the inline stylesheet above applies, and images
-# come only from http(s) (a story's lead image, loaded lazily and sent without a referrer).
+# come only over https (a story's lead image, loaded lazily and sent without a referrer;
+# a plain-http one would be mixed content on an https page and is left out).
 _CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http:; base-uri 'none';"
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https:; base-uri 'none';"
     " form-action 'none'"
 )
 
@@ -623,7 +624,7 @@ def _html_story(view: _StoryView, reference: datetime, zone: tzinfo) -> str:
             f"{esc(_later(view.first_seen, view.updated))}</time>"
         )
     lines = [f'<li><article id="story-{view.item_id.rsplit("/", 1)[-1]}"{lang}>']
-    if view.image:
+    if view.image and view.image.startswith("https://"):
         # Decorative: the headline below says what it shows, so the alternative text is empty
         # (feeds give no description of their images).
         lines.append(

@@ -99,7 +99,13 @@ def origin(url: str) -> str:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
-    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+    host = (parts.hostname or "").lower()
+    if not host.isascii():  # "bücher.example" as it goes on the wire ("xn--bcher-kva.example")
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass  # compared as written: a redirect there then gets no credentials
+    return f"{scheme}://{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -413,6 +413,11 @@ def _normalise_entry(
     text = " ".join(part for part in parts if part)[:MAX_TEXT_CHARS]
     published = _utc(raw.published, now) or _utc(raw.updated, now) or now
     categories = tuple(dict.fromkeys(c for c in (_short(c, 100) for c in raw.categories) if c))
+    enclosures = _enclosures(raw.enclosures, base)
+    image = _media_url(raw.image, base) if raw.image else None
+    # A new or replaced file (a podcast's re-cut episode, a new lead image) is a change of the
+    # entry; an entry without media hashes as before.
+    media = tuple(e.url for e in enclosures) + ((image,) if image else ())
     return Entry(
         guid=_identity(raw, link),
         link=link,
@@ -424,10 +429,10 @@ def _normalise_entry(
         updated=_utc(raw.updated, now),
         author=_short(raw.author),
         language=_short(raw.language, 35) or feed_language,
-        content_hash=content_hash(title, text),
+        content_hash=content_hash(title, text, media),
         categories=categories[:50],
-        enclosures=_enclosures(raw.enclosures, base),
-        image=_media_url(raw.image, base) if raw.image else None,
+        enclosures=enclosures,
+        image=image,
     )
 
 
@@ -485,6 +490,7 @@ def plain_title(fragment: str) -> str:
     return title[:MAX_TITLE_CHARS].strip()
 
 
-def content_hash(title: str, text: str) -> str:
-    """Hex digest of the meaningful content; clock times and dates do not count."""
-    return _digest(_VOLATILE.sub("#", title), _VOLATILE.sub("#", text))
+def content_hash(title: str, text: str, media: tuple[str, ...] = ()) -> str:
+    """Hex digest of the meaningful content (with the URLs of its files and lead image, when it
+    has any); clock times and dates do not count."""
+    return _digest(_VOLATILE.sub("#", title), _VOLATILE.sub("#", text), *media)

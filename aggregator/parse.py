@@ -633,9 +633,11 @@ def _raw_entry(entry: Mapping[str, Any]) -> RawEntry:
 def _count(value: Any) -> int | None:
     """A byte count as feeds write it ("12345"; a number in JSON): None for anything else."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return value if 0 <= value < 2**63 else None
     text = _text(value)
-    return int(text) if text is not None and text.isascii() and text.isdigit() else None
+    if text is None or len(text) > 18 or not text.isascii() or not text.isdigit():
+        return None  # (18 digits: below 2**63, and far from int()'s 4,300-digit limit)
+    return int(text)
 
 
 def _entry_enclosures(entry: Mapping[str, Any]) -> tuple[Enclosure, ...]:

@@ -158,7 +158,9 @@ class Poller:
         """Fetch, process in a worker, `decide_feed`, then record it all in one transaction."""
         assert self.fetcher is not None and self.pool is not None
         url = feed.state.url
-        options = self._options.get(feed.config_url)
+        # By the URL the config names it by, else by its current one: a feed that moved by a
+        # 301 and whose config was then changed to the new URL keeps its old config_url.
+        options = self._options.get(feed.config_url) or self._options.get(url)
         result = await self.fetcher.fetch(
             feed.state if options is None else replace(feed.state, options=options), now
         )

@@ -8,6 +8,7 @@ the logs or `feeds --json`.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -162,3 +163,39 @@ def test_a_reload_says_a_secret_changed_without_showing_it(
     (line,) = config_changes(old, new)
     assert line.startswith("feed changed: ") and "<secret>" in line
     assert "a-new-password" not in line and PASSWORD not in line
+
+
+def test_a_secret_path_that_is_not_a_regular_file_is_a_config_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://members.example/feed.xml")
+    text = config.read_text(encoding="utf-8")
+    for path, words in (("members.d", "not a regular file"), ("a\\u0000b", "not a usable path")):
+        (tmp_path / "members.d").mkdir(exist_ok=True)
+        config.write_text(text.replace('"members.pass"', f'"{path}"'), encoding="utf-8")
+        err = run(config, "poll", code=2).stderr
+        assert "feeds[0].auth.password_file: " in err and words in err, err
+
+
+def test_credentials_reach_a_feed_whose_config_names_the_url_it_moved_to(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
+    # Polled at /old.xml, moved for good by a 301 to /members.xml; the config then names the
+    # new URL (its database row keeps the old one as config_url): the options still apply.
+    def members_only(req: Request, handler: BaseHTTPRequestHandler) -> Response:
+        if req.headers.get("authorization") != basic("ada", PASSWORD):
+            return Response(401, b"who are you?")
+        return Response(200, FEED, {"Content-Type": "application/rss+xml"})
+
+    server.route("/members.xml", members_only)
+    server.serve("/old.xml", b"", 301, Location=server.url("/members.xml"))
+    config = write_config(tmp_path, server.url("/old.xml"))
+    run(config, "poll")
+    config.write_text(config.read_text().replace("/old.xml", "/members.xml"))
+    run(config, "poll", "--all")
+    assert len(server.hits("/members.xml")) == 2
+    assert all(
+        h.headers.get("authorization") == basic("ada", PASSWORD)
+        for h in server.hits("/members.xml")
+    )
+    (line,) = run(config, "feeds", "--json").stdout.splitlines()  # one JSON object a feed
+    feed = json.loads(line)
+    assert feed["error_kind"] is None and feed["error_count"] == 0, feed

@@ -216,3 +216,55 @@ def test_a_schema_7_database_gains_media_and_keeps_its_entries(tmp_path: Path) -
         assert store.schema_version == 8
         assert [tuple(r) for r in store.execute("SELECT guid, image FROM entries")] == [("g", None)]
         assert store.enclosures(1) == ()
+
+
+def test_a_huge_or_negative_file_length_is_no_length_and_the_feed_still_parses() -> None:
+    digits = "9" * 5000  # past int()'s 4,300-digit limit: once a ValueError for the whole feed
+    body = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item>'
+        "<title>Episode</title><link>https://pod.example/1</link>"
+        f'<enclosure url="https://pod.example/1.mp3" length="{digits}" type="audio/mpeg"/>'
+        "</item></channel></rss>"
+    ).encode()
+    url = "https://pod.example/feed"
+    parsed = parse.parse_feed(body, {}, url)
+    (entry,) = normalise.normalise_entries(parsed, url, datetime(2024, 10, 28, tzinfo=UTC))
+    assert [(e.url, e.length) for e in entry.enclosures] == [("https://pod.example/1.mp3", None)]
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "t",
+        "items": [
+            {
+                "id": "1",
+                "url": "https://pod.example/1",
+                "title": "Episode",
+                "attachments": [
+                    {
+                        "url": "https://pod.example/1.mp3",
+                        "mime_type": "audio/mpeg",
+                        "size_in_bytes": 10**30,
+                    }
+                ],
+            }
+        ],
+    }
+    parsed = parse.parse_feed(
+        json.dumps(doc).encode(), {"content-type": "application/feed+json"}, url
+    )
+    (entry,) = normalise.normalise_entries(parsed, url, datetime(2024, 10, 28, tzinfo=UTC))
+    assert entry.enclosures[0].length is None
+
+
+def test_a_replaced_episode_file_updates_the_stored_entry(tmp_path: Path) -> None:
+    # Same title and text, a new audio file: the entry changes, and its enclosure with it.
+    feed = tmp_path / "pod.xml"
+    config = tmp_path / "aggregator.toml"
+    config.write_text(f'[storage]\ndatabase = "agg.db"\n\n[[feeds]]\nurl = "{feed.as_uri()}"\n')
+    podcast = (MEDIA / "podcast.xml").read_text(encoding="utf-8")
+    for audio in ("harbour-hour-12.mp3?token=af3e", "harbour-hour-12-fixed.mp3"):
+        feed.write_text(podcast.replace("harbour-hour-12.mp3?token=af3e", audio), encoding="utf-8")
+        cli(config, "poll", "--all")
+    _, files = stored(config)
+    assert [f[0] for f in files["harbour-hour-12"]] == [
+        "https://podcast.harbour.example/audio/harbour-hour-12-fixed.mp3"
+    ]
