@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from aggregator import fingerprint
 from aggregator.cluster import StoryClusterer, summarise_story
 from aggregator.model import ClusterDoc, ClusterSettings, Entry
+from tests.docs import written as _written
 
 DATA = Path(__file__).parent / "data" / "cluster"
 FIXTURE = json.loads((DATA / "events.json").read_text(encoding="utf-8"))
@@ -352,48 +353,6 @@ def test_merge_steps_pause_in_a_big_window_and_merge_as_merge_pass_does() -> Non
             break
     assert whole and stepped == whole
     assert pauses >= 5
-
-
-def _written(
-    entry_id: int,
-    host: str,
-    title: str,
-    summary: str = "",
-    published: str = "2024-10-28T12:00:00+00:00",
-) -> ClusterDoc:
-    """A doc built as the pipeline builds one, from an outlet's headline and summary."""
-    text = f"{title} {summary}".strip()
-    entry = Entry(
-        guid=str(entry_id),
-        link=f"https://{host}/{entry_id}",
-        title=title,
-        summary=summary,
-        content="",
-        text=text,
-        published=datetime.fromisoformat(published),
-        updated=None,
-        author=None,
-        language="fr",
-        content_hash=hashlib.sha256(text.encode()).hexdigest(),
-    )
-    fp = fingerprint.fingerprint(entry)
-    title_terms, rubric_terms = fingerprint.title_layout(title)
-    return ClusterDoc(
-        entry_id=entry_id,
-        feed_id=sum(map(ord, host)),
-        host=host,
-        published=entry.published,
-        link=entry.link,
-        content_hash=fp.content_hash,
-        simhash=fp.simhash,
-        title=title,
-        terms=fp.terms,
-        language="fr",
-        story_id=None,
-        text_length=len(text),
-        title_terms=title_terms,
-        rubric_terms=rubric_terms,
-    )
 
 
 def _stories(docs: list[ClusterDoc]) -> set[frozenset[int]]:

@@ -17,11 +17,11 @@ from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from aggregator import fingerprint
 from aggregator.cluster import StoryClusterer
-from aggregator.model import ClusterDoc, ClusterSettings, Entry
+from aggregator.model import ClusterDoc, ClusterSettings
 from aggregator.pipeline import backfill_steps
 from aggregator.store import MIGRATIONS, Store
+from tests.docs import written
 
 CLI = [sys.executable, "-m", "aggregator"]
 DAY = datetime(2024, 10, 28, tzinfo=UTC)
@@ -74,37 +74,13 @@ FILLER = [
 def doc(
     entry_id: int, outlet: str, hour: int, title: str, summary: str, day: datetime = DAY
 ) -> ClusterDoc:
-    text = f"{title} {summary}"
-    entry = Entry(
-        guid=str(entry_id),
-        link=f"https://{outlet}.example/{entry_id}",
-        title=title,
-        summary=summary,
-        content="",
-        text=text,
-        published=day + timedelta(hours=hour),
-        updated=None,
-        author=None,
-        language="fr",
-        content_hash=hashlib.sha256(text.encode()).hexdigest(),
-    )
-    fp = fingerprint.fingerprint(entry)
-    title_terms, rubric_terms = fingerprint.title_layout(title)
-    return ClusterDoc(
-        entry_id=entry_id,
-        feed_id=ord(outlet),
-        host=f"{outlet}.example",
-        published=entry.published,
-        link=entry.link,
-        content_hash=fp.content_hash,
-        simhash=fp.simhash,
-        title=title,
-        terms=fp.terms,
-        language="fr",
-        story_id=None,
-        text_length=len(text),
-        title_terms=title_terms,
-        rubric_terms=rubric_terms,
+    """One outlet's headline at `hour` of `day`, built as the pipeline builds a doc."""
+    return written(
+        entry_id,
+        f"{outlet}.example",
+        title,
+        summary,
+        published=(day + timedelta(hours=hour)).isoformat(),
     )
 
 
