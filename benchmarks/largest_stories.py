@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shutil
 import sqlite3
 import subprocess
@@ -102,33 +101,9 @@ OPTIONS = {"fr_date": "2024-10-23"}  # --fr-date picks another day of news-fr-20
 
 def unseen_french_day(directory: Path) -> list[Path]:
     """A day of news-fr-2024-10 other than the labelled one (no labels): one feed per host,
-    items spread over the day as for the labelled day."""
-    records = json.loads(
-        (SHARED / "corpora" / "news-fr-2024-10" / f"{OPTIONS['fr_date']}.json").read_text(
-            encoding="utf-8"
-        )
-    )
-    lines = [
-        json.dumps(
-            {
-                "id": f"fr23-{i}",
-                "outlet": urlsplit(r["link"]).hostname or "unknown",
-                "title": r["title"],
-                "summary": r.get("summary") or "",
-                "link": r["link"],
-                "story": "unlabelled",
-            },
-            ensure_ascii=False,
-        )
-        for i, r in enumerate(records)
-        if r.get("title") and r.get("link")
-    ]
-    source = directory / f"fr-{OPTIONS['fr_date']}.jsonl"
-    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
+    items spread over the day as for the labelled day (`cluster_eval.corpus_day`)."""
     day = datetime.strptime(OPTIONS["fr_date"], "%Y-%m-%d").replace(tzinfo=UTC)
-    rows = cluster_eval.read_labelled_day(source, day)
-    source.unlink()
+    rows = cluster_eval.corpus_day(day, SHARED / "corpora" / "news-fr-2024-10")
     return cluster_eval.write_feeds(rows, directory)
 
 
