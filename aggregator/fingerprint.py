@@ -316,11 +316,27 @@ def _longer_words(tokens: list[str]) -> list[str]:
     return [t for t in tokens if len(t) > 3 and t[0].isalpha()]
 
 
+# Function words that tell a German headline from a French or English one. A headline of names
+# ("Granit Xhaka classé 16e au Ballon d'or") has as many capitals as a German one; its "au"
+# says it is not German, so its capitals still tell names apart.
+_GERMAN_MARKS = frozenset(
+    "der das und nicht mit fur für ist sich auf dem den ein eine einen einem einer im vom zum"
+    " zur bei nach uber über wie aus gegen wird werden sind hat haben auch noch nur von zu".split()
+)
+_OTHER_MARKS = frozenset(
+    "le la les du de et au aux pour sur une un est dans par avec qui que the of and to for on"
+    " with is at by from".split()
+)
+
+
 def _capitalises_nouns(tokens: list[str]) -> bool:
     """German headlines capitalise every noun: more than half of the longer words after the
-    first start with a capital."""
+    first start with a capital, and no French or English function word says otherwise."""
     words = _longer_words(tokens)[1:]
-    return len(words) >= 3 and sum(map(_is_capitalised, words)) > 0.5 * len(words)
+    if len(words) < 3 or sum(map(_is_capitalised, words)) <= 0.5 * len(words):
+        return False
+    marks = {t.casefold() for t in tokens}
+    return not marks.isdisjoint(_GERMAN_MARKS) or marks.isdisjoint(_OTHER_MARKS)
 
 
 def _is_title_case(tokens: list[str]) -> bool:

@@ -23,6 +23,7 @@ import csv
 import hashlib
 import json
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -75,10 +76,40 @@ def read_rows(path: Path) -> list[Row]:
         ]
 
 
-def read_labelled_day(path: Path, day: datetime = FR_DAY) -> list[Row]:
-    """A hand-labelled day (JSON lines in feed order, no dates): each outlet's items are spread
-    evenly over the day, newest first, as a feed lists them."""
+OUR_LABELS = ROOT / "benchmarks" / "labels"
+_LABEL_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+
+def labelled_day_of(path: Path) -> datetime:
+    """The day a labelled file describes, from its name (`fr-2024-10-24.jsonl`)."""
+    found = _LABEL_DATE.search(path.name)
+    if found is None:
+        raise SystemExit(f"{path}: no YYYY-MM-DD in the file name, cannot tell its day")
+    return datetime.strptime(found.group(1), "%Y-%m-%d").replace(tzinfo=UTC)
+
+
+def labelled_sets() -> list[Path]:
+    """The French days labelled by story: the shared hand-labelled day and ours
+    (`benchmarks/labels/`, links and stories only; titles and summaries come from the corpus)."""
+    return [DEFAULT_FR, *sorted(OUR_LABELS.glob("fr-*.jsonl"))]
+
+
+def read_labelled_day(path: Path, day: datetime | None = None) -> list[Row]:
+    """A labelled day (JSON lines in feed order, no dates): each outlet's items are spread
+    evenly over the day, newest first, as a feed lists them. Records without a title (our
+    label files) take title and summary from that day of the French corpus, by link."""
+    if day is None:
+        day = labelled_day_of(path)
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    if any("title" not in rec for rec in records):
+        source = FR_CORPUS / f"{day:%Y-%m-%d}.json"
+        if not source.exists():
+            raise SystemExit(f"{path}: needs {source} for titles and summaries")
+        texts = {r["link"]: r for r in json.loads(source.read_text(encoding="utf-8"))}
+        for rec in records:
+            if "title" not in rec:
+                text = texts[rec["link"]]
+                rec["title"], rec["summary"] = text["title"], text.get("summary") or ""
     by_outlet: dict[str, list[dict[str, str]]] = defaultdict(list)
     for rec in records:
         by_outlet[rec["outlet"]].append(rec)
@@ -410,7 +441,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
-    ap.add_argument("--fr", type=Path, default=DEFAULT_FR, help="the hand-labelled French day")
+    ap.add_argument(
+        "--fr",
+        type=Path,
+        action="append",
+        help="a labelled French day (repeatable; default: the shared hand-labelled day and"
+        " every benchmarks/labels/fr-*.jsonl)",
+    )
     ap.add_argument(
         "--set", choices=["all", "uci", "fr"], default="all", help="which labelled sets"
     )
@@ -432,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sets = []
     if args.set in ("all", "fr"):
-        sets.append(("fr-2024-10-28", args.fr, read_labelled_day))
+        for path in args.fr or labelled_sets():
+            sets.append((path.stem, path, read_labelled_day))
     if args.set in ("all", "uci"):
         sets.append(("uci-5k", args.csv, read_rows))
     settings = model.ClusterSettings()
@@ -494,7 +532,7 @@ def evaluate(
             time.perf_counter() - t0,
         )
         if name.startswith("fr-") and args.history:
-            history = history_days(FR_DAY, args.history)
+            history = history_days(labelled_day_of(Path(name + ".jsonl")), args.history)
             if history:
                 t0 = time.perf_counter()
                 score(

@@ -198,3 +198,22 @@ def test_a_summary_listing_other_headlines_adds_no_story_terms() -> None:
     terms = fingerprint.story_terms(title, text)
     assert "trump" in terms and "toll" in terms
     assert not {"birx", "stung", "fumble"} & set(terms)
+
+
+def test_french_headline_full_of_names_still_tells_names_apart() -> None:
+    # As many capitals as a German headline, but "au" and "du" say it is French: its capitals
+    # are names, which the story tier's names guard and event rule rely on.
+    assert fingerprint.title_names("Granit Xhaka classé 16e au Ballon d'or") == {
+        "granit",
+        "xhaka",
+        "ballon",
+    }
+    names = fingerprint.title_names(
+        "Ballon d’or 2024 : Lamine Yamal lauréat logique du trophée Kopa, Neves et Zaïre-Emery"
+    )
+    assert names is not None and {"ballon", "yamal", "kopa"} <= names
+
+
+def test_german_headline_capitals_say_nothing_about_names() -> None:
+    assert fingerprint.title_names("Anschlag auf Weihnachtsmarkt Magdeburg: Was wir wissen") is None
+    assert fingerprint.title_names("Scholz stellt Vertrauensfrage im Bundestag") is None
