@@ -28,6 +28,10 @@ Two tiers, both inside a time window:
    (in at least three times as many as in the week before: "Ballon d'Or" on the night of the
    ceremony, not "Ukraine") match on less evidence (the *event* rule, `_event_names`; it
    needs a week of stored headline counts, so a new database goes without it at first).
+   The same week tells the standing names of a day: in the headlines every day and no more
+   so today ("Trump" and "Harris" before the election, "Ukraine"). A match must hold without
+   them all, taken as one unit (the *topic* guard, `_chronic_names`): two campaign pieces
+   that share only the candidates' names are a subject, not one happening.
 
 How the pieces fit within one poll cycle, and why the result depends neither on the order feeds
 are polled nor on where a crash cut a cycle:
@@ -248,13 +252,16 @@ def _pair_rule(
     threshold: float,
     docs: tuple[ClusterDoc, ClusterDoc] | None = None,
     events: Mapping[str, frozenset[str]] | None = None,
+    chronic: Mapping[str, frozenset[str]] | None = None,
 ) -> tuple[float, bool]:
     """The cosine of two entries and whether they match: it reaches the threshold, and keeps
     `_GUARD_SHARE` of it without their strongest unit (the leave-one-out guard); and, for the
     `docs` of the vectors, when the match shares no name or number of their headlines, it
     reaches `_PLAIN_SHARE` times the threshold (the *names* guard). Two headlines naming the
     same event of their day (`events`, see `_event_names`) match on less: `_EVENT_SHARE` of
-    the threshold, of which `_EVENT_REST` without that name (the *event* rule)."""
+    the threshold, of which `_EVENT_REST` without that name (the *event* rule). Otherwise a
+    match must keep `_GUARD_SHARE` of the threshold without the standing names of their days
+    (`chronic`, see `_chronic_names`) taken together (the *topic* guard)."""
     cosine, strongest = _pair_match(a, b)
     if docs is not None and events and cosine >= threshold * _EVENT_SHARE:
         keys = _event_keys(*docs, events)
@@ -263,6 +270,10 @@ def _pair_rule(
     passes = cosine >= threshold and cosine - strongest >= threshold * _GUARD_SHARE
     if passes and docs is not None and cosine < threshold * _PLAIN_SHARE:
         passes = _names_shared(a, b, *docs)
+    if passes and docs is not None and chronic:
+        standing = _standing_keys(*docs, chronic)
+        if standing and cosine - _unit_share(a, b, standing) < threshold * _GUARD_SHARE:
+            passes = False  # the topic guard: it rests on names in the news all week
     return cosine, passes
 
 
@@ -291,6 +302,9 @@ _EVENT_WEEK = 7  # days of history an event name is measured against
 _EVENT_COVERED_DAYS = 5
 _EVENT_SHARE = 0.5  # an event pair needs this share of the threshold ...
 _EVENT_REST = 0.25  # ... and this share without the event name (not the name alone)
+# A standing name is in at least this many headlines a day on this many days of the week before.
+_CHRONIC_HEADLINES = 2
+_CHRONIC_DAYS = 5
 
 
 @lru_cache(maxsize=4096)
@@ -324,6 +338,18 @@ def _event_keys(
 
 
 _NO_EVENTS: frozenset[str] = frozenset()
+
+
+def _standing_keys(
+    doc_a: ClusterDoc, doc_b: ClusterDoc, chronic: Mapping[str, frozenset[str]]
+) -> frozenset[str]:
+    """The standing names of their days (`_chronic_names`) both entries carry."""
+    standing = chronic.get(_day(doc_a.published), _NO_EVENTS) | chronic.get(
+        _day(doc_b.published), _NO_EVENTS
+    )
+    if not standing:
+        return _NO_EVENTS
+    return standing.intersection(doc_a.terms).intersection(doc_b.terms)
 
 
 def _unit_share(a: Vector, b: Vector, keys: frozenset[str]) -> float:
@@ -391,6 +417,33 @@ def _event_names(
         if bursting:
             events[day] = frozenset(bursting)
     return events
+
+
+def _chronic_names(
+    candidates: Mapping[str, frozenset[str]], counts: Mapping[tuple[str, str], int]
+) -> dict[str, frozenset[str]]:
+    """Each day's standing names: candidates (`_event_candidates`) that were in the headlines
+    on nearly every day of the week before (at least `_CHRONIC_HEADLINES` a day on
+    `_CHRONIC_DAYS` days) and are not bursting today. "Trump" and "Harris" the week before the
+    election, "Ukraine", "Gaza": the subject of a run of stories, not the happening of one."""
+    chronic: dict[str, frozenset[str]] = {}
+    for day, words in sorted(candidates.items()):
+        week = _week(day, counts)
+        if week is None:
+            continue
+        days, scale = week
+        standing = set()
+        for word in words:
+            daily = [counts.get((d, word), 0) for d in days]
+            if sum(n >= _CHRONIC_HEADLINES for n in daily) < _CHRONIC_DAYS:
+                continue
+            today = counts.get((day, word), 0)
+            expected = scale * sum(daily) / len(days)
+            if today + 1 < _EVENT_BURST * (expected + 1):
+                standing.add(word)
+        if standing:
+            chronic[day] = frozenset(standing)
+    return chronic
 
 
 def _week(day: str, counts: Mapping[tuple[str, str], int]) -> tuple[list[str], float] | None:
@@ -682,6 +735,7 @@ class StoryClusterer:
         # First and last publication of stored stories, members outside the window included.
         self._spans: dict[int, tuple[datetime, datetime]] = {}
         self._events: dict[str, frozenset[str]] = {}  # the days' event names (the event rule)
+        self._chronic: dict[str, frozenset[str]] = {}  # the days' standing names (topic guard)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -783,6 +837,7 @@ class StoryClusterer:
         """(day, term) -> headlines for `headline_request`'s words and days (term '': all of a
         day's headlines): decides each day's event names."""
         self._events = _event_names(self._candidates, counts)
+        self._chronic = _chronic_names(self._candidates, counts)
 
     def event_names(self) -> dict[str, frozenset[str]]:
         """The event names by day that the event rule uses (after `use_headline_counts`)."""
@@ -949,6 +1004,18 @@ class StoryClusterer:
             f" cosine {round(cosine, 4)} >= {round(threshold * _EVENT_SHARE, 4)}, and"
             f" {round(rest, 4)} >= {round(threshold * _EVENT_REST, 4)} without it"
         )
+
+    def _standing(
+        self, a: ClusterDoc, b: ClusterDoc, va: Vector, vb: Vector, cosine: float
+    ) -> list[str]:
+        """The standing names a match rests on (the topic guard refuses it), or []."""
+        if not self._chronic:
+            return []
+        keys = _standing_keys(a, b, self._chronic)
+        share = _unit_share(va, vb, keys) if keys else 0.0
+        if not keys or cosine - share >= self.settings.story_threshold * _GUARD_SHARE:
+            return []
+        return sorted(k for k in keys if k in va and k in vb)
 
     def _guard(
         self,
@@ -1264,6 +1331,7 @@ class StoryClusterer:
                 threshold,
                 (self._docs[a.members[0]], self._docs[b.members[0]]),
                 self._events,
+                self._chronic,
             )
             return cosine if passes else None
         vector_of, docs = self._vector_of, self._docs
@@ -1283,7 +1351,9 @@ class StoryClusterer:
         for e in core_b:
             vb, language, doc = vector_of(e), docs[e].language, docs[e]
             for va, other_language, other in left:
-                cosine, passes = _pair_rule(va, vb, threshold, (other, doc), self._events)
+                cosine, passes = _pair_rule(
+                    va, vb, threshold, (other, doc), self._events, self._chronic
+                )
                 if passes and other.feed_id == doc.feed_id and not _headlines_meet(other, doc):
                     # One feed's two items that share no headline word agree only through the
                     # feed's own text (a programme's blurb under every episode): no evidence.
@@ -1388,6 +1458,8 @@ class StoryClusterer:
                 and not _names_shared(va, vb, a, b)
             ):
                 guard = "no_name"
+            if guard is None and (standing := self._standing(a, b, va, vb, dot)):
+                guard = "standing"
             if guard is None and _outlet(a) == _outlet(b):
                 guard = "same_outlet"
         together = (
@@ -1422,6 +1494,13 @@ class StoryClusterer:
                 reason = (
                     f"refused: they share no name or number of their headlines, and"
                     f" cosine {score} < {round(self.settings.story_threshold * _PLAIN_SHARE, 4)}"
+                )
+            elif guard == "standing":
+                reason = (
+                    f"refused: without names in the headlines every day of the week before"
+                    f" ({', '.join(standing)}), the match falls below"
+                    f" {round(self.settings.story_threshold * _GUARD_SHARE, 4)}: the subject"
+                    " of a run of stories, not one happening"
                 )
             elif guard == "single_term":
                 reason = f"refused: the match rests on one term ({shared[0]})"

@@ -380,3 +380,77 @@ def test_a_database_upgraded_from_version_6_counts_its_stored_headlines_once(
             "SELECT count(*) FROM meta WHERE key LIKE 'headline_backfill%'"
         ).fetchone() == (0,)
     conn.close()
+
+
+# A week before the election: campaign pieces of three outlets that share only the candidates'
+# names, and two reports of one rally that share its place as well.
+CAMPAIGN = [
+    (
+        "a",
+        8,
+        "Donald Trump vs Kamala Harris : ce que disent les sondages à une semaine du vote",
+        "Donald Trump et Kamala Harris sont au coude-à-coude dans les sondages.",
+    ),
+    (
+        "b",
+        9,
+        "Donald Trump ou Kamala Harris, qui l'emportera ? Les cinq scénarios",
+        "Kamala Harris ou Donald Trump : les scénarios possibles du scrutin.",
+    ),
+    (
+        "c",
+        10,
+        "Kamala Harris face à Donald Trump : le combat des colistiers",
+        "Derrière Kamala Harris et Donald Trump, leurs colistiers font campagne.",
+    ),
+    (
+        "a",
+        20,
+        "Au Madison Square Garden, Donald Trump attaque Kamala Harris",
+        "Le meeting de Donald Trump au Madison Square Garden de New York contre Kamala Harris.",
+    ),
+    (
+        "b",
+        21,
+        "Meeting de Donald Trump au Madison Square Garden : Kamala Harris dénonce",
+        "Kamala Harris réagit au meeting de Donald Trump au Madison Square Garden.",
+    ),
+]
+
+
+def campaign(candidates_per_day: int) -> tuple[list[int], StoryClusterer]:
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    for n, (outlet, hour, title, summary) in enumerate(CAMPAIGN, 1):
+        clusterer.add(doc(n, outlet, hour, title, summary))
+    request = clusterer.headline_request()
+    assert request is not None and {"trump", "harris"} <= request[0]
+    counts = {(DAY.date().isoformat(), ""): 40}
+    for word in ("donald", "trump", "kamala", "harris"):
+        counts[DAY.date().isoformat(), word] = 5
+    for n in range(1, 8):
+        day = (DAY - timedelta(days=n)).date().isoformat()
+        counts[day, ""] = 40
+        for word in ("donald", "trump", "kamala", "harris"):
+            counts[day, word] = candidates_per_day
+    clusterer.use_headline_counts(counts)
+    clusterer.merge_pass()
+    return [clusterer.story_of(n) for n in range(1, len(CAMPAIGN) + 1)], clusterer
+
+
+def test_pieces_sharing_only_names_in_the_news_all_week_stay_apart() -> None:
+    stories, clusterer = campaign(candidates_per_day=4)
+    # Three campaign pieces: three stories. The rally: one story (its place is evidence).
+    assert len({stories[0], stories[1], stories[2]}) == 3, stories
+    assert stories[3] == stories[4], stories
+    pieces = [clusterer.members(s)[0] for s in stories[:2]]
+    explained = clusterer.explain_pair(*pieces)
+    assert not explained.joined
+    assert explained.guard == "standing"
+    assert "every day of the week before" in explained.reason and "trump" in explained.reason
+
+
+def test_names_new_this_week_are_evidence_for_the_topic_guard() -> None:
+    # The same pieces when the candidates were not in the headlines the week before: the names
+    # are no standing subject, and the pieces match as they always did.
+    stories, _ = campaign(candidates_per_day=0)
+    assert len({stories[0], stories[1], stories[2]}) < 3, stories
