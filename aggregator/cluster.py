@@ -86,6 +86,7 @@ __all__ = [
     "StoryClusterer",
     "StoryMerge",
     "StorySummary",
+    "retitled",
     "summarise_story",
 ]
 
@@ -586,6 +587,16 @@ def _put(table: dict[K, int | list[int]], key: K, entry_id: int) -> None:
         held.append(entry_id)
 
 
+def _drop(table: dict[K, int | list[int]], key: K, entry_id: int) -> None:
+    held = table.get(key)
+    if held == entry_id:
+        del table[key]
+    elif isinstance(held, list) and entry_id in held:
+        held.remove(entry_id)
+        if len(held) == 1:
+            table[key] = held[0]
+
+
 def _get(table: dict[K, int | list[int]], key: K, into: set[int]) -> None:
     held = table.get(key)
     if held is None:
@@ -805,6 +816,35 @@ class StoryClusterer:
                 _put(self._by_band[i], value, eid)
         for term in set(doc.terms):
             self._df[term] += 1
+
+    def forget(self, entry_id: int) -> None:
+        """Drop an entry from memory (its story keeps its other members), so that it can be
+        `add`ed again as what it now is: an entry retitled to another happening (`retitled`)."""
+        doc = self._docs.pop(entry_id, None)
+        if doc is None:
+            return
+        story_id = self._story_of.pop(entry_id)
+        members = self._members.get(story_id, [])
+        members.remove(entry_id)
+        if members:
+            self._dirty.add(story_id)
+        else:
+            self._members.pop(story_id, None)
+            self._first_seen.pop(story_id, None)
+            self._dirty.discard(story_id)
+        if doc.link:
+            _drop(self._by_link, doc.link, entry_id)
+        _drop(self._by_hash, doc.content_hash, entry_id)
+        if doc.simhash is not None:
+            for i, value in enumerate(simhash_bands(doc.simhash)):
+                _drop(self._by_band[i], value, entry_id)
+        for term in set(doc.terms):
+            self._df[term] -= 1
+            if self._df[term] <= 0:
+                del self._df[term]
+        self._assignments.pop(entry_id, None)
+        if entry_id in self._added:
+            self._added.remove(entry_id)
 
     def headline_request(self) -> tuple[frozenset[str], str, str] | None:
         """Which headline counts the event rule needs (give them to `use_headline_counts`
@@ -1532,6 +1572,20 @@ class StoryClusterer:
             guard=guard,
             reason=reason,
         )
+
+
+# An updated entry whose headline keeps less than this share of its words (Jaccard) now reports
+# something else: a live page or ticker that reuses its URL for the next happening.
+_RETITLED = 0.5
+
+
+def retitled(old_title: str, new_title: str) -> bool:
+    """Whether an entry's new headline names another happening than its old one: it keeps
+    less than half of the old one's words. A corrected figure or a reworded headline is the
+    same item; a ticker that moved on from Musk to North Korea's troops is not."""
+    old, new = _title_words(old_title), _title_words(new_title)
+    union = old | new
+    return bool(union) and len(old & new) < _RETITLED * len(union)
 
 
 def summarise_story(

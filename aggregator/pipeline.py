@@ -378,6 +378,11 @@ class _ClusterCycle:
                 updated += 1
                 if res.story_id is not None:
                     self.touch(res.story_id)
+                if clustering.retitled(row["title"] or "", entry.title):
+                    # A live page or ticker that moved on to another happening leaves the
+                    # story it was placed in and is placed again, as what it now reports.
+                    self._ensure_window(entry.published).forget(res.entry_id)
+                    self.place(res.entry_id, feed_id, feed_url, entry, fp)
         if fresh:
             first = self.store.next_entry_id()
             for offset, (entry, fp) in enumerate(fresh):

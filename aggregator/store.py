@@ -826,7 +826,7 @@ class Store:
             chunk = unique[start : start + _IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
             for row in self.execute(
-                "SELECT id, guid, content_hash, story_id, change_count, last_changed_at"
+                "SELECT id, guid, title, content_hash, story_id, change_count, last_changed_at"
                 f" FROM entries WHERE feed_id = ? AND guid IN ({marks})",
                 (feed_id, *chunk),
             ):

@@ -620,3 +620,18 @@ def test_two_large_stories_of_one_happening_merge_when_their_cores_agree() -> No
     merges = clusterer.merge_pass()
     assert [(m.from_story_id, m.into_story_id) for m in merges] == [(2, 1)]
     assert len(clusterer.members(1)) == 41 and len(clusterer.members(3)) == 21
+
+
+def test_a_corrected_headline_stays_the_entry_a_new_one_is_a_retitle() -> None:
+    from aggregator.cluster import retitled
+
+    # A corrected figure or a reworded headline is the same item.
+    assert not retitled(
+        "Floods in Valencia: at least 95 dead", "Floods in Valencia: at least 158 dead"
+    )
+    assert not retitled("Dordogne : disparition inquiétante", "Dordogne : disparition inquiétante")
+    # A ticker that moved on is not.
+    assert retitled(
+        "Ukraine: un homme se suicide dans un centre d'enrôlement",
+        "Poutine ne dément pas le déploiement de soldats nord-coréens",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -296,3 +297,70 @@ def test_poll_with_urls_polls_just_those_feeds_now(tmp_path: Path, server: Loopb
     assert "held by the server's Retry-After" in held.stderr
     unknown = run_cli(config, "poll", server.url("/nope.xml"))
     assert unknown.returncode == 1 and "no feed with URL" in unknown.stderr
+
+
+def _one_item_rss(guid: str, link: str, title: str, summary: str, published: datetime) -> str:
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>feed</title><item>'
+        f"<guid>{guid}</guid><title>{title}</title><link>{link}</link>"
+        f"<description>{summary}</description><pubDate>{format_datetime(published)}</pubDate>"
+        "</item></channel></rss>"
+    )
+
+
+def test_an_entry_retitled_to_another_happening_moves_to_that_story(tmp_path: Path) -> None:
+    """A live page that keeps its URL and guid while it moves on to the next happening leaves
+    the story it reported first and joins the one it reports now."""
+    now = utcnow()
+    ferry = (
+        "Fire at the Kelvin ferry terminal shuts Portmarrow harbour",
+        "A fire at the Kelvin ferry terminal shut Portmarrow harbour on Tuesday; crews from"
+        " three stations fought the blaze at the Kelvin terminal.",
+    )
+    quota = (
+        "Supreme court upholds the Drummore fishing quota ruling",
+        "The supreme court upheld the Drummore fishing quota ruling on Tuesday, rejecting the"
+        " trawler owners' appeal against the Drummore quota.",
+    )
+    feeds = {
+        "harbour": ("h-1", "https://harbour.example/fire", *ferry),
+        "courts": ("c-1", "https://courts.example/quota", *quota),
+        "ticker": ("t-live", "https://ticker.example/live", *ferry),
+    }
+    for name, (guid, link, title, summary) in feeds.items():
+        (tmp_path / f"{name}.xml").write_text(
+            _one_item_rss(guid, link, title, summary, now - timedelta(hours=2))
+        )
+    config = tmp_path / "agg.toml"
+    config.write_text(
+        '[storage]\ndatabase = "agg.db"\n'
+        + "".join(f'[[feeds]]\nurl = "{tmp_path / name}.xml"\n' for name in feeds)
+    )
+
+    def story_of() -> dict[str, int]:
+        with sqlite3.connect(tmp_path / "agg.db") as conn:
+            return dict(conn.execute("SELECT guid, story_id FROM entries"))
+
+    assert run_cli(config, "poll", "--all").returncode == 0
+    first = story_of()
+    assert first["t-live"] == first["h-1"] != first["c-1"], first
+    # The ticker moves on: same guid and URL, the court ruling now, in other words.
+    (tmp_path / "ticker.xml").write_text(
+        _one_item_rss(
+            "t-live",
+            "https://ticker.example/live",
+            "Drummore fishing quota ruling upheld by the supreme court",
+            "Trawler owners lost their appeal: the supreme court upheld the Drummore fishing"
+            " quota ruling.",
+            now - timedelta(hours=1),
+        )
+    )
+    polled = run_cli(config, "poll", "--all")
+    assert polled.returncode == 0, polled.stderr
+    assert "1 updated" in polled.stdout
+    second = story_of()
+    assert second["t-live"] == second["c-1"] != second["h-1"], second
+    assert second["h-1"] == first["h-1"], "the ferry story keeps its own member"
+    with sqlite3.connect(tmp_path / "agg.db") as conn:
+        counts = dict(conn.execute("SELECT id, member_count FROM stories"))
+    assert counts[second["h-1"]] == 1 and counts[second["c-1"]] == 2, counts
