@@ -26,7 +26,8 @@ Two tiers, both inside a time window:
    publication (the *span* bound: a subject covered every day does not chain a week of
    happenings into one story). Headlines that share a name bursting in their day's headlines
    (in at least three times as many as in the week before: "Ballon d'Or" on the night of the
-   ceremony, not "Ukraine") match on less evidence (the *event* rule, `_event_names`; it
+   ceremony, not "Ukraine") match on less evidence, and headlines that share two such names
+   ("Inondations en Espagne") match on them alone (the *event* rule, `_event_names`; it
    needs a week of stored headline counts, so a new database goes without it at first).
    The same week tells the standing names of a day: in the headlines every day and no more
    so today ("Trump" and "Harris" before the election, "Ukraine"). A match must hold without
@@ -208,7 +209,7 @@ def _doc_vector(doc: ClusterDoc, idf: Callable[[str], float], boilerplate: _Boil
         # initials, "KI"), as a name phrase does.
         label = [t for t in doc.terms[: doc.rubric_terms] if t in weights and "_" not in t]
         if len(label) > 1:
-            weights["_".join(label)] = 0.0
+            weights.setdefault("_".join(label), 0.0)  # a name phrase keeps its weight
     norm = math.sqrt(sum(w * w for w in weights.values()))
     if norm == 0.0:
         return {}
@@ -264,6 +265,10 @@ def _pair_rule(
     match must keep `_GUARD_SHARE` of the threshold without the standing names of their days
     (`chronic`, see `_chronic_names`) taken together (the *topic* guard)."""
     cosine, strongest = _pair_match(a, b)
+    if docs is not None and events:
+        keys = _event_keys(*docs, events)
+        if keys and _name_units(a, b, keys) >= _EVENT_NAMES:
+            return cosine, True  # two of the day's event names in both headlines
     if docs is not None and events and cosine >= threshold * _EVENT_SHARE:
         keys = _event_keys(*docs, events)
         if keys and cosine - _unit_share(a, b, keys) >= threshold * _EVENT_REST:
@@ -301,6 +306,10 @@ _EVENT_WEEK = 7  # days of history an event name is measured against
 # A week counts when at least this many of its days hold a quarter of the day's headlines: a
 # new database (whose first poll holds only what feeds still list) has no week yet.
 _EVENT_COVERED_DAYS = 5
+# Two headlines that both name this many of their day's event names (distinct names: a name
+# phrase, "Poupette Kenza", is one) report one happening whatever else they say: "Inondations
+# en Espagne : après le déluge, l'enfer de la boue" and "... au moins 158 morts".
+_EVENT_NAMES = 2
 _EVENT_SHARE = 0.5  # an event pair needs this share of the threshold ...
 _EVENT_REST = 0.25  # ... and this share without the event name (not the name alone)
 # A standing name is in at least this many headlines a day on this many days of the week before.
@@ -351,6 +360,21 @@ def _standing_keys(
     if not standing:
         return _NO_EVENTS
     return standing.intersection(doc_a.terms).intersection(doc_b.terms)
+
+
+def _name_units(a: Vector, b: Vector, keys: frozenset[str]) -> int:
+    """How many distinct names `keys` are, for two entry vectors: the words of one name
+    phrase both carry ("poupette_kenza") count once. (A headline label's grouping key, of no
+    weight, does not join its names: "Inondations en Espagne :" names two.)"""
+    left = {k for k in keys if k in a and k in b}
+    units = 0
+    for term in sorted(a.keys() & b.keys()):
+        if "_" in term and a[term] and b[term]:
+            words = left.intersection(term.split("_"))
+            if len(words) > 1:
+                left -= words
+                units += 1
+    return units + len(left)
 
 
 def _unit_share(a: Vector, b: Vector, keys: frozenset[str]) -> float:
@@ -1029,10 +1053,19 @@ class StoryClusterer:
     ) -> str | None:
         """Why the event rule joins two entries, in words, or None when it does not."""
         threshold = self.settings.story_threshold
-        if not self._events or _outlet(a) == _outlet(b) or cosine < threshold * _EVENT_SHARE:
+        if not self._events or _outlet(a) == _outlet(b):
             return None
         keys = _event_keys(a, b, self._events)
         if not keys:
+            return None
+        if _name_units(va, vb, keys) >= _EVENT_NAMES:
+            return (
+                f"story match on the event of the day: both headlines name"
+                f" {', '.join(sorted(keys))}, {_EVENT_NAMES} or more names each in at least"
+                f" {_EVENT_BURST:g} times as many of the day's headlines as in the week before"
+                f" (cosine {round(cosine, 4)})"
+            )
+        if cosine < threshold * _EVENT_SHARE:
             return None
         rest = cosine - _unit_share(va, vb, keys)
         if rest < threshold * _EVENT_REST:
@@ -1354,12 +1387,12 @@ class StoryClusterer:
         # (Two single entries must reach the threshold itself: their centroids are their
         # vectors, so this is their cosine.)
         floor = threshold if pairs == 1 else threshold * _GUARD_SHARE
-        if (
-            pairs == 1
-            and self._events
-            and _event_keys(self._docs[a.members[0]], self._docs[b.members[0]], self._events)
+        if self._events and _event_keys(
+            self._docs[self._core(a)[0]], self._docs[self._core(b)[0]], self._events
         ):
-            floor = threshold * _EVENT_SHARE  # two entries naming their day's event
+            # Entries naming their day's event match on less (see `_pair_rule`); with two
+            # of its names, on those names alone.
+            floor = 0.0
         if dot / pairs < floor:
             return None
         if a.decimals and b.decimals and not a.decimals & b.decimals:

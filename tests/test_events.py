@@ -454,3 +454,68 @@ def test_names_new_this_week_are_evidence_for_the_topic_guard() -> None:
     # are no standing subject, and the pieces match as they always did.
     stories, _ = campaign(candidates_per_day=0)
     assert len({stories[0], stories[1], stories[2]}) < 3, stories
+
+
+# The day of a disaster: four angles from three outlets that share only its two names.
+FLOODS = [
+    (
+        "a",
+        7,
+        "Inondations en Espagne : après le déluge, l'enfer de la boue",
+        "Des rues entières restent couvertes de boue, les habitants déblaient à la pelle.",
+    ),
+    (
+        "b",
+        9,
+        "Inondations en Espagne : au moins 158 morts, des dizaines de disparus",
+        "Le bilan provisoire ne cesse de s'alourdir, les secours fouillent les décombres.",
+    ),
+    (
+        "c",
+        12,
+        "Inondations en Espagne : la colère monte contre l'alerte tardive",
+        "Les autorités régionales sont critiquées pour leur message envoyé trop tard.",
+    ),
+    (
+        "a",
+        15,
+        "Le Real Madrid offre un million après les inondations en Espagne",
+        "Le club madrilène annonce un don pour les sinistrés de la région.",
+    ),
+]
+
+
+def floods(per_day: dict[str, int]) -> tuple[list[int], StoryClusterer]:
+    clusterer = StoryClusterer(ClusterSettings(), 1)
+    for n, (outlet, hour, title, summary) in enumerate(FLOODS, 1):
+        clusterer.add(doc(n, outlet, hour, title, summary))
+    request = clusterer.headline_request()
+    assert request is not None and {"inondation", "espagne"} <= request[0]
+    counts = {(DAY.date().isoformat(), ""): 40}
+    counts[DAY.date().isoformat(), "inondation"] = 4
+    counts[DAY.date().isoformat(), "espagne"] = 4
+    for n in range(1, 8):
+        day = (DAY - timedelta(days=n)).date().isoformat()
+        counts[day, ""] = 40
+        for word, count in per_day.items():
+            counts[day, word] = count
+    clusterer.use_headline_counts(counts)
+    clusterer.merge_pass()
+    return [clusterer.story_of(n) for n in range(1, len(FLOODS) + 1)], clusterer
+
+
+def test_headlines_sharing_two_names_of_the_days_event_are_one_story() -> None:
+    stories, clusterer = floods({})
+    assert clusterer.event_names()["2024-10-28"] >= {"inondation", "espagne"}
+    assert len(set(stories)) == 1, stories
+    first, second = clusterer.members(stories[0])[:2]
+    explained = clusterer.explain_pair(first, second)
+    assert explained.joined and "espagne, inondation" in explained.reason
+
+
+def test_one_bursting_name_alone_does_not_join_the_angles() -> None:
+    # Spain is in the news every day of the week: only "inondation" bursts, and one name
+    # shared by headlines that share nothing else is not enough.
+    stories, clusterer = floods({"espagne": 4})
+    assert "espagne" not in clusterer.event_names().get("2024-10-28", frozenset())
+    assert len(set(stories)) > 1, stories
